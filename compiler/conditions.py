@@ -1,0 +1,189 @@
+"""Conditions after checking: a small boolean algebra over request attributes.
+
+Both the reference interpreter (`holds`) and the graph builder (`restrict`)
+read conditions in this form, so they cannot disagree about what one means.
+
+Every comparison with an absent attribute is false, `!=` and `not in`
+included: `header["x"] != "a"` does not hold for a request without that
+header. `not (...)` is the way to say "unless".
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Union
+
+from compiler.request import Request, Scalar
+
+# ------------------------------------------------------------------ atoms
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    attr: str
+    op: str  # == != < <= > >=
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    attr: str
+    values: frozenset[Scalar]
+    negated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """`attr matches "re"`: the one test the analyses cannot see inside."""
+
+    attr: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    attr: str
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    items: tuple[Cond, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Any_:
+    items: tuple[Cond, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    item: Cond
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    value: bool
+
+
+TRUE = Const(True)
+FALSE = Const(False)
+
+Atom = Union[Cmp, In, Match, Truth]
+Cond = Union[Cmp, In, Match, Truth, All, Any_, Neg, Const]
+
+_COMPARE: dict[str, Callable[[Scalar, Scalar], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,  # type: ignore[operator]
+    "<=": lambda a, b: a <= b,  # type: ignore[operator]
+    ">": lambda a, b: a > b,  # type: ignore[operator]
+    ">=": lambda a, b: a >= b,  # type: ignore[operator]
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def atom_holds(atom: Atom, value: Scalar | None) -> bool:
+    """One atom on one attribute's value (None when the request lacks it)."""
+    if value is None:
+        return False
+    if isinstance(atom, Cmp):
+        return _COMPARE[atom.op](value, atom.value)
+    if isinstance(atom, In):
+        return (value in atom.values) != atom.negated
+    if isinstance(atom, Match):
+        return isinstance(value, str) and regex(atom.pattern).search(value) is not None
+    return value is True
+
+
+def holds(cond: Cond, request: Request) -> bool:
+    """The reference meaning of a condition: read it, top to bottom."""
+    if isinstance(cond, Const):
+        return cond.value
+    if isinstance(cond, All):
+        return all(holds(c, request) for c in cond.items)
+    if isinstance(cond, Any_):
+        return any(holds(c, request) for c in cond.items)
+    if isinstance(cond, Neg):
+        return not holds(cond.item, request)
+    return atom_holds(cond, request.get(cond.attr))
+
+
+# ------------------------------------------------------ simplification
+
+
+def all_of(items: list[Cond]) -> Cond:
+    flat: list[Cond] = []
+    for item in items:
+        if item == FALSE:
+            return FALSE
+        if item == TRUE:
+            continue
+        flat.extend(item.items if isinstance(item, All) else (item,))
+    if not flat:
+        return TRUE
+    return flat[0] if len(flat) == 1 else All(tuple(flat))
+
+
+def any_of(items: list[Cond]) -> Cond:
+    flat: list[Cond] = []
+    for item in items:
+        if item == TRUE:
+            return TRUE
+        if item == FALSE:
+            continue
+        flat.extend(item.items if isinstance(item, Any_) else (item,))
+    if not flat:
+        return FALSE
+    return flat[0] if len(flat) == 1 else Any_(tuple(flat))
+
+
+def negate(item: Cond) -> Cond:
+    if isinstance(item, Const):
+        return FALSE if item.value else TRUE
+    if isinstance(item, Neg):
+        return item.item
+    return Neg(item)
+
+
+def restrict(cond: Cond, decide: Callable[[Atom], bool | None]) -> Cond:
+    """`cond` with every atom `decide` can settle replaced by its truth value.
+
+    This is how the graph builder specialises the remaining rules to one branch
+    of a switch: `decide` answers for the atoms on the attribute switched on.
+    """
+    if isinstance(cond, Const):
+        return cond
+    if isinstance(cond, All):
+        return all_of([restrict(c, decide) for c in cond.items])
+    if isinstance(cond, Any_):
+        return any_of([restrict(c, decide) for c in cond.items])
+    if isinstance(cond, Neg):
+        return negate(restrict(cond.item, decide))
+    verdict = decide(cond)
+    return cond if verdict is None else Const(verdict)
+
+
+def atoms(cond: Cond) -> list[Atom]:
+    if isinstance(cond, Const):
+        return []
+    if isinstance(cond, (All, Any_)):
+        return [a for c in cond.items for a in atoms(c)]
+    if isinstance(cond, Neg):
+        return atoms(cond.item)
+    return [cond]
+
+
+def constants(atom: Atom) -> list[Scalar]:
+    """The values an atom compares its attribute with."""
+    if isinstance(atom, Cmp):
+        return [atom.value]
+    if isinstance(atom, In):
+        return list(atom.values)
+    return []

@@ -1,0 +1,42 @@
+"""The compiled decision graph: build it from a policy, evaluate it per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler.graph.build import Builder, matrix_of
+from compiler.graph.nodes import Evaluator, Leaf, Node, step
+from compiler.interpreter import Plan
+from compiler.policy import Policy
+from compiler.request import Request
+
+
+@dataclass
+class Graph:
+    policy: Policy
+    nodes: list[Node]
+    plans: list[Plan]
+    root: int
+    version: str = ""
+    _evaluator: Evaluator | None = field(default=None, repr=False)
+
+    def plan(self, request: Request) -> Plan:
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.nodes, self.plans, self.root)
+        return self._evaluator.evaluate(request)
+
+    def trace(self, request: Request) -> tuple[Plan, list[tuple[int, str]]]:
+        """The plan and the nodes visited on the way, each with the reason taken."""
+        path: list[tuple[int, str]] = []
+        index = self.root
+        while not isinstance(node := self.nodes[index], Leaf):
+            nxt, why = step(node, request)
+            path.append((index, why))
+            index = nxt
+        return self.plans[node.plan], path
+
+
+def compile_policy(policy: Policy, version: str = "") -> Graph:
+    builder = Builder(*matrix_of(policy))
+    root = builder.build()
+    return Graph(policy, builder.nodes, builder.plans, root, version)

@@ -1,0 +1,297 @@
+"""Rules to decision graph, the way pattern matching is compiled (Maranget 2008).
+
+All of a policy's conditional blocks form one matrix: route rules and cache
+blocks (first match wins), quotas and budgets (every match applies). At each
+node the builder picks a test that the first undecided entry needs, choosing
+among those the one most entries use; it switches on that attribute, and in
+each branch every entry is specialised (`restrict`) to what the branch knows.
+An entry that becomes true or false is settled; when nothing is left to
+decide, the node is a leaf whose plan says what matched.
+
+States already built are remembered, and nodes are hash-consed, so equal
+sub-graphs are shared and the result is a DAG.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from compiler.conditions import (
+    FALSE, TRUE, Atom, Cmp, Cond, In, Match, all_of, atom_holds, atoms, constants, restrict,
+)
+from compiler.graph.nodes import BoolSwitch, Leaf, NumSwitch, Node, RegexTest, StrSwitch
+from compiler.interpreter import Plan
+from compiler.policy import Policy, Subject
+from compiler.request import Scalar, attr_kind
+
+UNDECIDED = -1
+_OTHER = object()  # a string no rule names: equal to none, regex still unknown
+
+Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
+State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...]]
+Key = tuple[str, ...]  # ("attr", name) or ("regex", name, pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Matrix:
+    """Where each block kind sits among the matrix's positions."""
+
+    routes: int
+    caches: int
+    quotas: int
+    budgets: int
+
+    def group(self, pos: int) -> tuple[str, int]:
+        for name, size in (("route", self.routes), ("cache", self.caches),
+                           ("quota", self.quotas), ("budget", self.budgets)):
+            if pos < size:
+                return name, pos
+            pos -= size
+        raise IndexError(pos)
+
+
+def subject_cond(subject: Subject, peers: Sequence[Subject]) -> Cond:
+    """A subject as a condition: what `interpreter.applies` checks, folded in."""
+    if subject.kind == "global":
+        return TRUE
+    if subject.kind == "one":
+        return Cmp(subject.dimension, "==", subject.value)
+    named = frozenset(p.value for p in peers
+                      if p.kind == "one" and p.dimension == subject.dimension)
+    return In(subject.dimension, named, negated=True)  # present, and not named
+
+
+def matrix_of(policy: Policy) -> tuple[Matrix, list[Cond]]:
+    quota_subjects = [q.subject for q in policy.quotas]
+    budget_subjects = [b.subject for b in policy.budgets]
+    conds = [r.cond for r in policy.rules] + [c.cond for c in policy.caches]
+    conds += [all_of([subject_cond(q.subject, quota_subjects), q.cond]) for q in policy.quotas]
+    conds += [all_of([subject_cond(b.subject, budget_subjects), b.cond]) for b in policy.budgets]
+    matrix = Matrix(len(policy.rules), len(policy.caches), len(policy.quotas), len(policy.budgets))
+    return matrix, conds
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def keys_of(cond: Cond) -> frozenset[Key]:
+    return frozenset(_key(a) for a in atoms(cond))
+
+
+def _key(atom: Atom) -> Key:
+    return ("regex", atom.attr, atom.pattern) if isinstance(atom, Match) else ("attr", atom.attr)
+
+
+def _decider(attr: str, value: object) -> Callable[[Atom], bool | None]:
+    """Settles the atoms on `attr` for requests whose value is `value`."""
+    def decide(atom: Atom) -> bool | None:
+        if atom.attr != attr:
+            return None
+        if value is _OTHER:
+            return None if isinstance(atom, Match) else atom_holds(atom, value)  # type: ignore[arg-type]
+        return atom_holds(atom, value)  # type: ignore[arg-type]
+    return decide
+
+
+def _regex_decider(attr: str, pattern: str, verdict: bool) -> Callable[[Atom], bool | None]:
+    def decide(atom: Atom) -> bool | None:
+        same = isinstance(atom, Match) and atom.attr == attr and atom.pattern == pattern
+        return verdict if same else None
+    return decide
+
+
+class Builder:
+    def __init__(self, matrix: Matrix, conds: list[Cond]) -> None:
+        self.matrix = matrix
+        self.initial = tuple(enumerate(conds))
+        self.nodes: list[Node] = []
+        self.plans: list[Plan] = []
+        self.node_ids: dict[tuple[object, ...], int] = {}
+        self.plan_ids: dict[Plan, int] = {}
+        self.memo: dict[State, int] = {}
+
+    def build(self) -> int:
+        return self.node(self.normalize(self.initial, (UNDECIDED, UNDECIDED, (), ())))
+
+    # -------------------------------------------------------------- states
+
+    def normalize(self, entries: Sequence[Entry],
+                  decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
+                  ) -> State:
+        """Settle what can be settled: a first-match group is won by its first
+        entry once that is true; an all-match entry is on once it is true."""
+        route, cache, quotas, budgets = decided
+        on_q, on_b = list(quotas), list(budgets)
+        open_route = open_cache = False
+        pending: list[Entry] = []
+        for pos, cond in entries:
+            if cond == FALSE:
+                continue
+            group, index = self.matrix.group(pos)
+            if group == "route":
+                if route != UNDECIDED:
+                    continue
+                if cond == TRUE and not open_route:
+                    route = index
+                    continue
+                open_route = True
+            elif group == "cache":
+                if cache != UNDECIDED:
+                    continue
+                if cond == TRUE and not open_cache:
+                    cache = index
+                    continue
+                open_cache = True
+            elif cond == TRUE:
+                (on_q if group == "quota" else on_b).append(index)
+                continue
+            pending.append((pos, cond))
+        if route == UNDECIDED and not open_route:
+            route = None
+        if cache == UNDECIDED and not open_cache:
+            cache = None
+        if route != UNDECIDED:
+            pending = [e for e in pending if self.matrix.group(e[0])[0] != "route"]
+        if cache != UNDECIDED:
+            pending = [e for e in pending if self.matrix.group(e[0])[0] != "cache"]
+        return tuple(pending), route, cache, tuple(sorted(on_q)), tuple(sorted(on_b))
+
+    # --------------------------------------------------------------- nodes
+
+    def node(self, state: State) -> int:
+        found = self.memo.get(state)
+        if found is None:
+            found = self.memo[state] = self._node(state)
+        return found
+
+    def _node(self, state: State) -> int:
+        entries, route, cache, quotas, budgets = state
+        if not entries:
+            plan = Plan(route, quotas, budgets, cache)  # type: ignore[arg-type]
+            if plan not in self.plan_ids:
+                self.plan_ids[plan] = len(self.plans)
+                self.plans.append(plan)
+            return self.intern(Leaf(self.plan_ids[plan]), ("leaf", self.plan_ids[plan]))
+        key = self.choose(entries)
+        decided = (route, cache, quotas, budgets)
+        if key[0] == "regex":
+            _, attr, pattern = key
+            yes = self.branch(entries, decided, _regex_decider(attr, pattern, True))
+            no = self.branch(entries, decided, _regex_decider(attr, pattern, False))
+            if yes == no:
+                return yes
+            return self.intern(RegexTest(attr, pattern, yes, no), ("regex", attr, pattern, yes, no))
+        attr = key[1]
+        kind = attr_kind(attr)
+        if kind == "bool":
+            yes = self.branch(entries, decided, _decider(attr, True))
+            no = self.branch(entries, decided, _decider(attr, False))
+            if yes == no:
+                return yes
+            return self.intern(BoolSwitch(attr, yes, no), ("bool", attr, yes, no))
+        if kind == "num":
+            return self.num_switch(attr, entries, decided)
+        return self.str_switch(attr, entries, decided)
+
+    def intern(self, node: Node, key: tuple[object, ...]) -> int:
+        """Hash-consing: an equal node is made once and shared."""
+        found = self.node_ids.get(key)
+        if found is None:
+            found = self.node_ids[key] = len(self.nodes)
+            self.nodes.append(node)
+        return found
+
+    def choose(self, entries: tuple[Entry, ...]) -> Key:
+        """A test the first entry needs, preferring the one most entries use."""
+        needed = keys_of(entries[0][1])
+        counts = Counter(k for _, cond in entries for k in keys_of(cond) if k in needed)
+        return max(sorted(needed), key=lambda k: counts[k])
+
+    def branch(self, entries: Sequence[Entry], decided: tuple[int | None, int | None,
+               tuple[int, ...], tuple[int, ...]], decide: Callable[[Atom], bool | None]) -> int:
+        specialised = [(pos, restrict(cond, decide)) for pos, cond in entries]
+        return self.node(self.normalize(specialised, decided))
+
+    def num_switch(self, attr: str, entries: tuple[Entry, ...],
+                   decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
+                   ) -> int:
+        bounds = tuple(sorted({float(v) for _, c in entries for a in atoms(c)  # type: ignore[arg-type]
+                               if a.attr == attr for v in constants(a)}))
+        children = tuple(self.branch(entries, decided, _decider(attr, value))
+                         for value in _representatives(bounds))
+        absent = self.branch(entries, decided, _decider(attr, None))
+        if all(c == absent for c in children):
+            return absent
+        return self.intern(NumSwitch(attr, bounds, children, absent),
+                           ("num", attr, bounds, children, absent))
+
+    def str_switch(self, attr: str, entries: tuple[Entry, ...],
+                   decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
+                   ) -> int:
+        """One branch per string the entries name, one for any other, one for absent.
+
+        Entries that do not test `attr` are the same in every branch, and an
+        entry that only ever holds for the values it names is only placed in
+        those branches: this keeps a switch over thousands of teams linear.
+        """
+        untouched: list[Entry] = []
+        everywhere: list[tuple[int, Cond, dict[Scalar, Cond]]] = []
+        only: dict[Scalar, list[Entry]] = {}
+        other: list[Entry] = []
+        absent: list[Entry] = []
+        values: set[Scalar] = set()
+        for pos, cond in entries:
+            mine = [a for a in atoms(cond) if a.attr == attr]
+            if not mine:
+                untouched.append((pos, cond))
+                continue
+            named = {v for a in mine for v in constants(a)}
+            values |= named
+            own = {v: restrict(cond, _decider(attr, v)) for v in named}
+            rest = restrict(cond, _decider(attr, _OTHER))
+            gone = restrict(cond, _decider(attr, None))
+            if gone != FALSE:
+                absent.append((pos, gone))
+            if rest == FALSE and not any(isinstance(a, Match) for a in mine):
+                for value, specialised in own.items():
+                    if specialised != FALSE:
+                        only.setdefault(value, []).append((pos, specialised))
+            else:
+                everywhere.append((pos, cond, own))
+                other.append((pos, rest))
+
+        def for_value(value: Scalar) -> Iterator[Entry]:
+            for pos, cond, own in everywhere:
+                if value in own:
+                    yield pos, own[value]
+                else:
+                    yield pos, restrict(cond, _decider(attr, value))
+
+        def child(extra: Sequence[Entry]) -> int:
+            merged = list(heapq.merge(untouched, extra, key=lambda e: e[0]))
+            return self.node(self.normalize(merged, decided))
+
+        cases = {}
+        for value in sorted(values, key=str):
+            specific = sorted([*for_value(value), *only.get(value, [])], key=lambda e: e[0])
+            cases[value] = child(specific)
+        other_child, absent_child = child(other), child(absent)
+        distinct = {c for c in cases.values() if c != other_child}
+        if not distinct and absent_child == other_child:
+            return other_child
+        kept = {str(v): c for v, c in cases.items() if c != other_child}
+        return self.intern(StrSwitch(attr, kept, other_child, absent_child),
+                           ("str", attr, tuple(sorted(kept.items())), other_child, absent_child))
+
+
+def _representatives(bounds: tuple[float, ...]) -> list[float]:
+    """One value from each class the bounds cut the number line into, in order."""
+    if not bounds:
+        return [0.0]
+    values = [bounds[0] - 1.0]
+    for i, bound in enumerate(bounds):
+        values.append(bound)
+        values.append((bound + bounds[i + 1]) / 2 if i + 1 < len(bounds) else bound + 1.0)
+    return values

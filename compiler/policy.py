@@ -1,0 +1,211 @@
+"""A checked policy: every block of every file, typed and resolved.
+
+This is what the passes lower the syntax tree to, what the reference
+interpreter reads and what the graph builder compiles. The compiled graph
+file carries these same types (pydantic reads them as JSON Schema), so the
+runtime needs nothing of the syntax tree. Durations are seconds, money is US
+dollars, prices are dollars per token, shares are fractions of 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler.conditions import TRUE, Cond
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a declaration was written, for `explain` and diagnostics."""
+
+    file: str
+    line: int
+    column: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EnvValue:
+    """`env("NAME", "default")`: read when the gateway starts, never stored."""
+
+    env: str
+    default: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: int = 2
+    backoff_min: float = 0.2
+    backoff_max: float = 5.0
+    on: tuple[str, ...] = ("429", "5xx", "timeout", "connect")
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    failures: int = 5
+    window: float = 30.0
+    cooldown: float = 60.0
+    probes: int = 1
+    error_rate: float | None = None
+    min_requests: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    type: str
+    base_url: str | EnvValue | None = None
+    api_key: str | EnvValue | None = None
+    timeout: float | None = None
+    headers: dict[str, str | EnvValue] = field(default_factory=dict)
+    max_concurrency: int | None = None
+    api_version: str | None = None
+    latency: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 500
+    retry: Retry = field(default_factory=Retry)
+    breaker: Breaker = field(default_factory=Breaker)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    provider: str
+    upstream: str
+    input_price: float | None = None
+    output_price: float | None = None
+    context: int | None = None
+    max_output: int | None = None
+    timeout: float | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.input_price is not None or self.output_price is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    strategy: str
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One step of a fallback chain: a model, a pool, or `requested`."""
+
+    kind: str  # "model", "pool" or "requested"
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    index: int
+    targets: tuple[Target, ...]
+    deny: str | None
+    source: Source
+    cond: Cond = TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose counter a quota or budget keeps: `per team`, `global`, `team "x"`."""
+
+    kind: str  # "per", "global", "one"
+    dimension: str = ""  # team, user, key, model
+    value: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "global":
+            return "global"
+        if self.kind == "per":
+            return f"per {self.dimension}"
+        return f'{self.dimension} "{self.value}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    amount: float
+    period: str  # second, minute, hour, day, week, month
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    index: int
+    subject: Subject
+    source: Source
+    requests: Rate | None = None
+    tokens: Rate | None = None
+    burst: int | None = None
+    concurrency: int | None = None
+    mode: str = "enforce"
+    cond: Cond = TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    index: int
+    subject: Subject
+    source: Source
+    limit: Rate | None = None
+    alerts: tuple[float, ...] = ()
+    notify: str | None = None
+    over: str = "reject"  # reject, allow, downgrade
+    downgrade: str | None = None
+    cond: Cond = TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    index: int
+    source: Source
+    mode: str = "exact"
+    threshold: float = 0.95
+    ttl: float = 3600.0
+    scope: str = "global"
+    embedder: str | None = None
+    max_entries: int = 10_000
+    cond: Cond = TRUE
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    name: str
+    webhook: str | EnvValue
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    mode: str = "keys"
+    user_header: str = "x-gw-user"
+    team_header: str = "x-gw-team"
+
+
+@dataclass(frozen=True, slots=True)
+class TestCase:
+    name: str
+    source: Source
+    given: dict[str, object]
+    expect: dict[str, object]
+
+
+@dataclass(slots=True)
+class Policy:
+    providers: dict[str, Provider] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    quotas: list[Quota] = field(default_factory=list)
+    budgets: list[Budget] = field(default_factory=list)
+    caches: list[Cache] = field(default_factory=list)
+    notifies: dict[str, Notify] = field(default_factory=dict)
+    auth: Auth = field(default_factory=Auth)
+    retry: Retry = field(default_factory=Retry)
+    breaker: Breaker = field(default_factory=Breaker)
+    tests: list[TestCase] = field(default_factory=list)
