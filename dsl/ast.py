@@ -13,7 +13,6 @@ from typing import Union
 from dsl.span import Span
 
 
-
 def _span() -> Span:
     """The span field: printed by nothing and ignored by equality."""
     return field(compare=False, repr=False)  # type: ignore[no-any-return]

@@ -21,9 +21,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from compiler.conditions import (
-    FALSE, TRUE, Atom, Cmp, Cond, In, Match, all_of, atom_holds, atoms, constants, restrict,
+    FALSE,
+    TRUE,
+    Atom,
+    Cmp,
+    Cond,
+    In,
+    Match,
+    all_of,
+    atom_holds,
+    atoms,
+    constants,
+    restrict,
 )
-from compiler.graph.nodes import BoolSwitch, Leaf, NumSwitch, Node, RegexTest, StrSwitch
+from compiler.graph.nodes import BoolSwitch, Leaf, Node, NumSwitch, RegexTest, StrSwitch
 from compiler.interpreter import Plan
 from compiler.policy import Policy, Subject
 from compiler.request import Scalar, attr_kind

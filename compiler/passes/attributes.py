@@ -1,0 +1,83 @@
+"""CheckAttributes: every block holds only attributes it knows, of the right type.
+
+The typed value of each attribute that checks is kept in `ctx.values`, keyed
+by its node, for the passes after this one.
+"""
+
+from __future__ import annotations
+
+from compiler.context import Context
+from compiler.schema import BLOCKS, DIMENSIONS
+from compiler.values import INVALID, Checker, Field
+from dsl import ast
+from dsl.diagnostics import Related, error, suggestion
+
+
+def run(ctx: Context) -> None:
+    checker = Checker(ctx.report)
+    for decl in ctx.decls:
+        if isinstance(decl, (ast.NamedDecl, ast.UnnamedDecl)):
+            _block(ctx, checker, decl.kind, decl.body, decl.span)
+        elif isinstance(decl, ast.CacheDecl):
+            _block(ctx, checker, "cache", decl.body, decl.span)
+        elif isinstance(decl, ast.LimitDecl):
+            _subject(ctx, decl.subject)
+            _block(ctx, checker, decl.kind, decl.body, decl.span)
+            if decl.kind == "quota" and not any(
+                name in decl.body.attributes() for name in ("requests", "tokens", "concurrency")
+            ):
+                ctx.report(error("GW108", "a quota needs 'requests', 'tokens' or 'concurrency'",
+                                 decl.span, help="for example `requests = 60 per minute`"))
+        elif isinstance(decl, ast.TestDecl):
+            _block(ctx, checker, "test", decl.body, decl.span)
+
+
+def _subject(ctx: Context, subject: ast.Subject) -> None:
+    if subject.kind != "global" and subject.dimension not in DIMENSIONS:
+        ctx.report(error("GW206", f"unknown subject '{subject.dimension}'"
+                                  f"{suggestion(subject.dimension, DIMENSIONS)}", subject.span,
+                         help="limits apply per team, user, key or model, or global"))
+
+
+def _block(ctx: Context, checker: Checker, kind: str, body: ast.Body, span: object,
+           schema: dict[str, Field] | None = None,
+           nested: dict[str, dict[str, Field]] | None = None) -> None:
+    if schema is None:
+        schema, nested = BLOCKS[kind]
+    nested = nested or {}
+    seen: dict[str, ast.Attribute | ast.Nested] = {}
+    for member in body.members:
+        name = member.name.name
+        if name in seen:
+            ctx.report(error("GW103", f"'{name}' is set twice in this block", member.name.span,
+                             help="keep one of them",
+                             related=[Related(seen[name].name.span, "first set here")]))
+            continue
+        seen[name] = member
+        if isinstance(member, ast.Nested):
+            if name not in nested:
+                _unknown(ctx, kind, member.name, [*schema, *nested], "block")
+                continue
+            _block(ctx, checker, name, member.body, member.span, nested[name], {})
+            continue
+        spec = schema.get(name)
+        if spec is None:
+            _unknown(ctx, kind, member.name, [*schema, *nested], "attribute")
+            continue
+        value = checker.check(member.value, spec)
+        if value is not INVALID:
+            ctx.values[id(member)] = value
+    for name, spec in schema.items():
+        if spec.required and name not in seen:
+            ctx.report(error("GW108", f"{kind} is missing '{name}'", body.span,
+                             help=f"add `{name} = ...`"))
+    for name in nested:
+        if kind == "test" and name not in seen:
+            ctx.report(error("GW108", f"test is missing '{name} {{ ... }}'", body.span,
+                             help="a test is `given { ... } expect { ... }`"))
+
+
+def _unknown(ctx: Context, kind: str, name: ast.Ident, known: list[str], what: str) -> None:
+    ctx.report(error("GW104", f"unknown {what} '{name.name}' in {kind}"
+                              f"{suggestion(name.name, known)}", name.span,
+                     help=f"{kind} takes: {', '.join(known)}" if known else None))

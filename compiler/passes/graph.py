@@ -1,0 +1,15 @@
+"""BuildGraph: the policy compiled to its decision graph.
+
+Built during checking, not only for `gwc compile`, because the exact lints
+(shadowed rules, requests no rule matches, unpriced models under a budget)
+read their answers off it.
+"""
+
+from __future__ import annotations
+
+from compiler.context import Context
+from compiler.graph import compile_policy
+
+
+def run(ctx: Context) -> None:
+    ctx.graph = compile_policy(ctx.policy)

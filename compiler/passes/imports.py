@@ -1,0 +1,57 @@
+"""LoadImports: parse the policy's file and every file it imports.
+
+Paths are relative to the importing file. A file imported twice (a diamond)
+is read once; a file that imports itself, directly or not, is an error at the
+import that closes the cycle. Declarations keep file order, an imported
+file's standing where its `import` does.
+"""
+
+from __future__ import annotations
+
+import os
+
+from compiler.context import Context
+from dsl import ast
+from dsl.diagnostics import error
+from dsl.parser import decode, parse
+from dsl.span import Span
+
+
+def run(ctx: Context) -> None:
+    _load(ctx, ctx.root, [], None)
+
+
+def _load(ctx: Context, path: str, stack: list[str], via: ast.Import | None) -> None:
+    if path in stack:
+        cycle = " -> ".join([*stack[stack.index(path):], path])
+        assert via is not None
+        ctx.report(error("GW111", f"import cycle: {cycle}", via.path.span,
+                         help="move what both files need into a third file they both import"))
+        return
+    if path in ctx.sources:
+        return
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        where = via.path.span if via else Span.point(path, 1, 1)
+        ctx.report(error("GW110", f"cannot read '{path}': {exc.strerror or exc}", where,
+                         help="import paths are relative to the importing file"))
+        ctx.syntax_ok = False
+        return
+    text, diagnostics = decode(data, path)
+    module = None
+    if text is not None:
+        ctx.sources[path] = text
+        module, diagnostics = parse(text, path)
+    for diagnostic in diagnostics:
+        ctx.report(diagnostic)
+    if module is None:
+        ctx.syntax_ok = False
+        return
+    for decl in module.decls:
+        if isinstance(decl, ast.Import):
+            target = os.path.normpath(os.path.join(os.path.dirname(path), decl.path.value))
+            _load(ctx, target, [*stack, path], decl)
+        else:
+            ctx.decls.append(decl)

@@ -1,0 +1,93 @@
+"""Which attributes each block takes, and of what type: the language's table."""
+
+from __future__ import annotations
+
+from compiler.values import Field
+
+PROVIDER_TYPES = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "mock")
+STRATEGIES = ("weighted", "round_robin", "least_latency", "least_cost", "least_busy")
+DIMENSIONS = ("team", "user", "key", "model")
+
+RETRY = {
+    "attempts": Field("int", low=1, high=20),
+    "backoff": Field("duration_range"),
+    "on": Field("status_list"),
+}
+BREAKER = {
+    "failures": Field("int", low=1),
+    "window": Field("duration", low=0.001),
+    "cooldown": Field("duration", low=0.001),
+    "probes": Field("int", low=1),
+    "error_rate": Field("percent"),
+    "min_requests": Field("int", low=1),
+}
+GIVEN = {
+    "model": Field("string"), "user": Field("string"), "team": Field("string"),
+    "key": Field("string"), "endpoint": Field("string"), "stream": Field("bool"),
+    "tools": Field("bool"), "tokens": Field("count"), "max_tokens": Field("count"),
+    "temperature": Field("number"), "headers": Field("string_map"), "meta": Field("string_map"),
+    "budget": Field("percent_map"),
+}
+EXPECT = {"route": Field("names"), "deny": Field("string"), "cache": Field("bool")}
+
+# block kind -> (attributes, nested blocks allowed inside it)
+BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
+    "provider": ({
+        "type": Field("name", required=True, choices=PROVIDER_TYPES),
+        "base_url": Field("secret"),
+        "api_key": Field("secret"),
+        "timeout": Field("duration", low=0.001),
+        "headers": Field("string_map"),
+        "max_concurrency": Field("count", low=1),
+        "api_version": Field("string"),
+        "latency": Field("duration"),
+        "fail_rate": Field("fraction"),
+        "fail_status": Field("int", low=100, high=599),
+    }, {"retry": RETRY, "breaker": BREAKER}),
+    "model": ({
+        "provider": Field("name", required=True),
+        "name": Field("string"),
+        "input": Field("price"),
+        "output": Field("price"),
+        "context": Field("count", low=1),
+        "max_output": Field("count", low=1),
+        "timeout": Field("duration", low=0.001),
+    }, {}),
+    "pool": ({
+        "strategy": Field("name", choices=STRATEGIES),
+        "members": Field("members", required=True),
+    }, {}),
+    "notify": ({
+        "webhook": Field("secret", required=True),
+        "format": Field("name", choices=("slack", "json")),
+    }, {}),
+    "retry": (RETRY, {}),
+    "breaker": (BREAKER, {}),
+    "auth": ({
+        "mode": Field("name", choices=("keys", "headers", "none")),
+        "user_header": Field("string"),
+        "team_header": Field("string"),
+    }, {}),
+    "cache": ({
+        "mode": Field("name", choices=("exact", "semantic")),
+        "threshold": Field("fraction"),
+        "ttl": Field("duration", low=0.001),
+        "scope": Field("name", choices=("global", "team", "user", "key")),
+        "embedder": Field("name"),
+        "max_entries": Field("count", low=1),
+    }, {}),
+    "budget": ({
+        "limit": Field("money_rate", required=True),
+        "alert": Field("percent_list"),
+        "notify": Field("name"),
+        "over": Field("over"),
+    }, {}),
+    "quota": ({
+        "requests": Field("count_rate"),
+        "tokens": Field("count_rate"),
+        "burst": Field("count", low=1),
+        "concurrency": Field("count", low=1),
+        "mode": Field("name", choices=("enforce", "shadow")),
+    }, {}),
+    "test": ({}, {"given": GIVEN, "expect": EXPECT}),
+}
