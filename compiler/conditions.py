@@ -14,7 +14,6 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 from compiler.request import Request, Scalar
 
@@ -71,8 +70,8 @@ class Const:
 TRUE = Const(True)
 FALSE = Const(False)
 
-Atom = Union[Cmp, In, Match, Truth]
-Cond = Union[Cmp, In, Match, Truth, All, Any_, Neg, Const]
+Atom = Cmp | In | Match | Truth
+Cond = Cmp | In | Match | Truth | All | Any_ | Neg | Const
 
 _COMPARE: dict[str, Callable[[Scalar, Scalar], bool]] = {
     "==": lambda a, b: a == b,

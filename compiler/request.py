@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-Scalar = Union[str, float, bool]
+Scalar = str | float | bool
 
 # attribute -> its type: "str", "num" or "bool"
 ATTRIBUTES: dict[str, str] = {

@@ -8,7 +8,6 @@ laid out: that is what the formatter's round-trip property is stated in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from dsl.span import Span
 
@@ -126,8 +125,8 @@ class Call:
     args: tuple[Value, ...]
 
 
-Scalar = Union[Quantity, Money, Str, Ident, Bool]
-Value = Union[Quantity, Money, Str, Ident, Bool, Price, Range, Rate, ListValue, MapValue, Call]
+Scalar = Quantity | Money | Str | Ident | Bool
+Value = Quantity | Money | Str | Ident | Bool | Price | Range | Rate | ListValue | MapValue | Call
 
 
 # ------------------------------------------------------------- conditions
@@ -189,7 +188,7 @@ class Not:
     item: Cond
 
 
-Cond = Union[Compare, InTest, Matches, Truth, And, Or, Not]
+Cond = Compare | InTest | Matches | Truth | And | Or | Not
 
 
 # ---------------------------------------------------------------- members
@@ -271,7 +270,7 @@ class Deny:
     message: Str
 
 
-Target = Union[ModelTarget, Requested, Deny]
+Target = ModelTarget | Requested | Deny
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +323,7 @@ class TestDecl:
     body: Body
 
 
-Decl = Union[Import, NamedDecl, UnnamedDecl, RouteDecl, CacheDecl, LimitDecl, TestDecl]
+Decl = Import | NamedDecl | UnnamedDecl | RouteDecl | CacheDecl | LimitDecl | TestDecl
 
 
 @dataclass(frozen=True, slots=True)

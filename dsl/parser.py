@@ -131,9 +131,9 @@ class _Recovery:
                 parser.feed_token(Token.new_borrow_pos(*mistake.replacement, token))
                 return keep_going
         else:
+            what = found(token.type, token)
             keep_going = self.report(error(
-                "GW001", f"expected {describe_expected(expected)}, found {found(token.type, token)}",
-                span))
+                "GW001", f"expected {describe_expected(expected)}, found {what}", span))
         for kind, text in INSERTIONS:
             if kind not in expected:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from compiler.conditions import regex
 from compiler.interpreter import Plan
@@ -69,7 +69,7 @@ class RegexTest:
     kind: Literal["regex"] = "regex"
 
 
-Node = Union[Leaf, StrSwitch, NumSwitch, BoolSwitch, RegexTest]
+Node = Leaf | StrSwitch | NumSwitch | BoolSwitch | RegexTest
 
 
 def num_index(bounds: tuple[float, ...], value: float) -> int:

@@ -49,7 +49,8 @@ def _named(ctx: Context, decl: ast.NamedDecl) -> None:
             message = f"{decl.kind} '{name}' is declared twice"
         else:
             message = f"'{name}' is declared as both a {first.kind} and a {decl.kind}"
-        ctx.report(error("GW103", message, decl.name.span, help="give each declaration its own name",
+        ctx.report(error("GW103", message, decl.name.span,
+                         help="give each declaration its own name",
                          related=[Related(first.name.span, "first declared here")]))
         return
     ctx.named.setdefault(decl.kind, {})[name] = decl

@@ -53,7 +53,8 @@ def run(ctx: Context) -> None:
                                        "context": "context", "max_output": "max_output",
                                        "timeout": "timeout"}))
     for name, decl in ctx.named.get("pool", {}).items():
-        members = tuple(m for m, _ in ctx.value(decl.body, "members", ()) if m.model in policy.models)
+        members = tuple(m for m, _ in ctx.value(decl.body, "members", ())
+                        if m.model in policy.models)
         policy.pools[name] = p.Pool(name, ctx.value(decl.body, "strategy", "weighted"), members)
     for name, decl in ctx.named.get("notify", {}).items():
         webhook = ctx.value(decl.body, "webhook")
