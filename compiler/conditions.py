@@ -14,6 +14,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from compiler.request import Request, Scalar
 
@@ -25,6 +26,7 @@ class Cmp:
     attr: str
     op: str  # == != < <= > >=
     value: Scalar
+    kind: Literal["cmp"] = "cmp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class In:
     attr: str
     values: frozenset[Scalar]
     negated: bool
+    kind: Literal["in"] = "in"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,31 +43,37 @@ class Match:
 
     attr: str
     pattern: str
+    kind: Literal["match"] = "match"
 
 
 @dataclass(frozen=True, slots=True)
 class Truth:
     attr: str
+    kind: Literal["truth"] = "truth"
 
 
 @dataclass(frozen=True, slots=True)
 class All:
     items: tuple[Cond, ...]
+    kind: Literal["all"] = "all"
 
 
 @dataclass(frozen=True, slots=True)
 class Any_:
     items: tuple[Cond, ...]
+    kind: Literal["any"] = "any"
 
 
 @dataclass(frozen=True, slots=True)
 class Neg:
     item: Cond
+    kind: Literal["not"] = "not"
 
 
 @dataclass(frozen=True, slots=True)
 class Const:
     value: bool
+    kind: Literal["const"] = "const"
 
 
 TRUE = Const(True)

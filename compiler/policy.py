@@ -21,6 +21,8 @@ class Source:
     file: str
     line: int
     column: int = 1
+    end_line: int = 0
+    end_column: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dsl.span import Span
 
 
 def source(span: Span) -> p.Source:
-    return p.Source(span.file, span.line, span.column)
+    return p.Source(span.file, span.line, span.column, span.end_line, span.end_column)
 
 
 def run(ctx: Context) -> None:

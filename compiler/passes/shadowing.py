@@ -52,4 +52,5 @@ def _takers(before: list[Rule], rule: Rule) -> list[Rule]:
 
 
 def _span(rule: Rule) -> Span:
-    return Span.point(rule.source.file, rule.source.line, rule.source.column)
+    where = rule.source
+    return Span(where.file, where.line, where.column, where.end_line, where.end_column)

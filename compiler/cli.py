@@ -1,0 +1,66 @@
+"""`gwc`: parse the command line and dispatch; each command lives in its own module.
+
+Commands are imported only when run, so `gwc check` loads the parser and the
+passes and nothing of the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from compiler.output import FORMATS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gwc", description="LLM gateway policies: check, "
+                                     "compile, explain, test and serve them.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check", help="parse, resolve, type-check and lint policies")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--format", choices=FORMATS, default="text")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
+
+    code = commands.add_parser("explain-code", help="the long explanation of a diagnostic code")
+    code.add_argument("code", metavar="GWnnn")
+
+    fmt = commands.add_parser("fmt", help="rewrite policies in canonical layout")
+    fmt.add_argument("files", nargs="+", metavar="FILE")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if any file would change")
+    mode.add_argument("--diff", action="store_true", help="print the changes, write nothing")
+
+    comp = commands.add_parser("compile", help="write the compiled decision graph as JSON")
+    comp.add_argument("file", metavar="FILE")
+    comp.add_argument("-o", "--output", metavar="GRAPH.json", help="default: standard output")
+
+    commands.add_parser("schema", help="print the JSON Schema of the compiled graph")
+
+    explain = commands.add_parser("explain", help="the plan for one request, and why")
+    explain.add_argument("file", metavar="FILE", help="a policy, or a graph from `gwc compile`")
+    explain.add_argument("--request", required=True, metavar="JSON")
+    explain.add_argument("--format", choices=("text", "json"), default="text")
+
+    test = commands.add_parser("test", help="run the policies' test blocks")
+    test.add_argument("files", nargs="+", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    module = import_module(f"compiler.commands.{args.command.replace('-', '_')}")
+    try:
+        code: int = module.run(args)
+    except BrokenPipeError:
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""GitHub Actions workflow commands: one `::error` or `::warning` line each."""
+
+from __future__ import annotations
+
+from compiler.output import Report
+
+
+def _data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _property(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def render(report: Report) -> str:
+    lines = []
+    for d in report.diagnostics:
+        s = d.span
+        message = d.message + (f"\nhelp: {d.help}" if d.help else "")
+        lines.append(
+            f"::{d.severity.value} file={_property(s.file)},line={s.line},col={s.column},"
+            f"endLine={s.end_line},endColumn={s.end_column},title={_property(d.code)}"
+            f"::{_data(message)}")
+    return "".join(line + "\n" for line in lines)
