@@ -52,3 +52,12 @@ def format_seconds(seconds: float) -> str:
         if seconds >= unit and (seconds / unit).is_integer():
             return f"{int(seconds / unit)}{suffix}"
     return f"{round(seconds * 1000, 3):g}ms"
+
+
+def format_count(count: float) -> str:
+    """A count the way a person writes it: `600`, `1.5k`, `2M`."""
+    for suffix in ("B", "M", "k"):
+        unit = COUNTS[suffix]
+        if count >= unit:
+            return f"{count / unit:g}{suffix}"
+    return f"{count:g}"

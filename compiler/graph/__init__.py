@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from compiler.graph.build import Builder, matrix_of
@@ -40,3 +42,11 @@ def compile_policy(policy: Policy, version: str = "") -> Graph:
     builder = Builder(*matrix_of(policy))
     root = builder.build()
     return Graph(policy, builder.nodes, builder.plans, root, version)
+
+
+def policy_version(sources: Mapping[str, str]) -> str:
+    """A short hash of every file of a policy: what `x-gw-policy` reports."""
+    digest = hashlib.sha256()
+    for path in sorted(sources):
+        digest.update(path.encode() + b"\0" + sources[path].encode() + b"\0")
+    return digest.hexdigest()[:12]

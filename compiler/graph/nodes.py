@@ -93,7 +93,8 @@ def step(node: Node, request: Request) -> tuple[int, str]:
     if isinstance(node, StrSwitch):
         if value in node.cases:
             return node.cases[value], f"{name} is {value!r}"  # type: ignore[index]
-        return node.other, f"{name} is {value!r}, none of the listed values"
+        listed = ", none of the listed values" if node.cases else ""
+        return node.other, f"{name} is {value!r}{listed}"
     index = num_index(node.bounds, value)  # type: ignore[arg-type]
     return node.children[index], f"{name} is {value:g}"
 

@@ -8,8 +8,8 @@ read their answers off it.
 from __future__ import annotations
 
 from compiler.context import Context
-from compiler.graph import compile_policy
+from compiler.graph import compile_policy, policy_version
 
 
 def run(ctx: Context) -> None:
-    ctx.graph = compile_policy(ctx.policy)
+    ctx.graph = compile_policy(ctx.policy, policy_version(ctx.sources))

@@ -1,0 +1,47 @@
+"""`gwc fmt FILE...`: rewrite in canonical layout; `--check` and `--diff` write nothing."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+from compiler.commands import fail
+from compiler.output import Report, render
+from dsl.format import format_module
+from dsl.parser import decode, parse
+
+
+def run(args: argparse.Namespace) -> int:
+    changed = broken = 0
+    for path in args.files:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            return fail(f"cannot read '{path}': {exc.strerror}")
+        text, diagnostics = decode(data, path)
+        module = None
+        if text is not None:
+            module, diagnostics = parse(text, path)
+        if module is None or text is None:
+            broken += 1
+            sys.stderr.write(render(Report(diagnostics, {path: text or ""}), "text"))
+            continue
+        formatted = format_module(module, text)
+        if formatted == text:
+            continue
+        changed += 1
+        if args.check:
+            print(f"would reformat {path}")
+        elif args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                f"a/{path}", f"b/{path}"))
+        else:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(formatted)
+            print(f"reformatted {path}")
+    if broken:
+        return 1
+    return 1 if args.check and changed else 0

@@ -1,0 +1,115 @@
+"""A plan in words and in JSON: what `gwc explain` prints and `gwc test` compares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compiler import units
+from compiler.graph import Graph
+from compiler.interpreter import Plan
+from compiler.policy import Budget, Cache, Policy, Quota, Rate, Rule, Source
+from compiler.request import Request
+
+
+def route(policy: Policy, rule: Rule | None, request: Request) -> list[str]:
+    """The fallback chain, `requested` resolved to the model the request named.
+
+    `requested` drops out when the request names nothing the policy declares;
+    a pool stays a pool, since its pick happens per request.
+    """
+    if rule is None or rule.deny is not None:
+        return []
+    chain: list[str] = []
+    for target in rule.targets:
+        name = target.name
+        if target.kind == "requested":
+            name = request.model or ""
+            if name not in policy.models and name not in policy.pools:
+                continue
+        if name not in chain:
+            chain.append(name)
+    return chain
+
+
+def _where(source: Source) -> dict[str, Any]:
+    return {"file": source.file, "line": source.line}
+
+
+def _rate(rate: Rate | None, money: bool = False) -> str | None:
+    if rate is None:
+        return None
+    amount = f"${rate.amount:g}" if money else units.format_count(rate.amount)
+    return f"{amount} per {rate.period}"
+
+
+def _quota(q: Quota, request: Request) -> dict[str, Any]:
+    return {"subject": str(q.subject), "counter": _counter(q.subject.dimension, request),
+            "requests": _rate(q.requests), "tokens": _rate(q.tokens), "burst": q.burst,
+            "concurrency": q.concurrency, "mode": q.mode, "source": _where(q.source)}
+
+
+def _budget(b: Budget, request: Request) -> dict[str, Any]:
+    over = f"downgrade({b.downgrade})" if b.over == "downgrade" else b.over
+    return {"subject": str(b.subject), "counter": _counter(b.subject.dimension, request),
+            "limit": _rate(b.limit, money=True), "alerts": list(b.alerts), "notify": b.notify,
+            "over": over, "source": _where(b.source)}
+
+
+def _cache(c: Cache) -> dict[str, Any]:
+    return {"mode": c.mode, "threshold": c.threshold, "ttl": units.format_seconds(c.ttl),
+            "scope": c.scope, "source": _where(c.source)}
+
+
+def _counter(dimension: str, request: Request) -> str | None:
+    """Whose counter the request is counted on: the subject's value."""
+    if not dimension:
+        return "global"
+    value = request.get(dimension)
+    return None if value is None else str(value)
+
+
+def explain(graph: Graph, request: Request) -> dict[str, Any]:
+    plan, path = graph.trace(request)
+    return describe(graph.policy, plan, request, path)
+
+
+def describe(policy: Policy, plan: Plan, request: Request,
+             path: list[tuple[int, str]] | None = None) -> dict[str, Any]:
+    rule = policy.rules[plan.rule] if plan.rule is not None else None
+    chain = route(policy, rule, request)
+    status = 403 if rule and rule.deny is not None else 200 if chain else 404
+    return {
+        "status": status,
+        "route": chain,
+        "deny": rule.deny if rule else None,
+        "rule": _where(rule.source) if rule else None,
+        "quotas": [_quota(policy.quotas[i], request) for i in plan.quotas],
+        "budgets": [_budget(policy.budgets[i], request) for i in plan.budgets],
+        "cache": _cache(policy.caches[plan.cache]) if plan.cache is not None else None,
+        "path": [{"node": node, "test": why} for node, why in (path or [])],
+    }
+
+
+def as_text(result: dict[str, Any]) -> str:
+    lines = []
+    rule = result["rule"]
+    lines.append("rule:    " + (f"{rule['file']}:{rule['line']}" if rule else
+                                "none matched (404 no route)"))
+    if result["deny"] is not None:
+        lines.append(f"deny:    403 \"{result['deny']}\"")
+    else:
+        lines.append("route:   " + (" -> ".join(result["route"]) or "(empty: 404)"))
+    for q in result["quotas"]:
+        limits = ", ".join(x for x in (q["requests"] and f"{q['requests']} requests",
+                                       q["tokens"] and f"{q['tokens']} tokens",
+                                       q["concurrency"] and f"{q['concurrency']} at once") if x)
+        lines.append(f"quota:   {q['subject']} [{q['counter']}]: {limits} ({q['mode']}) "
+                     f"at {q['source']['file']}:{q['source']['line']}")
+    for b in result["budgets"]:
+        lines.append(f"budget:  {b['subject']} [{b['counter']}]: {b['limit']}, over -> "
+                     f"{b['over']} at {b['source']['file']}:{b['source']['line']}")
+    cache = result["cache"]
+    lines.append("cache:   " + (f"{cache['mode']}, threshold {cache['threshold']:g}, ttl "
+                                f"{cache['ttl']}, scope {cache['scope']}" if cache else "none"))
+    lines.append("path:    " + (" -> ".join(p["test"] for p in result["path"]) or "(root)"))
+    return "\n".join(lines) + "\n"
