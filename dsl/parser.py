@@ -23,7 +23,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from dsl import ast
 from dsl.diagnostics import Diagnostic, error, sort_key
 from dsl.span import Span
-from dsl.syntax_errors import DECLARATIONS, common_mistake, describe_expected, found
+from dsl.syntax_errors import (
+    DECLARATIONS, KEYWORDS, common_mistake, describe_expected, found,
+)
 
 MAX_ERRORS = 50  # past this many syntax errors a file is not worth reading further
 MAX_DEPTH = 100  # nesting of conditions and values; deeper is refused, not recursed into
@@ -32,6 +34,8 @@ ECHO_TOKENS = 3  # an error within this many tokens of the last one is its echo
 OPENERS = {"LBRACE": "RBRACE", "LPAR": "RPAR", "LSQB": "RSQB"}
 CLOSERS = {"RBRACE": "}", "RPAR": ")", "RSQB": "]"}
 # Tokens a slip most often leaves out, tried in this order when recovering.
+DECLARATION_WORDS = {KEYWORDS[k] for k in DECLARATIONS} - {"retry", "breaker"}  # these nest
+_WORD_BEFORE = re.compile(r"([A-Za-z_][\w.-]*)\s*\Z")
 INSERTIONS = (("EQUAL", "="), ("ARROW", "->"), ("COMMA", ","), ("RBRACE", "}"),
               ("RPAR", ")"), ("RSQB", "]"), ("NAME", "_"), ("STRING", '""'))
 
@@ -44,8 +48,7 @@ class _Session:
     comments: list[ast.Comment] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     open_brackets: list[Token] = field(default_factory=list)
-    tokens: int = 0
-    last_error_at: int = -ECHO_TOKENS
+    last_error_at: int | None = None  # where the last error ended, as a text offset
 
 
 _session: contextvars.ContextVar[_Session] = contextvars.ContextVar("gwc_parse_session")
@@ -57,7 +60,8 @@ def _span(file: str, item: Any) -> Span:
 
 def _on_token(token: Token) -> Token:
     session = _session.get()
-    session.tokens += 1
+    if token.type.startswith("__"):  # white space, which lark hands to callbacks too
+        return token
     if token.type in OPENERS:
         session.open_brackets.append(token)
     elif token.type in CLOSERS:
@@ -66,6 +70,7 @@ def _on_token(token: Token) -> Token:
     elif token.type == "COMMENT":
         session.comments.append(ast.Comment(_span(session.file, token), str(token)))
     elif token.type == "BAD_STRING":
+        session.last_error_at = token.end_pos
         session.diagnostics.append(error(
             "GW003", "unterminated string", _span(session.file, token),
             help='close the string with `"` before the end of the line'))
@@ -73,12 +78,29 @@ def _on_token(token: Token) -> Token:
 
 
 @functools.cache
+def _grammar() -> str:
+    return resources.files("dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _plain() -> Lark:
+    """The parser without callbacks: its terminal names, and a lexer with no side effects."""
+    return Lark(_grammar(), start="module", parser="lalr", cache=True)
+
+
+@functools.cache
 def _parser() -> Lark:
-    grammar = resources.files("dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
-    probe = Lark(grammar, start="module", parser="lalr", cache=True)
-    callbacks: dict[str, Callable[[Token], Token]] = {t.name: _on_token for t in probe.terminals}
-    return Lark(grammar, start="module", parser="lalr", strict=True, propagate_positions=True,
+    callbacks: dict[str, Callable[[Token], Token]] = {t.name: _on_token for t in _plain().terminals}
+    return Lark(_grammar(), start="module", parser="lalr", strict=True, propagate_positions=True,
                 maybe_placeholders=True, cache=True, lexer_callbacks=callbacks)
+
+
+def _tokens_between(text: str, start: int, end: int) -> int:
+    """How many tokens lie in `text[start:end]`, to tell an echo from a new error."""
+    try:
+        return sum(1 for _ in _plain().lex(text[start:end]))
+    except UnexpectedInput:
+        return len(text[start:end].split())
 
 
 class _Recovery:
@@ -89,13 +111,15 @@ class _Recovery:
         self.text = text
         self.reported = 0
 
-    def report(self, diagnostic: Diagnostic) -> bool:
-        """Record unless it echoes the last error; False once there are too many."""
+    def report(self, diagnostic: Diagnostic, start: int, end: int) -> bool:
+        """Record unless it echoes the last error; False once there are too many.
+
+        `start` and `end` are the text offsets of what the parser choked on.
+        """
         session = self.session
-        if session.diagnostics and session.tokens - session.last_error_at < ECHO_TOKENS:
-            session.last_error_at = session.tokens
+        last, session.last_error_at = session.last_error_at, end
+        if last is not None and _tokens_between(self.text, last, start) < ECHO_TOKENS:
             return True
-        session.last_error_at = session.tokens
         if self.reported >= MAX_ERRORS:
             return False
         self.reported += 1
@@ -108,7 +132,8 @@ class _Recovery:
             shown = char if char.isprintable() else f"\\u{ord(char):04x}"
             span = Span.point(self.session.file, exc.line, exc.column)
             return self.report(error("GW002", f"unexpected character '{shown}'", span,
-                                     help="remove it, or put it inside a string"))
+                                     help="remove it, or put it inside a string"),
+                               exc.pos_in_stream, exc.pos_in_stream + 1)
         if not isinstance(exc, UnexpectedToken):
             return False
         if exc.token.type == "$END":
@@ -118,22 +143,25 @@ class _Recovery:
     def in_the_middle(self, exc: UnexpectedToken) -> bool:
         token, parser = exc.token, exc.interactive_parser
         expected = set(exc.expected)
+        where = (token.start_pos or 0, token.end_pos or 0)
         span = _span(self.session.file, token)
         mistake = common_mistake(token.type, str(token), expected)
-        if token.type in DECLARATIONS and "RBRACE" in expected and self.session.open_brackets:
-            opener = self.session.open_brackets[-1]
+        unclosed = self.unclosed_before_declaration(token)
+        if unclosed is not None:
+            opener, keyword = unclosed
             keep_going = self.report(error(
-                "GW006", f"unclosed '{opener}': '{token}' starts before its '}}'",
-                _span(self.session.file, opener), help="add the missing '}'"))
+                "GW006", f"unclosed '{opener}': '{keyword}' starts before its '}}'",
+                _span(self.session.file, opener), help="add the missing '}'"), *where)
         elif mistake:
-            keep_going = self.report(error(mistake.code, mistake.message, span, help=mistake.help))
+            keep_going = self.report(error(mistake.code, mistake.message, span, help=mistake.help),
+                                     *where)
             if mistake.replacement:
                 parser.feed_token(Token.new_borrow_pos(*mistake.replacement, token))
                 return keep_going
         else:
             what = found(token.type, token)
             keep_going = self.report(error(
-                "GW001", f"expected {describe_expected(expected)}, found {what}", span))
+                "GW001", f"expected {describe_expected(expected)}, found {what}", span), *where)
         for kind, text in INSERTIONS:
             if kind not in expected:
                 continue
@@ -147,6 +175,23 @@ class _Recovery:
             break
         return keep_going
 
+    def unclosed_before_declaration(self, token: Token) -> tuple[Token, str] | None:
+        """A block left open where the next declaration begins.
+
+        Either the declaration's keyword is the unexpected token, or, since
+        inside a block the keyword reads as a name, it opened what looks like
+        a nested block (`route {` inside a model).
+        """
+        brackets = self.session.open_brackets
+        if token.type in DECLARATIONS and brackets and brackets[-1].type == "LBRACE":
+            return brackets[-1], str(token)
+        for outer, inner in zip(brackets, brackets[1:], strict=False):
+            if outer.type == inner.type == "LBRACE":
+                name = _WORD_BEFORE.search(self.text, 0, inner.start_pos or 0)
+                if name is not None and name.group(1) in DECLARATION_WORDS:
+                    return outer, name.group(1)
+        return None
+
     def at_end(self, exc: UnexpectedToken) -> bool:
         session, parser = self.session, exc.interactive_parser
         if session.open_brackets:
@@ -154,13 +199,14 @@ class _Recovery:
             closer = CLOSERS[OPENERS[opener.type]]
             reported = self.report(error(
                 "GW006", f"unclosed '{opener}': the file ends before its '{closer}'",
-                _span(session.file, opener), help=f"add the missing '{closer}'"))
+                _span(session.file, opener), help=f"add the missing '{closer}'"),
+                len(self.text), len(self.text))
         else:
             lines = self.text.split("\n")
             end = Span.point(session.file, len(lines), len(lines[-1]) + 1)
             reported = self.report(error(
                 "GW001", f"expected {describe_expected(set(exc.expected))}, "
-                         "found the end of the file", end))
+                         "found the end of the file", end), len(self.text), len(self.text))
         for _ in range(len(session.open_brackets) + MAX_DEPTH):
             choices = parser.choices()
             if "$END" in choices:

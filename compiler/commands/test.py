@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from compiler.commands import load
+import sys
+
+from compiler.commands.check import checked
 from compiler.explain import explain
+from compiler.output import Report, render
 from compiler.graph import Graph
 from compiler.policy import TestCase
 from compiler.request import Request, RequestError
@@ -33,12 +36,18 @@ def failure(graph: Graph, case: TestCase) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Files that another given file imports are tested through it, as with `check`."""
+    contexts, error = checked(args.files)
+    if error is not None:
+        return error
     passed = failed = 0
-    for path in args.files:
-        graph = load(path)
-        if isinstance(graph, int):
+    for ctx in contexts:
+        graph = ctx.graph
+        if ctx.has_errors or graph is None:
             failed += 1
-            print(f"FAIL {path}: the policy does not check")
+            errors = [d for d in ctx.diagnostics if d.is_error]
+            sys.stderr.write(render(Report(errors, ctx.sources), "text"))
+            print(f"FAIL {ctx.root}: the policy does not check")
             continue
         for case in graph.policy.tests:
             problem = failure(graph, case)
