@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,11 @@ from dsl import ast
 from dsl.diagnostics import Diagnostic, error, sort_key
 from dsl.span import Span
 from dsl.syntax_errors import (
-    DECLARATIONS, KEYWORDS, common_mistake, describe_expected, found,
+    DECLARATIONS,
+    KEYWORDS,
+    common_mistake,
+    describe_expected,
+    found,
 )
 
 MAX_ERRORS = 50  # past this many syntax errors a file is not worth reading further
@@ -185,7 +190,7 @@ class _Recovery:
         brackets = self.session.open_brackets
         if token.type in DECLARATIONS and brackets and brackets[-1].type == "LBRACE":
             return brackets[-1], str(token)
-        for outer, inner in zip(brackets, brackets[1:], strict=False):
+        for outer, inner in itertools.pairwise(brackets):
             if outer.type == inner.type == "LBRACE":
                 name = _WORD_BEFORE.search(self.text, 0, inner.start_pos or 0)
                 if name is not None and name.group(1) in DECLARATION_WORDS:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-
 import sys
 
 from compiler.commands.check import checked
 from compiler.explain import explain
-from compiler.output import Report, render
 from compiler.graph import Graph
+from compiler.output import Report, render
 from compiler.policy import TestCase
 from compiler.request import Request, RequestError
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from compiler.output import Report
 from dsl.diagnostics import Diagnostic
 from dsl.span import Span
+
+Paint = Callable[[str, str], str]  # (style, text) -> text, coloured or not
 
 _RESET = "\033[0m"
 _STYLE = {"error": "\033[1;31m", "warning": "\033[1;33m", "help": "\033[1;36m",
@@ -23,16 +27,16 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def _painter(color: bool):  # type: ignore[no-untyped-def]
+def _painter(color: bool) -> Paint:
     def paint(style: str, text: str) -> str:
         return f"{_STYLE[style]}{text}{_RESET}" if color else text
     return paint
 
 
-def _diagnostic(d: Diagnostic, sources: dict[str, str], paint) -> str:  # type: ignore[no-untyped-def]
+def _diagnostic(d: Diagnostic, sources: dict[str, str], paint: Paint) -> str:
     span = d.span
-    head = (f"{span.file}:{span.line}:{span.column}: "
-            f"{paint(d.severity.value, f'{d.severity.value}[{d.code}]')}: {paint('bold', d.message)}")
+    label = paint(d.severity.value, f"{d.severity.value}[{d.code}]")
+    head = f"{span.file}:{span.line}:{span.column}: {label}: {paint('bold', d.message)}"
     lines = [head, *_excerpt(span, sources, paint, d.severity.value)]
     gutter = " " * len(str(span.line))
     if d.help:
@@ -44,7 +48,7 @@ def _diagnostic(d: Diagnostic, sources: dict[str, str], paint) -> str:  # type: 
     return "\n".join(lines) + "\n"
 
 
-def _excerpt(span: Span, sources: dict[str, str], paint, style: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _excerpt(span: Span, sources: dict[str, str], paint: Paint, style: str) -> list[str]:
     text = sources.get(span.file)
     if text is None:
         return []
