@@ -15,6 +15,14 @@ PERIODS = {
 }
 STATUS_CLASS = "xx"
 
+# Spellings people reach for, and the suffix the language uses instead.
+SYNONYMS = {
+    "sec": "s", "secs": "s", "second": "s", "seconds": "s", "min": "m", "mins": "m",
+    "minute": "m", "minutes": "m", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "day": "d", "days": "d", "msec": "ms", "millis": "ms", "K": "k", "m%": "%",
+    "thousand": "k", "mil": "M", "million": "M", "bn": "B", "billion": "B",
+}
+
 # What the same suffix is called in the other family, for "did you mean".
 DURATION_FOR_COUNT = {"M": "m", "B": "d", "k": "s"}
 COUNT_FOR_DURATION = {"m": "M"}

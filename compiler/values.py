@@ -117,8 +117,10 @@ class Checker:
         if units.suffix_kind(value.number, value.suffix) is not None:
             return True
         known = [*units.DURATIONS, *(k for k in units.COUNTS if k), "%", "xx"]
-        self.report(error("GW202", f"unknown unit '{value.suffix}' in '{value.text}'"
-                                   f"{suggestion(value.suffix, known)}", value.span,
+        synonym = units.SYNONYMS.get(value.suffix)
+        hint = f" (did you mean '{synonym}'?)" if synonym else suggestion(value.suffix, known)
+        self.report(error("GW202", f"unknown unit '{value.suffix}' in '{value.text}'{hint}",
+                          value.span,
                           help="durations: ms s m h d; counts: k M B; percent: %; "
                                "m is minutes and M is million"))
         return False

@@ -12,8 +12,10 @@ Formatting is idempotent, and the formatted file parses to the same tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dsl import ast
 
@@ -130,7 +132,7 @@ class Formatter:
         return "\n".join(out).rstrip("\n") + "\n" if out else ""
 
     def items(self, items: list[_Item], level: int, opened: int, closes: int,
-              top: bool = False, align: bool = True) -> list[str]:
+              top: bool = False) -> list[str]:
         """Lay out a block's items with their comments, blank lines and alignment."""
         pad = INDENT * level
         out: list[str] = []
@@ -139,15 +141,11 @@ class Formatter:
         run_start = 0
         for index, item in enumerate(items):
             leading = self.take(previous + 1, item.start - 1)
-            first_line = leading[0].span.line if leading else item.start
-            if out and (self.blank_between(previous, first_line) or
-                        (top and (item.multiline or items[index - 1].multiline))):
+            if out and self.separated(items[index - 1], item, top):
                 out.append("")
                 run_start = index
-            elif out and leading and not align:
-                run_start = index
-            if align and (index == run_start or not out or out[-1] == ""):
-                width = self.run_width(items, index)
+            if index == run_start:
+                width = self.run_width(items, index, top)
             for i, comment in enumerate(leading):
                 out.append(pad + comment.text)
                 following = leading[i + 1].span.line if i + 1 < len(leading) else item.start
@@ -156,9 +154,10 @@ class Formatter:
             inner = self.take(item.start + 1, item.end - 1) if not item.multiline else []
             out.extend(pad + c.text for c in inner)
             rendered = item.render(level)
-            if align and item.key:
+            if item.key:
                 rendered[0] = rendered[0].replace(item.key, item.key.ljust(width), 1)
-            trailing = self.take(item.end, item.end)
+            shares_line = index + 1 < len(items) and items[index + 1].start == item.end
+            trailing = [] if shares_line else self.take(item.end, item.end)
             if trailing:
                 rendered[-1] += "  " + " ".join(c.text for c in trailing)
             out.append(pad + rendered[0])
@@ -170,16 +169,28 @@ class Formatter:
         out.extend(pad + c.text for c in rest)
         return out
 
-    def run_width(self, items: list[_Item], start: int) -> int:
+    def separated(self, a: _Item, b: _Item, top: bool) -> bool:
+        """Whether a blank line goes between two neighbours: where the source had
+        one, and at the top level around anything that spans lines."""
+        first = min([b.start, *(c.span.line for c in self.comments
+                                if a.end < c.span.line < b.start)])
+        return self.blank_between(a.end, first) or (top and (a.multiline or b.multiline))
+
+    def run_width(self, items: list[_Item], start: int, top: bool) -> int:
         """The widest key among the items from `start` up to the next blank line."""
         width = len(items[start].key)
-        for a, b in zip(items[start:], items[start + 1:], strict=False):
-            first = min([b.start, *(c.span.line for c in self.comments
-                                    if a.end < c.span.line < b.start)])
-            if self.blank_between(a.end, first):
+        for a, b in itertools.pairwise(items[start:]):
+            if self.separated(a, b, top):
                 break
             width = max(width, len(b.key))
         return width
+
+    def opening_comment(self, line: int, members: Sequence[Any]) -> str:
+        """A comment after `{`, unless a member on the same line claims it."""
+        if members and members[0].span.line == line:
+            return ""
+        found = self.take(line, line)
+        return "".join("  " + c.text for c in found)
 
     # ----------------------------------------------------------- elements
 
@@ -193,10 +204,7 @@ class Formatter:
             inside = "; ".join(f"{m.name.name} = {value(m.value)}"
                                for m in b.members if isinstance(m, ast.Attribute))
             return [f"{head} {{ {inside} }}"]
-        opening = [f"{head} {{"]
-        trailing = self.take(b.span.line, b.span.line)
-        if trailing:
-            opening[0] += "  " + " ".join(c.text for c in trailing)
+        opening = [f"{head} {{" + self.opening_comment(b.span.line, b.members)]
         members = [self.member_item(m) for m in b.members]
         inner = self.items(members, level + 1, b.span.line, b.span.end_line)
         return [*opening, *inner, INDENT * level + "}"]
@@ -230,11 +238,8 @@ class Formatter:
                       f"{left.ljust(width)} -> " + ", ".join(target(t) for t in r.targets)])
             for left, r in zip(lefts, d.rules, strict=True)
         ]
-        opening = "route {"
-        trailing = self.take(d.span.line, d.span.line)
-        if trailing:
-            opening += "  " + " ".join(c.text for c in trailing)
-        inner = self.items(items, level + 1, d.span.line, d.span.end_line, align=False)
+        opening = "route {" + self.opening_comment(d.span.line, d.rules)
+        inner = self.items(items, level + 1, d.span.line, d.span.end_line)
         return [opening, *inner, INDENT * level + "}"]
 
 

@@ -1,0 +1,55 @@
+"""Properties over random policies and requests (hypothesis).
+
+The decision graph must give every request the plan the reference
+interpreter gives it; that holds after a trip through the graph's JSON too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler.driver import check
+from compiler.graph.document import from_json, to_json
+from compiler.interpreter import interpret
+from compiler.request import Request
+from tests.strategies import policies, requests
+
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _compile(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "random.gw"
+    path.write_text(text)
+    ctx = check(str(path), env={})
+    assert not ctx.has_errors, [d.message for d in ctx.diagnostics] + [text]
+    assert ctx.graph is not None
+    return ctx.graph
+
+
+@SETTINGS
+@given(text=policies(), batch=st.lists(requests, min_size=20, max_size=20))
+def test_the_graph_agrees_with_the_reference_interpreter(tmp_path: Path, text: str,
+                                                         batch: list[Request]) -> None:
+    graph = _compile(tmp_path, text)
+    for request in batch:
+        assert graph.plan(request) == interpret(graph.policy, request), (text, request)
+        plan, path = graph.trace(request)
+        assert plan == graph.plan(request)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=policies(), batch=st.lists(requests, min_size=10, max_size=10))
+def test_a_graph_read_back_from_json_decides_the_same(tmp_path: Path, text: str,
+                                                      batch: list[Request]) -> None:
+    graph = _compile(tmp_path, text)
+    loaded = from_json(json.loads(json.dumps(to_json(graph))))
+    assert loaded.version == graph.version
+    for request in batch:
+        assert loaded.plan(request) == graph.plan(request)
+        assert interpret(loaded.policy, request) == graph.plan(request)
