@@ -30,7 +30,7 @@ def _list(values: list[str]) -> st.SearchStrategy[str]:
 
 atoms = st.one_of(
     st.builds(lambda a, op, v: f"{a} {op} {v}", st.sampled_from(["team"]),
-              st.sampled_from(["==", "!="]), _quoted(TEAMS + ["zz"])),
+              st.sampled_from(["==", "!="]), _quoted([*TEAMS, "zz"])),
     st.builds(lambda op, v: f"model {op} {v}", st.sampled_from(["==", "!="]), _quoted(MODELS)),
     st.builds(lambda neg, v: f"user {'not in' if neg else 'in'} {v}", st.booleans(), _list(USERS)),
     st.builds(lambda v: f'header["x-feature"] == {v}', _quoted(FEATURES)),
@@ -93,7 +93,7 @@ requests = st.builds(
     tools=st.booleans(),
     tokens=st.sampled_from([*TOKENS, 999, 1001, 50]).map(float),
     temperature=st.one_of(st.none(), st.sampled_from([*TEMPERATURES, 0.5, 1.0])),
-    headers=st.one_of(st.just({}), st.sampled_from(FEATURES + ["c"]).map(
+    headers=st.one_of(st.just({}), st.sampled_from([*FEATURES, "c"]).map(
         lambda v: {"x-feature": v})),
     budget=st.one_of(st.just({}), st.sampled_from([0.5, 0.9, 0.95]).map(lambda v: {"team": v})),
 )

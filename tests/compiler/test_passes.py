@@ -235,7 +235,8 @@ def test_a_rule_covered_by_several_earlier_rules_names_them_all(compile_text) ->
 
 
 def test_a_self_contradicting_rule(compile_text) -> None:
-    ctx = compile_text(MOCK + "route {\n  when tokens > 10 and tokens < 5 -> a\n  otherwise -> b\n}\n")
+    ctx = compile_text(MOCK + "route {\n  when tokens > 10 and tokens < 5 -> a\n"
+                       "  otherwise -> b\n}\n")
     assert_diagnostic(ctx, "GW301", 6, 3, "rule can never match: no request satisfies its "
                                           "condition")
 
