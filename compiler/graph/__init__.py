@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from compiler.graph.build import Builder, matrix_of
-from compiler.graph.nodes import Evaluator, Leaf, Node, step
+from compiler.graph.nodes import Evaluator, Leaf, Node, Product, joined, step
 from compiler.interpreter import Plan
 from compiler.policy import Policy
 from compiler.request import Request
@@ -30,12 +30,16 @@ class Graph:
     def trace(self, request: Request) -> tuple[Plan, list[tuple[int, str]]]:
         """The plan and the nodes visited on the way, each with the reason taken."""
         path: list[tuple[int, str]] = []
-        index = self.root
+        return self._walk(self.root, request, path), path
+
+    def _walk(self, index: int, request: Request, path: list[tuple[int, str]]) -> Plan:
         while not isinstance(node := self.nodes[index], Leaf):
-            nxt, why = step(node, request)
+            if isinstance(node, Product):
+                return joined(self._walk(node.route, request, path),
+                              self._walk(node.limits, request, path))
+            index, why = step(node, request)
             path.append((index, why))
-            index = nxt
-        return self.plans[node.plan], path
+        return self.plans[node.plan]
 
 
 def compile_policy(policy: Policy, version: str = "") -> Graph:

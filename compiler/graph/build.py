@@ -1,7 +1,8 @@
 """Rules to decision graph, the way pattern matching is compiled (Maranget 2008).
 
-All of a policy's conditional blocks form one matrix: route rules and cache
-blocks (first match wins), quotas and budgets (every match applies). At each
+A policy's conditional blocks form two matrices, decided side by side under
+a `Product` root: the route rules (first match wins), and the limits: cache
+blocks (first match) with quotas and budgets (every match applies). At each
 node the builder picks a test that the first undecided entry needs, choosing
 among those the one most entries use; it switches on that attribute, and in
 each branch every entry is specialised (`restrict`) to what the branch knows.
@@ -34,13 +35,21 @@ from compiler.conditions import (
     constants,
     restrict,
 )
-from compiler.graph.nodes import BoolSwitch, Leaf, Node, NumSwitch, RegexTest, StrSwitch
+from compiler.graph.nodes import (
+    BoolSwitch,
+    Leaf,
+    Node,
+    NumSwitch,
+    Product,
+    RegexTest,
+    StrSwitch,
+)
 from compiler.interpreter import Plan
 from compiler.policy import Policy, Subject
 from compiler.request import Scalar, attr_kind
 
 UNDECIDED = -1
-_OTHER = object()  # a string no rule names: equal to none, regex still unknown
+OTHER = object()  # a string no rule names: equal to none, regex still unknown
 
 Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
 State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...]]
@@ -95,18 +104,18 @@ def _key(atom: Atom) -> Key:
     return ("regex", atom.attr, atom.pattern) if isinstance(atom, Match) else ("attr", atom.attr)
 
 
-def _decider(attr: str, value: object) -> Callable[[Atom], bool | None]:
+def decider(attr: str, value: object) -> Callable[[Atom], bool | None]:
     """Settles the atoms on `attr` for requests whose value is `value`."""
     def decide(atom: Atom) -> bool | None:
         if atom.attr != attr:
             return None
-        if value is _OTHER:
+        if value is OTHER:
             return None if isinstance(atom, Match) else atom_holds(atom, value)  # type: ignore[arg-type]
         return atom_holds(atom, value)  # type: ignore[arg-type]
     return decide
 
 
-def _regex_decider(attr: str, pattern: str, verdict: bool) -> Callable[[Atom], bool | None]:
+def regex_decider(attr: str, pattern: str, verdict: bool) -> Callable[[Atom], bool | None]:
     def decide(atom: Atom) -> bool | None:
         same = isinstance(atom, Match) and atom.attr == attr and atom.pattern == pattern
         return verdict if same else None
@@ -124,7 +133,16 @@ class Builder:
         self.memo: dict[State, int] = {}
 
     def build(self) -> int:
-        return self.node(self.normalize(self.initial, (UNDECIDED, UNDECIDED, (), ())))
+        """The root: the route decision and, where the policy has limits or caches,
+        their decision beside it as a product."""
+        undecided = (UNDECIDED, UNDECIDED, (), ())
+        route = [e for e in self.initial if self.matrix.group(e[0])[0] == "route"]
+        limits = [e for e in self.initial if self.matrix.group(e[0])[0] != "route"]
+        route_root = self.node(self.normalize(route, undecided))
+        if not limits:
+            return route_root
+        limits_root = self.node(self.normalize(limits, undecided))
+        return self.intern(Product(route_root, limits_root), ("product", route_root, limits_root))
 
     # -------------------------------------------------------------- states
 
@@ -189,16 +207,16 @@ class Builder:
         decided = (route, cache, quotas, budgets)
         if key[0] == "regex":
             _, attr, pattern = key
-            yes = self.branch(entries, decided, _regex_decider(attr, pattern, True))
-            no = self.branch(entries, decided, _regex_decider(attr, pattern, False))
+            yes = self.branch(entries, decided, regex_decider(attr, pattern, True))
+            no = self.branch(entries, decided, regex_decider(attr, pattern, False))
             if yes == no:
                 return yes
             return self.intern(RegexTest(attr, pattern, yes, no), ("regex", attr, pattern, yes, no))
         attr = key[1]
         kind = attr_kind(attr)
         if kind == "bool":
-            yes = self.branch(entries, decided, _decider(attr, True))
-            no = self.branch(entries, decided, _decider(attr, False))
+            yes = self.branch(entries, decided, decider(attr, True))
+            no = self.branch(entries, decided, decider(attr, False))
             if yes == no:
                 return yes
             return self.intern(BoolSwitch(attr, yes, no), ("bool", attr, yes, no))
@@ -230,9 +248,9 @@ class Builder:
                    ) -> int:
         bounds = tuple(sorted({float(v) for _, c in entries for a in atoms(c)  # type: ignore[arg-type]
                                if a.attr == attr for v in constants(a)}))
-        children = tuple(self.branch(entries, decided, _decider(attr, value))
-                         for value in _representatives(bounds))
-        absent = self.branch(entries, decided, _decider(attr, None))
+        children = tuple(self.branch(entries, decided, decider(attr, value))
+                         for value in representatives(bounds))
+        absent = self.branch(entries, decided, decider(attr, None))
         if all(c == absent for c in children):
             return absent
         return self.intern(NumSwitch(attr, bounds, children, absent),
@@ -260,9 +278,9 @@ class Builder:
                 continue
             named = {v for a in mine for v in constants(a)}
             values |= named
-            own = {v: restrict(cond, _decider(attr, v)) for v in named}
-            rest = restrict(cond, _decider(attr, _OTHER))
-            gone = restrict(cond, _decider(attr, None))
+            own = {v: restrict(cond, decider(attr, v)) for v in named}
+            rest = restrict(cond, decider(attr, OTHER))
+            gone = restrict(cond, decider(attr, None))
             if gone != FALSE:
                 absent.append((pos, gone))
             if rest == FALSE and not any(isinstance(a, Match) for a in mine):
@@ -278,7 +296,7 @@ class Builder:
                 if value in own:
                     yield pos, own[value]
                 else:
-                    yield pos, restrict(cond, _decider(attr, value))
+                    yield pos, restrict(cond, decider(attr, value))
 
         def child(extra: Sequence[Entry]) -> int:
             merged = list(heapq.merge(untouched, extra, key=lambda e: e[0]))
@@ -297,7 +315,7 @@ class Builder:
                            ("str", attr, tuple(sorted(kept.items())), other_child, absent_child))
 
 
-def _representatives(bounds: tuple[float, ...]) -> list[float]:
+def representatives(bounds: tuple[float, ...]) -> list[float]:
     """One value from each class the bounds cut the number line into, in order."""
     if not bounds:
         return [0.0]

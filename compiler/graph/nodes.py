@@ -69,7 +69,26 @@ class RegexTest:
     kind: Literal["regex"] = "regex"
 
 
-Node = Leaf | StrSwitch | NumSwitch | BoolSwitch | RegexTest
+@dataclass(frozen=True, slots=True)
+class Product:
+    """Two independent decisions, taken one after the other, their plans joined.
+
+    The route (first match over rules) and the limits (every quota and budget
+    that applies, the first cache) depend on the same request but not on each
+    other. One matrix would copy the limits' sub-graph under every route
+    region; as a product the graph grows with their sum, not their product.
+    """
+
+    route: int
+    limits: int
+    kind: Literal["product"] = "product"
+
+
+Node = Leaf | StrSwitch | NumSwitch | BoolSwitch | RegexTest | Product
+
+
+def joined(route: Plan, limits: Plan) -> Plan:
+    return Plan(route.rule, limits.quotas, limits.budgets, limits.cache)
 
 
 def num_index(bounds: tuple[float, ...], value: float) -> int:
@@ -79,8 +98,8 @@ def num_index(bounds: tuple[float, ...], value: float) -> int:
 
 def step(node: Node, request: Request) -> tuple[int, str]:
     """The child a request goes to, and why, in words."""
-    if isinstance(node, Leaf):
-        raise ValueError("a leaf has no children")
+    if isinstance(node, Leaf | Product):
+        raise ValueError("a leaf or product has no single next node")
     value = request.get(node.attr)
     name = node.attr.replace(":", "[\"", 1) + "\"]" if ":" in node.attr else node.attr
     if isinstance(node, RegexTest):
@@ -114,6 +133,18 @@ class Evaluator:
         if isinstance(node, Leaf):
             plan = self.plans[node.plan]
             return lambda request: plan
+        if isinstance(node, Product):
+            route, limits = done[node.route], done[node.limits]
+            combined: dict[tuple[int, int], Plan] = {}
+
+            def on_product(request: Request) -> Plan:
+                a, b = route(request), limits(request)
+                key = (id(a), id(b))
+                plan = combined.get(key)
+                if plan is None:
+                    plan = combined[key] = joined(a, b)
+                return plan
+            return on_product
         get = getter(node.attr)
         if isinstance(node, StrSwitch):
             cases = {value: done[child] for value, child in node.cases.items()}
@@ -155,6 +186,8 @@ def children(node: Node) -> list[int]:
         return [*node.cases.values(), node.other, node.absent]
     if isinstance(node, NumSwitch):
         return [*node.children, node.absent]
+    if isinstance(node, Product):
+        return [node.route, node.limits]
     return [node.true, node.false]
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from compiler.conditions import TRUE, all_of
 from compiler.context import Context
+from compiler.graph.build import subject_cond
+from compiler.graph.reach import rules_reached
 from compiler.policy import Policy, Target
 from dsl import ast
 from dsl.diagnostics import Related, error, warning
@@ -72,27 +75,27 @@ def models_of(policy: Policy, targets: tuple[Target, ...]) -> Iterator[str]:
 def _unpriced(ctx: Context) -> None:
     """A budget counts spend from prices: a model without one slips past it."""
     policy, graph = ctx.policy, ctx.graph
-    if graph is None or not policy.budgets:
+    if graph is None:
         return
+    subjects = [b.subject for b in policy.budgets]
     reported: set[str] = set()
-    for plan in graph.plans:
-        if not plan.budgets or plan.rule is None:
-            continue
-        budget = policy.budgets[plan.budgets[0]]
-        names = list(models_of(policy, policy.rules[plan.rule].targets))
-        downgrades = (policy.budgets[b].downgrade for b in plan.budgets)
-        names += [m for d in downgrades if d for m in models_of(
-            policy, (Target("pool" if d in policy.pools else "model", d),))]
+    for budget in policy.budgets:
+        cond = all_of([subject_cond(budget.subject, subjects), budget.cond])
+        reached = sorted(r for r in rules_reached(graph, cond) if r is not None)
+        names = [m for r in reached for m in models_of(policy, policy.rules[r].targets)]
+        if budget.downgrade:
+            kind = "pool" if budget.downgrade in policy.pools else "model"
+            names += models_of(policy, (Target(kind, budget.downgrade),))
         for name in names:
             model = policy.models.get(name)
             if model is None or model.priced or name in reported:
                 continue
             reported.add(name)
-            decl = ctx.named["model"][name]
             where = budget.source
             ctx.report(error(
                 "GW305", f"model '{name}' has no price, so the budget at "
-                         f"{where.line}:{where.column} cannot be enforced", decl.span,
+                         f"{where.line}:{where.column} cannot be enforced",
+                ctx.named["model"][name].span,
                 help="give it `input = $X/1M` and `output = $Y/1M` (use $0 for a free model)",
                 related=[Related(Span.point(where.file, where.line, where.column),
                                  "the budget that would count its spend")]))
@@ -101,7 +104,7 @@ def _unpriced(ctx: Context) -> None:
 def _unmatched(ctx: Context) -> None:
     if ctx.graph is None or ctx.route is None or ctx.has_errors:
         return
-    if any(plan.rule is None for plan in ctx.graph.plans):
+    if None in rules_reached(ctx.graph, TRUE):
         ctx.report(warning("GW302", "some requests match no rule and will be answered 404",
                            Span(ctx.route.span.file, ctx.route.span.line, ctx.route.span.column,
                                 ctx.route.span.line, ctx.route.span.column + 5),

@@ -1,17 +1,15 @@
 """FindShadowedRules: route rules no request can reach, and who takes their requests.
 
 Exact over the condition fragment: a rule is shadowed when no leaf of the
-decision graph is won by it. For each one, the rules before it are compiled
-again restricted to its own condition; the winners there are the rules that
-take its requests. `matches` is opaque to this, and is read conservatively:
-it can hide a shadowed rule, never invent one.
+decision graph is won by it. Its takers are the rules its own condition's
+requests reach (`compiler.graph.reach`). `matches` is opaque to this and read
+conservatively: it can hide a shadowed rule, never invent one.
 """
 
 from __future__ import annotations
 
-from compiler.conditions import all_of
 from compiler.context import Context
-from compiler.graph.build import Builder, Matrix
+from compiler.graph.reach import rules_reached
 from compiler.policy import Rule
 from dsl.diagnostics import Related, warning
 from dsl.span import Span
@@ -25,7 +23,8 @@ def run(ctx: Context) -> None:
     for rule in rules:
         if rule.index in winners:
             continue
-        takers = _takers(rules[: rule.index], rule)
+        reached = rules_reached(ctx.graph, rule.cond)
+        takers = [rules[i] for i in sorted(i for i in reached if i is not None)]
         where = _span(rule)
         if not takers:
             ctx.report(warning("GW301", "rule can never match: no request satisfies its "
@@ -40,15 +39,6 @@ def run(ctx: Context) -> None:
                      f"at {listed}", where,
             help="move it above the rule that takes its requests, or remove it",
             related=[Related(_span(t), "takes its requests") for t in takers]))
-
-
-def _takers(before: list[Rule], rule: Rule) -> list[Rule]:
-    """The earlier rules that win some request that `rule` matches."""
-    conds = [all_of([r.cond, rule.cond]) for r in before]
-    builder = Builder(Matrix(len(before), 0, 0, 0), conds)
-    builder.build()
-    won = sorted({p.rule for p in builder.plans if p.rule is not None})
-    return [before[i] for i in won]
 
 
 def _span(rule: Rule) -> Span:

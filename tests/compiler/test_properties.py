@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compiler.conditions import holds
 from compiler.driver import check
 from compiler.graph.document import from_json, to_json
 from compiler.interpreter import interpret
@@ -52,3 +53,24 @@ def test_a_graph_read_back_from_json_decides_the_same(tmp_path: Path, text: str,
     for request in batch:
         assert loaded.plan(request) == graph.plan(request)
         assert interpret(loaded.policy, request) == graph.plan(request)
+
+
+@SETTINGS
+@given(text=policies(), batch=st.lists(requests, min_size=30, max_size=30))
+def test_shadowed_rules_and_their_takers_agree_with_the_interpreter(
+        tmp_path: Path, text: str, batch: list[Request]) -> None:
+    """A rule reported shadowed never wins a request, and each request it would
+    match goes to one of the rules the warning names."""
+    path = tmp_path / "random.gw"
+    path.write_text(text)
+    ctx = check(str(path), env={})
+    policy = ctx.policy
+    by_line = {r.source.line: r for r in policy.rules}
+    for diagnostic in (d for d in ctx.diagnostics if d.code == "GW301"):
+        shadowed = by_line[diagnostic.span.line]
+        takers = {by_line[r.span.line].index for r in diagnostic.related}
+        for request in batch:
+            winner = interpret(policy, request).rule
+            assert winner != shadowed.index
+            if holds(shadowed.cond, request):
+                assert winner in takers, (text, request)
