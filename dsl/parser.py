@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from dsl import ast
@@ -50,9 +49,13 @@ class _Session:
     """What the lexer callbacks gather during one parse."""
 
     file: str
+    text: str = ""
     comments: list[ast.Comment] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     open_brackets: list[Token] = field(default_factory=list)
+    opened_by: list[str] = field(default_factory=list)  # the word before each open bracket
+    depth: dict[int, int] = field(default_factory=dict)  # nesting of conditions and values
+    too_deep: Span | None = None
     last_error_at: int | None = None  # where the last error ended, as a text offset
 
 
@@ -68,10 +71,14 @@ def _on_token(token: Token) -> Token:
     if token.type.startswith("__"):  # white space, which lark hands to callbacks too
         return token
     if token.type in OPENERS:
+        start = token.start_pos or 0
+        word = _WORD_BEFORE.search(session.text, max(0, start - 80), start)
         session.open_brackets.append(token)
+        session.opened_by.append(word.group(1) if word else "")
     elif token.type in CLOSERS:
         if session.open_brackets and OPENERS[session.open_brackets[-1].type] == token.type:
             session.open_brackets.pop()
+            session.opened_by.pop()
     elif token.type == "COMMENT":
         session.comments.append(ast.Comment(_span(session.file, token), str(token)))
     elif token.type == "BAD_STRING":
@@ -96,8 +103,8 @@ def _plain() -> Lark:
 @functools.cache
 def _parser() -> Lark:
     callbacks: dict[str, Callable[[Token], Token]] = {t.name: _on_token for t in _plain().terminals}
-    return Lark(_grammar(), start="module", parser="lalr", strict=True, propagate_positions=True,
-                maybe_placeholders=True, cache=True, lexer_callbacks=callbacks)
+    return Lark(_grammar(), start="module", parser="lalr", strict=True, maybe_placeholders=True,
+                cache=True, lexer_callbacks=callbacks, transformer=_BUILD)
 
 
 def _tokens_between(text: str, start: int, end: int) -> int:
@@ -115,6 +122,7 @@ class _Recovery:
         self.session = session
         self.text = text
         self.reported = 0
+        self.seen = 0
 
     def report(self, diagnostic: Diagnostic, start: int, end: int) -> bool:
         """Record unless it echoes the last error; False once there are too many.
@@ -122,6 +130,9 @@ class _Recovery:
         `start` and `end` are the text offsets of what the parser choked on.
         """
         session = self.session
+        self.seen += 1
+        if self.seen > MAX_ERRORS * 10:  # mostly echoes by now: the file is not a policy
+            return False
         last, session.last_error_at = session.last_error_at, end
         if last is not None and _tokens_between(self.text, last, start) < ECHO_TOKENS:
             return True
@@ -187,14 +198,13 @@ class _Recovery:
         inside a block the keyword reads as a name, it opened what looks like
         a nested block (`route {` inside a model).
         """
-        brackets = self.session.open_brackets
+        brackets, words = self.session.open_brackets, self.session.opened_by
         if token.type in DECLARATIONS and brackets and brackets[-1].type == "LBRACE":
             return brackets[-1], str(token)
-        for outer, inner in itertools.pairwise(brackets):
-            if outer.type == inner.type == "LBRACE":
-                name = _WORD_BEFORE.search(self.text, 0, inner.start_pos or 0)
-                if name is not None and name.group(1) in DECLARATION_WORDS:
-                    return outer, name.group(1)
+        for depth in range(1, len(brackets)):
+            if brackets[depth - 1].type == brackets[depth].type == "LBRACE" and \
+                    words[depth] in DECLARATION_WORDS:
+                return brackets[depth - 1], words[depth]
         return None
 
     def at_end(self, exc: UnexpectedToken) -> bool:
@@ -233,178 +243,200 @@ def unescape(raw: str) -> str:
     return re.sub(r'\\(.)', lambda m: _ESCAPES.get(m.group(1), m.group(0)), raw)
 
 
-@v_args(meta=True)
-class _Build(Transformer_NonRecursive):
-    """lark's parse tree to `dsl.ast`, bottom-up and without recursion."""
+class _Build(Transformer):
+    """Builds `dsl.ast` inside the parser, one reduction at a time.
 
-    def __init__(self, file: str) -> None:
-        super().__init__()
-        self.file = file
-        self.depth: dict[int, int] = {}
-        self.too_deep: Span | None = None
+    lark calls these methods as it reduces (its tree-less LALR mode), so no
+    intermediate tree is built and nothing recurses. A node's span runs from
+    its first child's start to its last child's end; brackets are kept as
+    tokens in the grammar so that blocks and lists span them.
+    """
 
-    def span(self, meta: Any) -> Span:
-        return _span(self.file, meta)
+    @property
+    def file(self) -> str:
+        return _session.get().file
+
+    def span(self, children: list[Any]) -> Span:
+        present = [c for c in children if c is not None]
+        first, last = _edge(present[0], 0), _edge(present[-1], -1)
+        a = first if isinstance(first, Token) else first.span
+        b = last if isinstance(last, Token) else last.span
+        return Span(self.file, a.line, a.column, b.end_line, b.end_column)
+
+    def token_span(self, token: Token) -> Span:
+        return _span(self.file, token)
 
     def nest(self, node: Any, children: list[Any]) -> Any:
-        depth = 1 + max((self.depth.get(id(c), 0) for c in children), default=0)
-        self.depth[id(node)] = depth
-        if depth > MAX_DEPTH and self.too_deep is None:
-            self.too_deep = node.span
+        session = _session.get()
+        depth = 1 + max((session.depth.get(id(c), 0) for c in children), default=0)
+        session.depth[id(node)] = depth
+        if depth > MAX_DEPTH and session.too_deep is None:
+            session.too_deep = node.span
         return node
 
     # declarations
-    def module(self, meta: Any, children: list[Any]) -> ast.Module:
-        return ast.Module(self.file, tuple(children))
+    def module(self, c: list[Any]) -> ast.Module:
+        return ast.Module(self.file, tuple(c))
 
-    def import_decl(self, meta: Any, c: list[Any]) -> ast.Import:
-        return ast.Import(self.span(meta), c[1])
+    def import_decl(self, c: list[Any]) -> ast.Import:
+        return ast.Import(self.span(c), c[1])
 
-    def named_decl(self, meta: Any, c: list[Any]) -> ast.NamedDecl:
-        return ast.NamedDecl(self.span(meta), str(c[0]), self.name(c[1]), c[2])
+    def named_decl(self, c: list[Any]) -> ast.NamedDecl:
+        return ast.NamedDecl(self.span(c), str(c[0]), self.name(c[1]), c[2])
 
-    def unnamed_decl(self, meta: Any, c: list[Any]) -> ast.UnnamedDecl:
-        return ast.UnnamedDecl(self.span(meta), str(c[0]), c[1])
+    def unnamed_decl(self, c: list[Any]) -> ast.UnnamedDecl:
+        return ast.UnnamedDecl(self.span(c), str(c[0]), c[1])
 
-    def route_decl(self, meta: Any, c: list[Any]) -> ast.RouteDecl:
-        return ast.RouteDecl(self.span(meta), tuple(c[1:]))
+    def route_decl(self, c: list[Any]) -> ast.RouteDecl:
+        return ast.RouteDecl(self.span(c), tuple(c[2:-1]))
 
-    def cache_decl(self, meta: Any, c: list[Any]) -> ast.CacheDecl:
-        return ast.CacheDecl(self.span(meta), c[2], c[3])
+    def cache_decl(self, c: list[Any]) -> ast.CacheDecl:
+        return ast.CacheDecl(self.span(c), c[2], c[3])
 
-    def limit_decl(self, meta: Any, c: list[Any]) -> ast.LimitDecl:
-        return ast.LimitDecl(self.span(meta), str(c[0]), c[1], c[3], c[4])
+    def limit_decl(self, c: list[Any]) -> ast.LimitDecl:
+        return ast.LimitDecl(self.span(c), str(c[0]), c[1], c[3], c[4])
 
-    def test_decl(self, meta: Any, c: list[Any]) -> ast.TestDecl:
-        return ast.TestDecl(self.span(meta), c[1], c[2])
+    def test_decl(self, c: list[Any]) -> ast.TestDecl:
+        return ast.TestDecl(self.span(c), c[1], c[2])
 
-    def per_subject(self, meta: Any, c: list[Any]) -> ast.Subject:
-        return ast.Subject(self.span(meta), "per", str(c[1]), None)
+    def per_subject(self, c: list[Any]) -> ast.Subject:
+        return ast.Subject(self.span(c), "per", str(c[1]), None)
 
-    def global_subject(self, meta: Any, c: list[Any]) -> ast.Subject:
-        return ast.Subject(self.span(meta), "global", "", None)
+    def global_subject(self, c: list[Any]) -> ast.Subject:
+        return ast.Subject(self.span(c), "global", "", None)
 
-    def one_subject(self, meta: Any, c: list[Any]) -> ast.Subject:
-        return ast.Subject(self.span(meta), "one", str(c[0]), c[1])
+    def one_subject(self, c: list[Any]) -> ast.Subject:
+        return ast.Subject(self.span(c), "one", str(c[0]), c[1])
 
-    def when_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
-        return ast.Rule(self.span(meta), c[1], c[3])
+    def when_rule(self, c: list[Any]) -> ast.Rule:
+        return ast.Rule(self.span(c), c[1], tuple(c[3]))
 
-    def otherwise_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
-        return ast.Rule(self.span(meta), None, c[2])
+    def otherwise_rule(self, c: list[Any]) -> ast.Rule:
+        return ast.Rule(self.span(c), None, tuple(c[2]))
 
-    def targets(self, meta: Any, c: list[Any]) -> tuple[ast.Target, ...]:
-        return tuple(c)
+    def targets(self, c: list[Any]) -> list[ast.Target]:
+        return c
 
-    def named_target(self, meta: Any, c: list[Any]) -> ast.ModelTarget:
-        return ast.ModelTarget(self.span(meta), str(c[0]))
+    def named_target(self, c: list[Any]) -> ast.ModelTarget:
+        return ast.ModelTarget(self.span(c), str(c[0]))
 
-    def requested_target(self, meta: Any, c: list[Any]) -> ast.Requested:
-        return ast.Requested(self.span(meta))
+    def requested_target(self, c: list[Any]) -> ast.Requested:
+        return ast.Requested(self.span(c))
 
-    def deny_target(self, meta: Any, c: list[Any]) -> ast.Deny:
-        return ast.Deny(self.span(meta), c[1])
+    def deny_target(self, c: list[Any]) -> ast.Deny:
+        return ast.Deny(self.span(c), c[1])
 
     # members
-    def body(self, meta: Any, c: list[Any]) -> ast.Body:
-        return ast.Body(self.span(meta), tuple(c))
+    def body(self, c: list[Any]) -> ast.Body:
+        return ast.Body(self.span(c), tuple(c[1:-1]))
 
-    def attr(self, meta: Any, c: list[Any]) -> ast.Attribute:
-        return ast.Attribute(self.span(meta), self.name(c[0]), c[1])
+    def attr(self, c: list[Any]) -> ast.Attribute:
+        return ast.Attribute(self.span(c), self.name(c[0]), c[1])
 
-    def nested(self, meta: Any, c: list[Any]) -> ast.Nested:
-        return ast.Nested(self.span(meta), self.name(c[0]), c[1])
+    def nested(self, c: list[Any]) -> ast.Nested:
+        return ast.Nested(self.span(c), self.name(c[0]), c[1])
 
     # values
     def name(self, token: Token) -> ast.Ident:
-        return ast.Ident(_span(self.file, token), str(token))
+        return ast.Ident(self.token_span(token), str(token))
 
-    def ident(self, meta: Any, c: list[Any]) -> ast.Ident:
+    def ident(self, c: list[Any]) -> ast.Ident:
         return self.name(c[0])
 
-    def quantity(self, meta: Any, c: list[Any]) -> ast.Quantity:
+    def quantity(self, c: list[Any]) -> ast.Quantity:
         return self.quantity_token(c[0])
 
     def quantity_token(self, token: Token) -> ast.Quantity:
         number, suffix = _QUANTITY.fullmatch(str(token)).groups()  # type: ignore[union-attr]
-        return ast.Quantity(_span(self.file, token), number, suffix)
+        return ast.Quantity(self.token_span(token), number, suffix)
 
-    def money(self, meta: Any, c: list[Any]) -> ast.Money:
+    def money(self, c: list[Any]) -> ast.Money:
         return self.money_token(c[0])
 
     def money_token(self, token: Token) -> ast.Money:
         number, suffix = _QUANTITY.fullmatch(str(token)[1:]).groups()  # type: ignore[union-attr]
-        return ast.Money(_span(self.file, token), number, suffix)
+        return ast.Money(self.token_span(token), number, suffix)
 
-    def price(self, meta: Any, c: list[Any]) -> ast.Price:
-        return ast.Price(self.span(meta), self.money_token(c[0]), self.quantity_token(c[1]))
+    def price(self, c: list[Any]) -> ast.Price:
+        return ast.Price(self.span(c), self.money_token(c[0]), self.quantity_token(c[1]))
 
-    def string(self, meta: Any, c: list[Any]) -> ast.Str:
+    def string(self, c: list[Any]) -> ast.Str:
         raw = str(c[0])
         body = raw[1:-1] if c[0].type == "STRING" else raw[1:]
-        return ast.Str(self.span(meta), unescape(body), raw)
+        return ast.Str(self.span(c), unescape(body), raw)
 
-    def true(self, meta: Any, c: list[Any]) -> ast.Bool:
-        return ast.Bool(self.span(meta), True)
+    def true(self, c: list[Any]) -> ast.Bool:
+        return ast.Bool(self.span(c), True)
 
-    def false(self, meta: Any, c: list[Any]) -> ast.Bool:
-        return ast.Bool(self.span(meta), False)
+    def false(self, c: list[Any]) -> ast.Bool:
+        return ast.Bool(self.span(c), False)
 
-    def range(self, meta: Any, c: list[Any]) -> ast.Range:
-        return ast.Range(self.span(meta), c[0], c[1])
+    def range(self, c: list[Any]) -> ast.Range:
+        return ast.Range(self.span(c), c[0], c[1])
 
-    def rate(self, meta: Any, c: list[Any]) -> ast.Rate:
-        return ast.Rate(self.span(meta), c[0], self.name(c[2]))
+    def rate(self, c: list[Any]) -> ast.Rate:
+        return ast.Rate(self.span(c), c[0], self.name(c[2]))
 
-    def weighted(self, meta: Any, c: list[Any]) -> ast.Weighted:
-        return ast.Weighted(self.span(meta), self.name(c[0]), self.quantity_token(c[1]))
+    def weighted(self, c: list[Any]) -> ast.Weighted:
+        return ast.Weighted(self.span(c), self.name(c[0]), self.quantity_token(c[1]))
 
-    def list(self, meta: Any, c: list[Any]) -> ast.ListValue:
-        items = [x for x in c if x is not None]
-        return self.nest(ast.ListValue(self.span(meta), tuple(items)), items)
+    def list(self, c: list[Any]) -> ast.ListValue:
+        items = [x for x in c[1:-1] if x is not None]
+        return self.nest(ast.ListValue(self.span(c), tuple(items)), items)
 
-    def map(self, meta: Any, c: list[Any]) -> ast.MapValue:
-        pairs = [x for x in c if x is not None]
-        return self.nest(ast.MapValue(self.span(meta), tuple(pairs)), [p.value for p in pairs])
+    def map(self, c: list[Any]) -> ast.MapValue:
+        pairs = [x for x in c[1:-1] if x is not None]
+        return self.nest(ast.MapValue(self.span(c), tuple(pairs)), [p.value for p in pairs])
 
-    def pair(self, meta: Any, c: list[Any]) -> ast.Pair:
-        return ast.Pair(self.span(meta), c[0], c[1])
+    def pair(self, c: list[Any]) -> ast.Pair:
+        return ast.Pair(self.span(c), c[0], c[1])
 
-    def call(self, meta: Any, c: list[Any]) -> ast.Call:
-        args = [x for x in c[1:] if x is not None]
-        return self.nest(ast.Call(self.span(meta), self.name(c[0]), tuple(args)), args)
+    def call(self, c: list[Any]) -> ast.Call:
+        args = [x for x in c[2:-1] if x is not None]
+        return self.nest(ast.Call(self.span(c), self.name(c[0]), tuple(args)), args)
 
     # conditions
-    def subject_ref(self, meta: Any, c: list[Any]) -> ast.AttrRef:
-        return ast.AttrRef(self.span(meta), str(c[0]), c[1])
+    def subject_ref(self, c: list[Any]) -> ast.AttrRef:
+        return ast.AttrRef(self.span(c), str(c[0]), c[2])
 
-    def or_cond(self, meta: Any, c: list[Any]) -> ast.Or:
+    def paren(self, c: list[Any]) -> ast.Cond:
+        return c[1]  # type: ignore[no-any-return]
+
+    def or_cond(self, c: list[Any]) -> ast.Or:
         left, right = c[0], c[2]
         items = (*left.items, right) if isinstance(left, ast.Or) else (left, right)
-        return self.nest(ast.Or(self.span(meta), items), [left, right])
+        return self.nest(ast.Or(self.span(c), items), [left, right])
 
-    def and_cond(self, meta: Any, c: list[Any]) -> ast.And:
+    def and_cond(self, c: list[Any]) -> ast.And:
         left, right = c[0], c[2]
         items = (*left.items, right) if isinstance(left, ast.And) else (left, right)
-        return self.nest(ast.And(self.span(meta), items), [left, right])
+        return self.nest(ast.And(self.span(c), items), [left, right])
 
-    def not_cond(self, meta: Any, c: list[Any]) -> ast.Not:
-        return self.nest(ast.Not(self.span(meta), c[1]), [c[1]])
+    def not_cond(self, c: list[Any]) -> ast.Not:
+        return self.nest(ast.Not(self.span(c), c[1]), [c[1]])
 
-    def compare(self, meta: Any, c: list[Any]) -> ast.Compare:
-        return ast.Compare(self.span(meta), c[0], str(c[1]), c[2])
+    def compare(self, c: list[Any]) -> ast.Compare:
+        return ast.Compare(self.span(c), c[0], str(c[1]), c[2])
 
-    def in_test(self, meta: Any, c: list[Any]) -> ast.InTest:
-        return ast.InTest(self.span(meta), c[0], c[2], False)
+    def in_test(self, c: list[Any]) -> ast.InTest:
+        return ast.InTest(self.span(c), c[0], c[2], False)
 
-    def not_in_test(self, meta: Any, c: list[Any]) -> ast.InTest:
-        return ast.InTest(self.span(meta), c[0], c[3], True)
+    def not_in_test(self, c: list[Any]) -> ast.InTest:
+        return ast.InTest(self.span(c), c[0], c[3], True)
 
-    def matches_test(self, meta: Any, c: list[Any]) -> ast.Matches:
-        return ast.Matches(self.span(meta), c[0], c[2])
+    def matches_test(self, c: list[Any]) -> ast.Matches:
+        return ast.Matches(self.span(c), c[0], c[2])
 
-    def truth_test(self, meta: Any, c: list[Any]) -> ast.Truth:
-        return ast.Truth(self.span(meta), c[0])
+    def truth_test(self, c: list[Any]) -> ast.Truth:
+        return ast.Truth(self.span(c), c[0])
+
+
+def _edge(child: Any, end: int) -> Any:
+    """A child that is a list (a rule's targets) stands for its first or last item."""
+    return child[end] if isinstance(child, list) else child
+
+
+_BUILD = _Build()  # stateless: what one parse gathers lives in its `_Session`
 
 
 def decode(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
@@ -422,25 +454,27 @@ def decode(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
 
 def parse(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
     """Parse one file. The module is None whenever there are syntax errors."""
-    session = _Session(file)
+    session = _Session(file, text)
     recovery = _Recovery(session, text)
     reset = _session.set(session)
+    module: ast.Module | None = None
     try:
-        tree = _parser().parse(text, on_error=recovery)
+        module = _parser().parse(text, on_error=recovery)
     except UnexpectedInput:
-        tree = None
+        pass
+    except Exception:
+        if not session.diagnostics:  # a recovered parse may build odd nodes; a clean one may not
+            raise
     finally:
         _session.reset(reset)
     diagnostics = sorted(session.diagnostics, key=sort_key)
-    if recovery.reported >= MAX_ERRORS:
+    if recovery.reported >= MAX_ERRORS or recovery.seen > MAX_ERRORS * 10:
         diagnostics.append(error("GW009", f"too many syntax errors; stopped after {MAX_ERRORS}",
                                  diagnostics[-1].span, help="fix these and run again"))
-    if diagnostics or tree is None:
+    if diagnostics or module is None:
         return None, diagnostics
-    build = _Build(file)
-    module: ast.Module = build.transform(tree)
-    if build.too_deep is not None:
-        return None, [error("GW005", f"nested more than {MAX_DEPTH} levels deep", build.too_deep,
+    if session.too_deep is not None:
+        return None, [error("GW005", f"nested more than {MAX_DEPTH} levels deep", session.too_deep,
                             help="split the condition or value into simpler parts")]
     return ast.Module(file, module.decls, tuple(session.comments)), []
 
