@@ -68,8 +68,6 @@ def _span(file: str, item: Any) -> Span:
 
 def _on_token(token: Token) -> Token:
     session = _session.get()
-    if token.type.startswith("__"):  # white space, which lark hands to callbacks too
-        return token
     if token.type in OPENERS:
         start = token.start_pos or 0
         word = _WORD_BEFORE.search(session.text, max(0, start - 80), start)
@@ -96,13 +94,14 @@ def _grammar() -> str:
 
 @functools.cache
 def _plain() -> Lark:
-    """The parser without callbacks: its terminal names, and a lexer with no side effects."""
+    """The parser without callbacks: a lexer with no side effects."""
     return Lark(_grammar(), start="module", parser="lalr", cache=True)
 
 
 @functools.cache
 def _parser() -> Lark:
-    callbacks: dict[str, Callable[[Token], Token]] = {t.name: _on_token for t in _plain().terminals}
+    watched = (*OPENERS, *CLOSERS, "COMMENT", "BAD_STRING")
+    callbacks: dict[str, Callable[[Token], Token]] = dict.fromkeys(watched, _on_token)
     return Lark(_grammar(), start="module", parser="lalr", strict=True, maybe_placeholders=True,
                 cache=True, lexer_callbacks=callbacks, transformer=_BUILD)
 

@@ -27,6 +27,7 @@ from compiler.conditions import (
     Atom,
     Cmp,
     Cond,
+    Const,
     In,
     Match,
     all_of,
@@ -49,6 +50,7 @@ from compiler.policy import Policy, Subject
 from compiler.request import Scalar, attr_kind
 
 UNDECIDED = -1
+ROUTE, CACHE, QUOTA, BUDGET = range(4)  # the matrix's groups, in matrix order
 OTHER = object()  # a string no rule names: equal to none, regex still unknown
 
 Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
@@ -58,20 +60,12 @@ Key = tuple[str, ...]  # ("attr", name) or ("regex", name, pattern)
 
 @dataclass(frozen=True, slots=True)
 class Matrix:
-    """Where each block kind sits among the matrix's positions."""
+    """How many entries of each group the matrix holds, in matrix order."""
 
     routes: int
     caches: int
     quotas: int
     budgets: int
-
-    def group(self, pos: int) -> tuple[str, int]:
-        for name, size in (("route", self.routes), ("cache", self.caches),
-                           ("quota", self.quotas), ("budget", self.budgets)):
-            if pos < size:
-                return name, pos
-            pos -= size
-        raise IndexError(pos)
 
 
 def subject_cond(subject: Subject, peers: Sequence[Subject]) -> Cond:
@@ -126,6 +120,12 @@ class Builder:
     def __init__(self, matrix: Matrix, conds: list[Cond]) -> None:
         self.matrix = matrix
         self.initial = tuple(enumerate(conds))
+        self.kinds: list[int] = []
+        self.indexes: list[int] = []
+        for kind, size in enumerate((matrix.routes, matrix.caches, matrix.quotas,
+                                     matrix.budgets)):
+            self.kinds += [kind] * size
+            self.indexes += list(range(size))
         self.nodes: list[Node] = []
         self.plans: list[Plan] = []
         self.node_ids: dict[tuple[object, ...], int] = {}
@@ -136,8 +136,8 @@ class Builder:
         """The root: the route decision and, where the policy has limits or caches,
         their decision beside it as a product."""
         undecided = (UNDECIDED, UNDECIDED, (), ())
-        route = [e for e in self.initial if self.matrix.group(e[0])[0] == "route"]
-        limits = [e for e in self.initial if self.matrix.group(e[0])[0] != "route"]
+        route = [e for e in self.initial if self.kinds[e[0]] == ROUTE]
+        limits = [e for e in self.initial if self.kinds[e[0]] != ROUTE]
         route_root = self.node(self.normalize(route, undecided))
         if not limits:
             return route_root
@@ -150,41 +150,43 @@ class Builder:
                   decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
                   ) -> State:
         """Settle what can be settled: a first-match group is won by its first
-        entry once that is true; an all-match entry is on once it is true."""
+        entry once that is true; an all-match entry is on once it is true.
+
+        Entries come in matrix order, so once a first-match group is won its
+        later entries are dropped here and none of its earlier ones are left.
+        """
         route, cache, quotas, budgets = decided
         on_q, on_b = list(quotas), list(budgets)
         open_route = open_cache = False
         pending: list[Entry] = []
+        kinds, indexes = self.kinds, self.indexes
         for pos, cond in entries:
-            if cond == FALSE:
+            settled = cond.value if type(cond) is Const else None
+            if settled is False:
                 continue
-            group, index = self.matrix.group(pos)
-            if group == "route":
+            kind, index = kinds[pos], indexes[pos]
+            if kind == ROUTE:
                 if route != UNDECIDED:
                     continue
-                if cond == TRUE and not open_route:
+                if settled and not open_route:
                     route = index
                     continue
                 open_route = True
-            elif group == "cache":
+            elif kind == CACHE:
                 if cache != UNDECIDED:
                     continue
-                if cond == TRUE and not open_cache:
+                if settled and not open_cache:
                     cache = index
                     continue
                 open_cache = True
-            elif cond == TRUE:
-                (on_q if group == "quota" else on_b).append(index)
+            elif settled:
+                (on_q if kind == QUOTA else on_b).append(index)
                 continue
             pending.append((pos, cond))
         if route == UNDECIDED and not open_route:
             route = None
         if cache == UNDECIDED and not open_cache:
             cache = None
-        if route != UNDECIDED:
-            pending = [e for e in pending if self.matrix.group(e[0])[0] != "route"]
-        if cache != UNDECIDED:
-            pending = [e for e in pending if self.matrix.group(e[0])[0] != "cache"]
         return tuple(pending), route, cache, tuple(sorted(on_q)), tuple(sorted(on_b))
 
     # --------------------------------------------------------------- nodes
@@ -207,16 +209,16 @@ class Builder:
         decided = (route, cache, quotas, budgets)
         if key[0] == "regex":
             _, attr, pattern = key
-            yes = self.branch(entries, decided, regex_decider(attr, pattern, True))
-            no = self.branch(entries, decided, regex_decider(attr, pattern, False))
+            yes = self.branch(entries, decided, key, regex_decider(attr, pattern, True))
+            no = self.branch(entries, decided, key, regex_decider(attr, pattern, False))
             if yes == no:
                 return yes
             return self.intern(RegexTest(attr, pattern, yes, no), ("regex", attr, pattern, yes, no))
         attr = key[1]
         kind = attr_kind(attr)
         if kind == "bool":
-            yes = self.branch(entries, decided, decider(attr, True))
-            no = self.branch(entries, decided, decider(attr, False))
+            yes = self.branch(entries, decided, key, decider(attr, True))
+            no = self.branch(entries, decided, key, decider(attr, False))
             if yes == no:
                 return yes
             return self.intern(BoolSwitch(attr, yes, no), ("bool", attr, yes, no))
@@ -235,12 +237,16 @@ class Builder:
     def choose(self, entries: tuple[Entry, ...]) -> Key:
         """A test the first entry needs, preferring the one most entries use."""
         needed = keys_of(entries[0][1])
+        if len(needed) == 1:
+            return next(iter(needed))
         counts = Counter(k for _, cond in entries for k in keys_of(cond) if k in needed)
         return max(sorted(needed), key=lambda k: counts[k])
 
     def branch(self, entries: Sequence[Entry], decided: tuple[int | None, int | None,
-               tuple[int, ...], tuple[int, ...]], decide: Callable[[Atom], bool | None]) -> int:
-        specialised = [(pos, restrict(cond, decide)) for pos, cond in entries]
+               tuple[int, ...], tuple[int, ...]], key: Key,
+               decide: Callable[[Atom], bool | None]) -> int:
+        specialised = [(pos, restrict(cond, decide) if key in keys_of(cond) else cond)
+                       for pos, cond in entries]
         return self.node(self.normalize(specialised, decided))
 
     def num_switch(self, attr: str, entries: tuple[Entry, ...],
@@ -248,9 +254,10 @@ class Builder:
                    ) -> int:
         bounds = tuple(sorted({float(v) for _, c in entries for a in atoms(c)  # type: ignore[arg-type]
                                if a.attr == attr for v in constants(a)}))
-        children = tuple(self.branch(entries, decided, decider(attr, value))
+        key = ("attr", attr)
+        children = tuple(self.branch(entries, decided, key, decider(attr, value))
                          for value in representatives(bounds))
-        absent = self.branch(entries, decided, decider(attr, None))
+        absent = self.branch(entries, decided, key, decider(attr, None))
         if all(c == absent for c in children):
             return absent
         return self.intern(NumSwitch(attr, bounds, children, absent),

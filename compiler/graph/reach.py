@@ -10,7 +10,9 @@ whose leftover condition only regexes could falsify counts as reached.
 
 from __future__ import annotations
 
-from compiler.conditions import FALSE, TRUE, Cond, atoms, constants, restrict
+import functools
+
+from compiler.conditions import FALSE, TRUE, Cond, Match, atoms, constants, restrict
 from compiler.graph import Graph
 from compiler.graph.build import OTHER, Builder, Matrix, decider, regex_decider, representatives
 from compiler.graph.nodes import (
@@ -49,22 +51,45 @@ def rules_reached(graph: Graph, cond: Cond) -> set[int | None]:
             for value, child in ((True, node.true), (False, node.false)):
                 stack.append((child, restrict(residual, decider(node.attr, value))))
         else:
-            stack.append((node.absent, restrict(residual, decider(node.attr, None))))
-            own = {v for a in atoms(residual) if a.attr == node.attr for v in constants(a)}
-            if isinstance(node, StrSwitch):
-                for value in {*node.cases, *own}:
-                    child = node.cases.get(value, node.other)  # type: ignore[call-overload]
-                    stack.append((child, restrict(residual, decider(node.attr, value))))
-                stack.append((node.other, restrict(residual, decider(node.attr, OTHER))))
-            else:
-                assert isinstance(node, NumSwitch)
-                bounds = tuple(sorted({*node.bounds, *(float(v) for v in own)}))  # type: ignore[arg-type]
-                for value in representatives(bounds):
-                    child = node.children[num_index(node.bounds, value)]
-                    stack.append((child, restrict(residual, decider(node.attr, value))))
+            stack.extend(_branches(node, residual))
     return found
 
 
+def _branches(node: StrSwitch | NumSwitch, residual: Cond) -> list[tuple[int, Cond]]:
+    """Each child of a switch with what the condition says there.
+
+    Values the condition does not name all leave it the same (regexes aside),
+    so it is specialised once for them and each distinct child visited once.
+    """
+    attr = node.attr
+    mine = [a for a in atoms(residual) if a.attr == attr]
+    if not mine:
+        kids = [*node.cases.values(), node.other] if isinstance(node, StrSwitch) \
+            else list(node.children)
+        return [(child, residual) for child in {*kids, node.absent}]
+    out = [(node.absent, restrict(residual, decider(attr, None)))]
+    own = {v for a in mine for v in constants(a)}
+    if isinstance(node, NumSwitch):
+        bounds = tuple(sorted({*node.bounds, *(float(v) for v in own)}))  # type: ignore[arg-type]
+        for value in representatives(bounds):
+            child = node.children[num_index(node.bounds, value)]
+            out.append((child, restrict(residual, decider(attr, value))))
+        return out
+    for value in own:
+        child = node.cases.get(value, node.other)  # type: ignore[call-overload]
+        out.append((child, restrict(residual, decider(attr, value))))
+    rest = restrict(residual, decider(attr, OTHER))
+    if any(isinstance(a, Match) for a in mine):
+        out += [(child, restrict(residual, decider(attr, value)))
+                for value, child in node.cases.items() if value not in own]
+        out.append((node.other, rest))
+    elif rest != FALSE:
+        others = {child for value, child in node.cases.items() if value not in own}
+        out += [(child, rest) for child in {*others, node.other}]
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
 def satisfiable(cond: Cond) -> bool:
     """Whether some request satisfies a condition (regexes read as free)."""
     if cond == TRUE:
