@@ -6,6 +6,7 @@ The same attribute names serve conditions, `given { }` blocks in tests and
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,5 +128,5 @@ def getter(attr: str) -> Callable[[Request], Scalar | None]:
 
 
 _plain_getters: dict[str, Callable[[Request], Scalar | None]] = {
-    name: (lambda n: (lambda r: getattr(r, n)))(name) for name in ATTRIBUTES if "." not in name
+    name: operator.attrgetter(name) for name in ATTRIBUTES if "." not in name
 }

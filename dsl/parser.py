@@ -248,7 +248,8 @@ class _Build(Transformer):
     lark calls these methods as it reduces (its tree-less LALR mode), so no
     intermediate tree is built and nothing recurses. A node's span runs from
     its first child's start to its last child's end; brackets are kept as
-    tokens in the grammar so that blocks and lists span them.
+    tokens in the grammar so that blocks and lists span them. Edges are never
+    placeholders, except in the two rules that say so.
     """
 
     @property
@@ -256,10 +257,12 @@ class _Build(Transformer):
         return _session.get().file
 
     def span(self, children: list[Any]) -> Span:
-        present = [c for c in children if c is not None]
-        first, last = _edge(present[0], 0), _edge(present[-1], -1)
-        a = first if isinstance(first, Token) else first.span
-        b = last if isinstance(last, Token) else last.span
+        """From the first child's start to the last child's end (each a token or a node)."""
+        a, b = children[0], children[-1]
+        if type(a) is not Token:
+            a = a.span
+        if type(b) is not Token:
+            b = b.span
         return Span(self.file, a.line, a.column, b.end_line, b.end_column)
 
     def token_span(self, token: Token) -> Span:
@@ -308,10 +311,10 @@ class _Build(Transformer):
         return ast.Subject(self.span(c), "one", str(c[0]), c[1])
 
     def when_rule(self, c: list[Any]) -> ast.Rule:
-        return ast.Rule(self.span(c), c[1], tuple(c[3]))
+        return ast.Rule(self.span([c[0], c[3][-1]]), c[1], tuple(c[3]))
 
     def otherwise_rule(self, c: list[Any]) -> ast.Rule:
-        return ast.Rule(self.span(c), None, tuple(c[2]))
+        return ast.Rule(self.span([c[0], c[2][-1]]), None, tuple(c[2]))
 
     def targets(self, c: list[Any]) -> list[ast.Target]:
         return c
@@ -396,7 +399,8 @@ class _Build(Transformer):
 
     # conditions
     def subject_ref(self, c: list[Any]) -> ast.AttrRef:
-        return ast.AttrRef(self.span(c), str(c[0]), c[2])
+        end = c[3] if c[3] is not None else c[0]  # `header["x"]` or a plain name
+        return ast.AttrRef(self.span([c[0], end]), str(c[0]), c[2])
 
     def paren(self, c: list[Any]) -> ast.Cond:
         return c[1]  # type: ignore[no-any-return]
@@ -428,11 +432,6 @@ class _Build(Transformer):
 
     def truth_test(self, c: list[Any]) -> ast.Truth:
         return ast.Truth(self.span(c), c[0])
-
-
-def _edge(child: Any, end: int) -> Any:
-    """A child that is a list (a rule's targets) stands for its first or last item."""
-    return child[end] if isinstance(child, list) else child
 
 
 _BUILD = _Build()  # stateless: what one parse gathers lives in its `_Session`
