@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import metadata, resources
+from importlib.resources.abc import Traversable
 
 try:
     VERSION = metadata.version("gwc")
@@ -32,7 +33,7 @@ class Entry:
         return "".join(w.capitalize() for w in re.findall(r"[a-z]+", self.title.lower()))
 
 
-def _folder():  # type: ignore[no-untyped-def]
+def _folder() -> Traversable:
     return resources.files("compiler").joinpath("explanations")
 
 

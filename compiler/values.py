@@ -251,9 +251,8 @@ class Checker:
                                            " both strings", value.span,
                                   help='env("OPENAI_API_KEY") or env("REGION", "eu")'))
                 return INVALID
-            name = args[0].value  # type: ignore[union-attr]
-            default = args[1].value if len(args) == 2 else None  # type: ignore[union-attr]
-            return EnvValue(name, default)
+            name, *rest = (str(a.value) for a in args)  # type: ignore[union-attr]
+            return EnvValue(name, rest[0] if rest else None)
         return self.wrong(value, "secret")
 
     def check_name(self, value: ast.Value, spec: Field) -> Any:

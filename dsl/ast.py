@@ -1,8 +1,9 @@
 """The typed syntax tree of a `.gw` file.
 
 Nodes are frozen dataclasses. Each carries its `span`, which is left out of
-equality so that two parses of the same policy compare equal however they were
-laid out: that is what the formatter's round-trip property is stated in.
+equality and repr so that two parses of the same policy compare equal however
+they were laid out: that is what the formatter's round-trip property is
+stated in.
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ from dataclasses import dataclass, field
 
 from dsl.span import Span
 
-
-def _span() -> Span:
-    """The span field: printed by nothing and ignored by equality."""
-    return field(compare=False, repr=False)  # type: ignore[no-any-return]
-
-
 # ----------------------------------------------------------------- values
 
 
@@ -24,7 +19,7 @@ def _span() -> Span:
 class Quantity:
     """A number as written, with its suffix: `3`, `0.92`, `100k`, `250ms`, `80%`, `5xx`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     number: str
     suffix: str
 
@@ -35,7 +30,7 @@ class Quantity:
 
 @dataclass(frozen=True, slots=True)
 class Money:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     amount: str
     suffix: str
 
@@ -48,7 +43,7 @@ class Money:
 class Price:
     """Money per a count of tokens: `$2.50/1M`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     money: Money
     per: Quantity
 
@@ -57,26 +52,26 @@ class Price:
 class Str:
     """A string's value; `raw` keeps it as written, for the formatter."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     value: str
     raw: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Ident:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Bool:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     value: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     low: Scalar
     high: Scalar
 
@@ -85,34 +80,34 @@ class Range:
 class Rate:
     """An amount per period: `60 per minute`, `$500 per month`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     amount: Scalar
     unit: Ident
 
 
 @dataclass(frozen=True, slots=True)
 class Weighted:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: Ident
     weight: Quantity
 
 
 @dataclass(frozen=True, slots=True)
 class ListValue:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     items: tuple[Value | Weighted, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Pair:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     key: Str
     value: Value
 
 
 @dataclass(frozen=True, slots=True)
 class MapValue:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     pairs: tuple[Pair, ...]
 
 
@@ -120,7 +115,7 @@ class MapValue:
 class Call:
     """`env("NAME")`, `downgrade(gpt-4o-mini)`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: Ident
     args: tuple[Value, ...]
 
@@ -136,14 +131,14 @@ Value = Quantity | Money | Str | Ident | Bool | Price | Range | Rate | ListValue
 class AttrRef:
     """A request attribute: `team`, `budget.team`, `header["x-feature"]`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: str
     key: Str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     attr: AttrRef
     op: str
     value: Scalar
@@ -151,7 +146,7 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class InTest:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     attr: AttrRef
     values: ListValue
     negated: bool
@@ -159,32 +154,32 @@ class InTest:
 
 @dataclass(frozen=True, slots=True)
 class Matches:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     attr: AttrRef
     pattern: Str
 
 
 @dataclass(frozen=True, slots=True)
 class Truth:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     attr: AttrRef
 
 
 @dataclass(frozen=True, slots=True)
 class And:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     items: tuple[Cond, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     items: tuple[Cond, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     item: Cond
 
 
@@ -196,7 +191,7 @@ Cond = Compare | InTest | Matches | Truth | And | Or | Not
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: Ident
     value: Value
 
@@ -205,7 +200,7 @@ class Attribute:
 class Body:
     """A `{ ... }` of attributes and nested blocks; its span covers the braces."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     members: tuple[Attribute | Nested, ...]
 
     def attributes(self) -> dict[str, Attribute]:
@@ -220,7 +215,7 @@ class Body:
 class Nested:
     """A block inside a block: `retry {}` in a provider, `given {}` in a test."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: Ident
     body: Body
 
@@ -230,7 +225,7 @@ class Nested:
 
 @dataclass(frozen=True, slots=True)
 class Import:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     path: Str
 
 
@@ -238,7 +233,7 @@ class Import:
 class NamedDecl:
     """`provider`, `model`, `pool` and `notify`: declarations others refer to by name."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     kind: str
     name: Ident
     body: Body
@@ -248,25 +243,25 @@ class NamedDecl:
 class UnnamedDecl:
     """`retry`, `breaker` and `auth`: one of each per policy."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     kind: str
     body: Body
 
 
 @dataclass(frozen=True, slots=True)
 class ModelTarget:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Requested:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     message: Str
 
 
@@ -277,20 +272,20 @@ Target = ModelTarget | Requested | Deny
 class Rule:
     """`when COND -> targets`, or `otherwise -> targets` when `cond` is None."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     cond: Cond | None
     targets: tuple[Target, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RouteDecl:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     rules: tuple[Rule, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class CacheDecl:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     cond: Cond | None
     body: Body
 
@@ -299,7 +294,7 @@ class CacheDecl:
 class Subject:
     """`per team`, `global`, or one identity such as `team "research"`."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     kind: str  # "per", "global" or "one"
     dimension: str
     value: Str | None
@@ -309,7 +304,7 @@ class Subject:
 class LimitDecl:
     """`budget` and `quota` share their shape: a subject, an optional `when`, a body."""
 
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     kind: str
     subject: Subject
     cond: Cond | None
@@ -318,7 +313,7 @@ class LimitDecl:
 
 @dataclass(frozen=True, slots=True)
 class TestDecl:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     name: Str
     body: Body
 
@@ -328,7 +323,7 @@ Decl = Import | NamedDecl | UnnamedDecl | RouteDecl | CacheDecl | LimitDecl | Te
 
 @dataclass(frozen=True, slots=True)
 class Comment:
-    span: Span = _span()
+    span: Span = field(compare=False, repr=False)
     text: str
 
 

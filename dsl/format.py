@@ -233,14 +233,18 @@ class Formatter:
         lefts = [f"when {cond(r.cond)}" if r.cond is not None else "otherwise" for r in d.rules]
         width = max((len(x) for x in lefts if len(x) <= ALIGN_LIMIT), default=0)
         items = [
-            _Item(r.span.line, r.span.end_line,
-                  lambda lvl, left=left, r=r: [
-                      f"{left.ljust(width)} -> " + ", ".join(target(t) for t in r.targets)])
+            _Item(r.span.line, r.span.end_line, _fixed(
+                f"{left.ljust(width)} -> " + ", ".join(target(t) for t in r.targets)))
             for left, r in zip(lefts, d.rules, strict=True)
         ]
         opening = "route {" + self.opening_comment(d.span.line, d.rules)
         inner = self.items(items, level + 1, d.span.line, d.span.end_line)
         return [opening, *inner, INDENT * level + "}"]
+
+
+def _fixed(line: str) -> Callable[[int], list[str]]:
+    """A renderer for a line that reads the same at any indent."""
+    return lambda level: [line]
 
 
 def _head(d: ast.Decl) -> str:

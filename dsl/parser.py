@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -39,6 +39,7 @@ OPENERS = {"LBRACE": "RBRACE", "LPAR": "RPAR", "LSQB": "RSQB"}
 CLOSERS = {"RBRACE": "}", "RPAR": ")", "RSQB": "]"}
 # Tokens a slip most often leaves out, tried in this order when recovering.
 DECLARATION_WORDS = {KEYWORDS[k] for k in DECLARATIONS} - {"retry", "breaker"}  # these nest
+_N = TypeVar("_N", ast.ListValue, ast.MapValue, ast.Call, ast.And, ast.Or, ast.Not)
 _WORD_BEFORE = re.compile(r"([A-Za-z_][\w.-]*)\s*\Z")
 INSERTIONS = (("EQUAL", "="), ("ARROW", "->"), ("COMMA", ","), ("RBRACE", "}"),
               ("RPAR", ")"), ("RSQB", "]"), ("NAME", "_"), ("STRING", '""'))
@@ -143,12 +144,13 @@ class _Recovery:
 
     def __call__(self, exc: UnexpectedInput) -> bool:
         if isinstance(exc, UnexpectedCharacters):
-            char = self.text[exc.pos_in_stream]
+            position = exc.pos_in_stream or 0
+            char = self.text[position]
             shown = char if char.isprintable() else f"\\u{ord(char):04x}"
             span = Span.point(self.session.file, exc.line, exc.column)
             return self.report(error("GW002", f"unexpected character '{shown}'", span,
                                      help="remove it, or put it inside a string"),
-                               exc.pos_in_stream, exc.pos_in_stream + 1)
+                               position, position + 1)
         if not isinstance(exc, UnexpectedToken):
             return False
         if exc.token.type == "$END":
@@ -180,7 +182,7 @@ class _Recovery:
         for kind, text in INSERTIONS:
             if kind not in expected:
                 continue
-            trial = parser.copy()
+            trial = parser.copy()  # type: ignore[no-untyped-call]
             try:
                 trial.feed_token(Token.new_borrow_pos(kind, text, token))
                 trial.feed_token(token)
@@ -222,13 +224,13 @@ class _Recovery:
                 "GW001", f"expected {describe_expected(set(exc.expected))}, "
                          "found the end of the file", end), len(self.text), len(self.text))
         for _ in range(len(session.open_brackets) + MAX_DEPTH):
-            choices = parser.choices()
+            choices = parser.choices()  # type: ignore[no-untyped-call]
             if "$END" in choices:
                 break
-            closer = next((c for c in CLOSERS if c in choices), None)
-            if closer is None:
+            missing = next((c for c in CLOSERS if c in choices), None)
+            if missing is None:
                 return False
-            parser.feed_token(Token.new_borrow_pos(closer, CLOSERS[closer], exc.token))
+            parser.feed_token(Token.new_borrow_pos(missing, CLOSERS[missing], exc.token))
         return reported
 
 
@@ -242,7 +244,7 @@ def unescape(raw: str) -> str:
     return re.sub(r'\\(.)', lambda m: _ESCAPES.get(m.group(1), m.group(0)), raw)
 
 
-class _Build(Transformer):
+class _Build(Transformer[Token, ast.Module]):
     """Builds `dsl.ast` inside the parser, one reduction at a time.
 
     lark calls these methods as it reduces (its tree-less LALR mode), so no
@@ -268,7 +270,7 @@ class _Build(Transformer):
     def token_span(self, token: Token) -> Span:
         return _span(self.file, token)
 
-    def nest(self, node: Any, children: list[Any]) -> Any:
+    def nest(self, node: _N, children: list[Any]) -> _N:
         session = _session.get()
         depth = 1 + max((session.depth.get(id(c), 0) for c in children), default=0)
         session.depth[id(node)] = depth
@@ -373,7 +375,7 @@ class _Build(Transformer):
     def false(self, c: list[Any]) -> ast.Bool:
         return ast.Bool(self.span(c), False)
 
-    def range(self, c: list[Any]) -> ast.Range:
+    def range_value(self, c: list[Any]) -> ast.Range:
         return ast.Range(self.span(c), c[0], c[1])
 
     def rate(self, c: list[Any]) -> ast.Rate:
@@ -382,11 +384,11 @@ class _Build(Transformer):
     def weighted(self, c: list[Any]) -> ast.Weighted:
         return ast.Weighted(self.span(c), self.name(c[0]), self.quantity_token(c[1]))
 
-    def list(self, c: list[Any]) -> ast.ListValue:
+    def list_value(self, c: list[Any]) -> ast.ListValue:
         items = [x for x in c[1:-1] if x is not None]
         return self.nest(ast.ListValue(self.span(c), tuple(items)), items)
 
-    def map(self, c: list[Any]) -> ast.MapValue:
+    def map_value(self, c: list[Any]) -> ast.MapValue:
         pairs = [x for x in c[1:-1] if x is not None]
         return self.nest(ast.MapValue(self.span(c), tuple(pairs)), [p.value for p in pairs])
 
@@ -457,7 +459,7 @@ def parse(text: str, file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
     reset = _session.set(session)
     module: ast.Module | None = None
     try:
-        module = _parser().parse(text, on_error=recovery)
+        module = cast(ast.Module, _parser().parse(text, on_error=recovery))
     except UnexpectedInput:
         pass
     except Exception:

@@ -22,7 +22,7 @@ from compiler.graph.nodes import Evaluator, Leaf, Node, children
 from compiler.interpreter import Plan
 from compiler.policy import Policy
 
-FORMAT = "gwc-graph/1"
+FORMAT: Literal["gwc-graph/1"] = "gwc-graph/1"
 
 
 @dataclass

@@ -71,12 +71,12 @@ def _branches(node: StrSwitch | NumSwitch, residual: Cond) -> list[tuple[int, Co
     own = {v for a in mine for v in constants(a)}
     if isinstance(node, NumSwitch):
         bounds = tuple(sorted({*node.bounds, *(float(v) for v in own)}))  # type: ignore[arg-type]
-        for value in representatives(bounds):
-            child = node.children[num_index(node.bounds, value)]
-            out.append((child, restrict(residual, decider(attr, value))))
+        for point in representatives(bounds):
+            child = node.children[num_index(node.bounds, point)]
+            out.append((child, restrict(residual, decider(attr, point))))
         return out
     for value in own:
-        child = node.cases.get(value, node.other)  # type: ignore[call-overload]
+        child = node.cases.get(str(value), node.other)
         out.append((child, restrict(residual, decider(attr, value))))
     rest = restrict(residual, decider(attr, OTHER))
     if any(isinstance(a, Match) for a in mine):

@@ -16,6 +16,7 @@ from compiler.request import ATTRIBUTES, ENDPOINTS, KEYED, PERCENT_ATTRIBUTES, S
 from compiler.values import INVALID, Checker, Field, describe
 from dsl import ast
 from dsl.diagnostics import error, suggestion
+from dsl.span import Span
 
 OPERATORS = {"str": ("==", "!="), "bool": ("==", "!="), "num": ("==", "!=", "<", "<=", ">", ">=")}
 KIND_WORDS = {"str": "a string", "num": "a number", "bool": "true or false"}
@@ -62,13 +63,15 @@ class _Lowering:
         assert kind is not None
         if isinstance(cond, ast.Truth):
             if kind != "bool":
-                return self.fail(cond.span, f"'{cond.attr.name}' is {KIND_WORDS[kind]}, not a "
-                                 "condition on its own", "compare it: `team == \"x\"`")
+                self.fail(cond.span, f"'{cond.attr.name}' is {KIND_WORDS[kind]}, not a "
+                          "condition on its own", "compare it: `team == \"x\"`")
+                return None
             return c.Truth(attr)
         if isinstance(cond, ast.Matches):
             if kind != "str":
-                return self.fail(cond.span, f"'matches' needs a string attribute; "
-                                 f"'{cond.attr.name}' is {KIND_WORDS[kind]}")
+                self.fail(cond.span, f"'matches' needs a string attribute; "
+                          f"'{cond.attr.name}' is {KIND_WORDS[kind]}")
+                return None
             try:
                 re.compile(cond.pattern.value)
             except re.error as exc:
@@ -79,9 +82,9 @@ class _Lowering:
             return c.Match(attr, cond.pattern.value)
         if isinstance(cond, ast.Compare):
             if cond.op not in OPERATORS[kind]:
-                return self.fail(cond.span, f"'{cond.op}' does not apply to {KIND_WORDS[kind]} "
-                                 f"('{cond.attr.name}')",
-                                 "use " + " or ".join(OPERATORS[kind]))
+                self.fail(cond.span, f"'{cond.op}' does not apply to {KIND_WORDS[kind]} "
+                          f"('{cond.attr.name}')", "use " + " or ".join(OPERATORS[kind]))
+                return None
             value = self.literal(cond.value, attr, kind)
             return None if value is INVALID else c.Cmp(attr, cond.op, value)
         values = [self.literal(v, attr, kind) if not isinstance(v, ast.Weighted)
@@ -90,9 +93,8 @@ class _Lowering:
             return None
         return c.In(attr, frozenset(values), cond.negated)
 
-    def fail(self, span: object, message: str, help: str | None = None) -> None:
-        self.ctx.report(error("GW205", message, span, help=help))  # type: ignore[arg-type]
-        return None
+    def fail(self, span: Span, message: str, help: str | None = None) -> None:
+        self.ctx.report(error("GW205", message, span, help=help))
 
     def attr(self, ref: ast.AttrRef) -> str | None:
         if ref.name in KEYED:

@@ -30,6 +30,23 @@ def run(ctx: Context) -> None:
         body = ctx.unnamed["auth"].body
         policy.auth = p.Auth(**_fields(ctx, body, {"mode": "mode", "user_header": "user_header",
                                                     "team_header": "team_header"}))
+    _providers(ctx)
+    _models(ctx)
+    _pools(ctx)
+    _notifies(ctx)
+    if ctx.route is not None:
+        _rules(ctx)
+    for decl in ctx.decls:
+        if isinstance(decl, ast.CacheDecl):
+            _cache(ctx, decl)
+        elif isinstance(decl, ast.LimitDecl):
+            _limit(ctx, decl)
+        elif isinstance(decl, ast.TestDecl):
+            _test(ctx, decl)
+
+
+def _providers(ctx: Context) -> None:
+    policy = ctx.policy
     for name, decl in ctx.named.get("provider", {}).items():
         if ctx.value(decl.body, "type") is None:
             continue
@@ -43,32 +60,34 @@ def run(ctx: Context) -> None:
             name=name, **fields,
             retry=_retry(ctx, retry.body if retry else None, policy.retry),
             breaker=_breaker(ctx, breaker.body if breaker else None, policy.breaker))
+
+
+def _models(ctx: Context) -> None:
     for name, decl in ctx.named.get("model", {}).items():
         provider = ctx.value(decl.body, "provider")
-        if provider not in policy.providers:
+        if provider not in ctx.policy.providers:
             continue
-        policy.models[name] = p.Model(
+        ctx.policy.models[name] = p.Model(
             name=name, provider=provider, upstream=ctx.value(decl.body, "name", name),
             **_fields(ctx, decl.body, {"input": "input_price", "output": "output_price",
                                        "context": "context", "max_output": "max_output",
                                        "timeout": "timeout"}))
+
+
+def _pools(ctx: Context) -> None:
     for name, decl in ctx.named.get("pool", {}).items():
         members = tuple(m for m, _ in ctx.value(decl.body, "members", ())
-                        if m.model in policy.models)
-        policy.pools[name] = p.Pool(name, ctx.value(decl.body, "strategy", "weighted"), members)
+                        if m.model in ctx.policy.models)
+        strategy = ctx.value(decl.body, "strategy", "weighted")
+        ctx.policy.pools[name] = p.Pool(name, strategy, members)
+
+
+def _notifies(ctx: Context) -> None:
     for name, decl in ctx.named.get("notify", {}).items():
         webhook = ctx.value(decl.body, "webhook")
         if webhook is not None:
-            policy.notifies[name] = p.Notify(name, webhook, ctx.value(decl.body, "format", "json"))
-    if ctx.route is not None:
-        _rules(ctx)
-    for decl in ctx.decls:
-        if isinstance(decl, ast.CacheDecl):
-            _cache(ctx, decl)
-        elif isinstance(decl, ast.LimitDecl):
-            _limit(ctx, decl)
-        elif isinstance(decl, ast.TestDecl):
-            _test(ctx, decl)
+            ctx.policy.notifies[name] = p.Notify(name, webhook,
+                                                 ctx.value(decl.body, "format", "json"))
 
 
 def _fields(ctx: Context, body: ast.Body, names: dict[str, str]) -> dict[str, Any]:
