@@ -108,8 +108,10 @@ class Checker:
                           value.span, help=f"this attribute takes {expected or EXPECTED[kind]}"))
         return INVALID
 
-    def out_of_range(self, value: ast.Value | ast.Weighted, message: str) -> Any:
-        self.report(error("GW203", message, value.span))
+    def out_of_range(self, value: ast.Value | ast.Weighted, message: str,
+                     help: str = "see `gwc explain-code GW203` for each attribute's range"
+                     ) -> Any:
+        self.report(error("GW203", message, value.span, help=help))
         return INVALID
 
     def unit_ok(self, value: ast.Quantity) -> bool:

@@ -34,7 +34,7 @@ class Diagnostic:
     severity: Severity
     message: str
     span: Span
-    help: str | None = None
+    help: str  # every diagnostic says what to do about it
     related: tuple[Related, ...] = field(default=())
 
     @property
@@ -42,12 +42,12 @@ class Diagnostic:
         return self.severity is Severity.ERROR
 
 
-def error(code: str, message: str, span: Span, help: str | None = None,
+def error(code: str, message: str, span: Span, help: str,
           related: Iterable[Related] = ()) -> Diagnostic:
     return Diagnostic(code, Severity.ERROR, message, span, help, tuple(related))
 
 
-def warning(code: str, message: str, span: Span, help: str | None = None,
+def warning(code: str, message: str, span: Span, help: str,
             related: Iterable[Related] = ()) -> Diagnostic:
     return Diagnostic(code, Severity.WARNING, message, span, help, tuple(related))
 

@@ -177,8 +177,10 @@ class _Recovery:
                 return keep_going
         else:
             what = found(token.type, token)
+            wanted = describe_expected(expected)
             keep_going = self.report(error(
-                "GW001", f"expected {describe_expected(expected)}, found {what}", span), *where)
+                "GW001", f"expected {wanted}, found {what}", span,
+                help=f"put {wanted} here, or remove {what}"), *where)
         for kind, text in INSERTIONS:
             if kind not in expected:
                 continue
@@ -222,7 +224,9 @@ class _Recovery:
             end = Span.point(session.file, len(lines), len(lines[-1]) + 1)
             reported = self.report(error(
                 "GW001", f"expected {describe_expected(set(exc.expected))}, "
-                         "found the end of the file", end), len(self.text), len(self.text))
+                         "found the end of the file", end,
+                help="the file ends in the middle of a declaration; finish or remove it"),
+                len(self.text), len(self.text))
         for _ in range(len(session.open_brackets) + MAX_DEPTH):
             choices = parser.choices()  # type: ignore[no-untyped-call]
             if "$END" in choices:

@@ -80,4 +80,4 @@ def _block(ctx: Context, checker: Checker, kind: str, body: ast.Body, span: obje
 def _unknown(ctx: Context, kind: str, name: ast.Ident, known: list[str], what: str) -> None:
     ctx.report(error("GW104", f"unknown {what} '{name.name}' in {kind}"
                               f"{suggestion(name.name, known)}", name.span,
-                     help=f"{kind} takes: {', '.join(known)}" if known else None))
+                     help=f"{kind} takes: {', '.join(known)}"))

@@ -70,7 +70,8 @@ class _Lowering:
         if isinstance(cond, ast.Matches):
             if kind != "str":
                 self.fail(cond.span, f"'matches' needs a string attribute; "
-                          f"'{cond.attr.name}' is {KIND_WORDS[kind]}")
+                          f"'{cond.attr.name}' is {KIND_WORDS[kind]}",
+                          "match model, user, team, key, endpoint, header[...] or meta[...]")
                 return None
             try:
                 re.compile(cond.pattern.value)
@@ -93,7 +94,7 @@ class _Lowering:
             return None
         return c.In(attr, frozenset(values), cond.negated)
 
-    def fail(self, span: Span, message: str, help: str | None = None) -> None:
+    def fail(self, span: Span, message: str, help: str) -> None:
         self.ctx.report(error("GW205", message, span, help=help))
 
     def attr(self, ref: ast.AttrRef) -> str | None:

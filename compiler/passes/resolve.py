@@ -15,10 +15,13 @@ def run(ctx: Context) -> None:
     def check(name: ast.Ident | ast.ModelTarget, table: dict[str, ast.NamedDecl], what: str,
               code: str = "GW101") -> None:
         text = name.name
-        if text not in table:
-            ctx.report(error(code, f"unknown {what} '{text}'{suggestion(text, table)}", name.span,
-                             help=f"declare it with `{what.split()[0]} {text} {{ ... }}`"
-                             if not suggestion(text, table) else None))
+        if text in table:
+            return
+        close = suggestion(text, table)
+        declared = ", ".join(sorted(table)[:8]) + (", ..." if len(table) > 8 else "")
+        ctx.report(error(code, f"unknown {what} '{text}'{close}", name.span,
+                         help=f"declared: {declared}" if close and declared else
+                         f"declare it with `{what.split()[0]} {text} {{ ... }}`"))
 
     for model in models.values():
         provider = ctx.value(model.body, "provider")

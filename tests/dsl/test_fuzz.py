@@ -40,7 +40,7 @@ def test_mutated_policies_only_ever_give_diagnostics(tmp_path: Path, text: str) 
     path = tmp_path / "p.gw"
     path.write_text(text)
     ctx = check(str(path), env={})
-    assert all(d.code.startswith("GW") for d in ctx.diagnostics)
+    assert all(d.code.startswith("GW") and d.help for d in ctx.diagnostics)
 
 
 @settings(max_examples=300, deadline=None)
@@ -48,6 +48,7 @@ def test_mutated_policies_only_ever_give_diagnostics(tmp_path: Path, text: str) 
 def test_random_text_only_ever_gives_diagnostics(text: str) -> None:
     module, diagnostics = parse(text, "r.gw")
     assert module is not None or diagnostics
+    assert all(d.help for d in diagnostics)
 
 
 @settings(max_examples=200, deadline=None)
