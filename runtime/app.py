@@ -1,0 +1,231 @@
+"""The HTTP surface of `interface.md`, on Starlette.
+
+Every answer carries `x-gw-request-id` and `x-gw-policy`; a proxied one also
+says which model and provider answered, after how many attempts, at what
+cost. Errors of every kind leave through `error_response`, in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from runtime.errors import GatewayError, UpstreamError, error_response
+from runtime.gateway import Answer, Gateway, Loaded, cost
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+logger = logging.getLogger("gwc")
+
+
+class StreamBroken(Exception):
+    """Raised after the error event of a stream that failed mid-way: it makes the
+    server drop the connection, so no client mistakes the stream for complete."""
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"the request body is over {limit} bytes", "body_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"the request body is over {limit} bytes", "body_too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GatewayError(400, f"the request body is not JSON: {exc}", "invalid_json") from exc
+
+
+async def until_disconnect(request: Request, work: Awaitable[Answer]) -> Answer:
+    """Run `work`, cancelling it (and so its upstream call) if the client goes away."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise GatewayError(499, "the client closed the connection", "client_closed")
+    return task.result()
+
+
+def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
+               admin_key: str | None = None) -> Starlette:
+    def headers_for(request_id: str, answer: Answer | None = None,
+                    spent: float | None = None) -> dict[str, str]:
+        headers = {"x-gw-request-id": request_id, "x-gw-policy": gateway.version}
+        if answer is not None:
+            headers.update({"x-gw-model": answer.model.name, "x-gw-provider": answer.model.provider,
+                            "x-gw-attempts": str(answer.tried()), "x-gw-cache": "bypass"})
+        if spent is not None:
+            headers["x-gw-cost"] = f"{spent:.8f}"
+        return headers
+
+    def finish(request_id: str, path: str, status: int, started: float, answer: Answer | None,
+               usage: dict[str, Any] | None, error: str | None = None) -> None:
+        seconds = time.monotonic() - started
+        model = answer.model.name if answer else ""
+        provider = answer.model.provider if answer else ""
+        rule = answer.rule if answer else ""
+        gateway.metrics.requests.labels(rule, model, provider, str(status), "bypass").inc()
+        gateway.metrics.latency.labels(rule).observe(seconds)
+        if answer and usage:
+            for kind in ("prompt_tokens", "completion_tokens"):
+                gateway.metrics.tokens.labels(model, kind.split("_")[0]).inc(usage.get(kind) or 0)
+        gateway.log.write(
+            request_id=request_id, path=path, status=status, ms=round(seconds * 1000, 2),
+            model=model or None, provider=provider or None, rule=rule or None,
+            attempts=[{"model": a.model, "outcome": a.outcome} for a in answer.attempts]
+            if answer else None, tokens=usage or None,
+            cost=round(cost(answer.model, usage), 8) if answer and usage else None,
+            policy=gateway.version, error=error)
+
+    def proxy(endpoint: Callable[[Loaded, Any, dict[str, str]], Awaitable[Answer]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            request_id = uuid.uuid4().hex
+            started = time.monotonic()
+            loaded = gateway.current  # this request's policy, whatever reloads come
+            if loaded is None:
+                return error_response(GatewayError(503, "no policy loaded", "not_ready"),
+                                      headers_for(request_id))
+            try:
+                body = await read_json(request, max_body)
+                answer = await until_disconnect(request, endpoint(
+                    loaded, body, {k.lower(): v for k, v in request.headers.items()}))
+            except GatewayError as error:
+                finish(request_id, request.url.path, error.status, started, None, None,
+                       error.message)
+                return error_response(error, headers_for(request_id))
+            if answer.body is not None:
+                usage = answer.body.get("usage") or {}
+                finish(request_id, request.url.path, 200, started, answer, usage)
+                return JSONResponse(answer.body, headers=headers_for(
+                    request_id, answer, cost(answer.model, usage)))
+            return StreamingResponse(
+                stream(request_id, request.url.path, started, answer),
+                media_type="text/event-stream",
+                headers={**headers_for(request_id, answer), "cache-control": "no-cache"})
+        return handle
+
+    async def stream(request_id: str, path: str, started: float, answer: Answer
+                     ) -> AsyncIterator[bytes]:
+        assert answer.first is not None and answer.rest is not None
+        usage: dict[str, Any] = {}
+        status, error = 200, None
+        try:
+            chunk: dict[str, Any] | None = answer.first
+            while chunk is not None:
+                usage.update(chunk.get("usage") or {})
+                yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                chunk = await anext(answer.rest, None)
+            yield b"data: [DONE]\n\n"
+        except UpstreamError as failure:
+            status, error = 502, failure.message
+            event = GatewayError(502, f"the stream broke after it began: {failure.message}",
+                                 "stream_interrupted").body()
+            yield b"data: " + json.dumps(event).encode() + b"\n\n"
+            raise StreamBroken(failure.message) from failure
+        except asyncio.CancelledError:
+            status, error = 499, "the client closed the connection"
+            raise
+        finally:
+            await answer.rest.aclose()  # type: ignore[attr-defined]
+            finish(request_id, path, status, started, answer, usage, error)
+
+    async def models(request: Request) -> Response:
+        loaded = gateway.current
+        if loaded is None:
+            return error_response(GatewayError(503, "no policy loaded", "not_ready"))
+        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
+                for m in loaded.policy.models.values()]
+        data += [{"id": p.name, "object": "model", "created": 0, "owned_by": "gwc pool"}
+                 for p in loaded.policy.pools.values()]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if gateway.current is None:
+            return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, 503)
+        return JSONResponse({"status": "ready", "policy": gateway.version})
+
+    async def metrics(request: Request) -> Response:
+        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def admin(handler: Callable[[Request], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            if not admin_key:
+                return error_response(GatewayError(403, "the admin API is off: set GW_ADMIN_KEY",
+                                                   "admin_disabled"))
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), admin_key.encode()):
+                return error_response(GatewayError(401, "the admin API needs "
+                                                   "Authorization: Bearer $GW_ADMIN_KEY",
+                                                   "invalid_admin_key"))
+            return await handler(request)
+        return guarded
+
+    async def admin_reload(request: Request) -> Response:
+        outcome = await gateway.reload()
+        return JSONResponse(outcome, 200 if outcome["outcome"] == "loaded" else 422)
+
+    async def admin_policy(request: Request) -> Response:
+        loaded = gateway.current
+        return JSONResponse({
+            "version": gateway.version, "path": gateway.path,
+            "loaded_at": loaded.loaded_at if loaded else None,
+            "files": loaded.sources if loaded else [], "refused": gateway.refused})
+
+    async def admin_breakers(request: Request) -> Response:
+        return JSONResponse(gateway.breakers())
+
+    routes = [
+        Route("/v1/chat/completions", proxy(gateway.chat), methods=["POST"]),
+        Route("/v1/embeddings", proxy(gateway.embeddings), methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/reload", admin(admin_reload), methods=["POST"]),
+        Route("/admin/policy", admin(admin_policy), methods=["GET"]),
+        Route("/admin/breakers", admin(admin_breakers), methods=["GET"]),
+    ]
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error", exc_info=exc)
+        return error_response(GatewayError(500, "internal error in the gateway", "internal"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={Exception: unexpected})

@@ -1,0 +1,62 @@
+"""The gateway's own errors, and the one place they become HTTP answers.
+
+Providers turn their upstream's failures into `UpstreamError`; the pipeline
+turns a request it cannot serve into a `GatewayError`; `error_response` answers
+either in OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`,
+which every OpenAI SDK maps to its own exception classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+         403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
+         429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable",
+         504: "timeout_error"}
+
+
+@dataclass
+class GatewayError(Exception):
+    status: int
+    message: str
+    code: str | None = None
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": TYPES.get(self.status, "api_error"),
+                          "code": self.code, "param": self.param}}
+
+
+@dataclass
+class UpstreamError(Exception):
+    """An upstream call that failed: with a status, or by timing out or not connecting."""
+
+    kind: str  # "status", "timeout" or "connect"
+    message: str
+    status: int | None = None
+    retry_after: float | None = None
+    body: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """How the policy's `retry { on = [...] }` names this failure."""
+        return str(self.status) if self.kind == "status" else self.kind
+
+    def matches(self, retry_on: tuple[str, ...]) -> bool:
+        label = self.label
+        return label in retry_on or (self.kind == "status" and f"{label[0]}xx" in retry_on)
+
+    @property
+    def worth_falling_back(self) -> bool:
+        """429, 5xx, timeouts and refused connections; never a 4xx the next model
+        would refuse too (a malformed request, a context too long)."""
+        return self.kind != "status" or self.status == 429 or (self.status or 0) >= 500
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body(), error.status, headers={**error.headers, **(headers or {})})

@@ -1,0 +1,54 @@
+"""Request bodies as the API takes them, checked before anything else reads them.
+
+Fields gwc does not know are kept and passed on (providers grow features
+faster than gateways), but the ones it routes on must have the right types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runtime.errors import GatewayError
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    metadata: dict[str, str] | None = None
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """A checked body, or a 400 naming the first field that is wrong."""
+    if not isinstance(data, dict):
+        raise GatewayError(400, "the request body must be a JSON object", "invalid_body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise GatewayError(400, f"invalid '{where}': {first['msg']}", "invalid_value",
+                           param=where) from exc
