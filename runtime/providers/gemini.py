@@ -151,7 +151,7 @@ def from_response(data: Body, model: Model) -> Body:
 
 
 class Gemini(Adapter):
-    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
+    default_base_url = "https://generativelanguage.googleapis.com/v1"  # as google-genai uses
 
     def auth(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}

@@ -1,0 +1,85 @@
+"""Loopback stand-ins for the LLM providers, and a way to run any ASGI app on a port.
+
+Each fake follows its provider's documented wire format and is driven by that
+provider's official SDK in `tests/runtime/test_fakes.py`, so that it speaks
+today's API rather than a remembered one. Behaviour is scripted by the model
+name a request asks for (see `Script`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app on 127.0.0.1 in a background thread; yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical",
+                            loop="asyncio", lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@dataclass
+class Script:
+    """What a fake does for a model name.
+
+    `ok...` answers; `error-NNN` answers that status; `limited` answers 429 with
+    Retry-After: 1 on its first call and then answers; `slow` waits 3 s; `cut`
+    streams two chunks and drops the connection; `down` answers 503 while
+    `down` is set. Every call is counted by model, with its headers kept.
+    """
+
+    down: bool = True
+    calls: dict[str, int] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, model: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+        self.calls[model] = self.calls.get(model, 0) + 1
+        self.times.setdefault(model, []).append(time.monotonic())
+        self.headers.append(headers)
+        self.bodies.append(body)
+        return self.calls[model]
+
+    async def failure(self, model: str, call: int) -> tuple[int, dict[str, str]] | None:
+        """The status (and headers) to fail with, or None to answer normally."""
+        if model.startswith("error-"):
+            return int(model.split("-")[1]), {}
+        if model == "limited" and call == 1:
+            return 429, {"retry-after": "1"}
+        if model == "down" and self.down:
+            return 503, {}
+        if model == "slow":
+            await asyncio.sleep(3)
+        return None

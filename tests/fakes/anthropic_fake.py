@@ -1,0 +1,91 @@
+"""A fake of Anthropic's Messages API, plain and streamed, with tool use.
+
+It answers with a `tool_use` block when the request offers tools and the last
+turn is not a tool result; otherwise with text naming the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.fakes import API_KEY, Script
+
+
+def _error(status: int, kind: str, message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"type": "error", "error": {"type": kind, "message": message}}, status,
+                        headers=headers)
+
+
+def _content(body: dict[str, Any]) -> list[dict[str, Any]]:
+    last = body["messages"][-1]["content"]
+    answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
+    if body.get("tools") and not answered:
+        return [{"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"],
+                 "input": {"city": "Paris"}}]
+    return [{"type": "text", "text": f"hello from {body['model']}"}]
+
+
+def app(script: Script) -> Starlette:
+    async def messages(request: Request) -> Response:
+        key = request.headers.get("x-api-key") or \
+            request.headers.get("authorization", "").removeprefix("Bearer ")
+        if key != API_KEY:
+            return _error(401, "authentication_error", "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version header is required")
+        body = await request.json()
+        if "max_tokens" not in body:
+            return _error(400, "invalid_request_error", "max_tokens: Field required")
+        call = script.record(body["model"], dict(request.headers), body)
+        failure = await script.failure(body["model"], call)
+        if failure:
+            return _error(failure[0], "api_error", f"scripted {failure[0]}", failure[1])
+        content = _content(body)
+        stop = "tool_use" if content[0]["type"] == "tool_use" else "end_turn"
+        usage = {"input_tokens": 12, "output_tokens": 6, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0}
+        message = {"id": "msg_fake", "type": "message", "role": "assistant",
+                   "model": body["model"], "content": content, "stop_reason": stop,
+                   "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            return JSONResponse(message)
+
+        async def events() -> AsyncIterator[bytes]:
+            def event(kind: str, data: dict[str, Any]) -> bytes:
+                return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+            yield event("message_start", {"message": {**message, "content": [],
+                                                      "stop_reason": None,
+                                                      "usage": {**usage, "output_tokens": 1}}})
+            yield event("ping", {})
+            block = content[0]
+            if block["type"] == "tool_use":
+                yield event("content_block_start", {"index": 0, "content_block": {
+                    **block, "input": {}}})
+                for piece in ('{"city": ', '"Paris"}'):
+                    yield event("content_block_delta", {"index": 0, "delta": {
+                        "type": "input_json_delta", "partial_json": piece}})
+            else:
+                yield event("content_block_start", {"index": 0, "content_block": {
+                    "type": "text", "text": ""}})
+                for i, word in enumerate(block["text"].split()):
+                    if body["model"] == "cut" and i == 1:
+                        await asyncio.sleep(0.05)
+                        raise ConnectionError("scripted cut")
+                    yield event("content_block_delta", {"index": 0, "delta": {
+                        "type": "text_delta", "text": word if i == 0 else " " + word}})
+            yield event("content_block_stop", {"index": 0})
+            yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                          "usage": {"output_tokens": 6}})
+            yield event("message_stop", {})
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
