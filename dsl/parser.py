@@ -155,6 +155,12 @@ class _Recovery:
             return False
         if exc.token.type == "$END":
             return self.at_end(exc)
+        if exc.token.type in KEYWORDS and "NAME" in exc.expected:
+            # Not an error: the lexer read a keyword from a state that could still
+            # reduce into one where it starts a declaration (a string may end an
+            # `import`), but where the parser landed, only a name fits.
+            exc.interactive_parser.feed_token(Token.new_borrow_pos("NAME", exc.token, exc.token))
+            return True
         return self.in_the_middle(exc)
 
     def in_the_middle(self, exc: UnexpectedToken) -> bool:

@@ -65,10 +65,14 @@ class Answer:
         return sum(not a.outcome.startswith("skipped") for a in self.attempts)
 
 
-def estimate_tokens(messages: Any) -> int:
+def estimate_tokens(body: Body, endpoint: str) -> int:
     """Input tokens, estimated at four characters a token (no tokenizer is loaded)."""
+    if endpoint == "embeddings":
+        given = body.get("input")
+        items = given if isinstance(given, list) else [given]
+        return math.ceil(sum(len(str(item)) for item in items) / 4)
     characters = 0
-    for message in messages if isinstance(messages, list) else []:
+    for message in body.get("messages") or []:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             characters += len(content)
@@ -153,13 +157,9 @@ class Gateway:
         meta = {k.removeprefix("x-gw-meta-"): v for k, v in headers.items()
                 if k.startswith("x-gw-meta-")}
         meta.update(body.get("metadata") or {})
-        text = body.get("messages") if endpoint == "chat" else \
-            [{"content": " ".join(map(str, i)) if isinstance(i, list) else str(i)}
-             for i in (body.get("input") if isinstance(body.get("input"), list)
-                       else [body.get("input")])]
         return Request(model=str(body.get("model")), user=user, team=team, key=key,
                        endpoint=endpoint, stream=stream, tools=tools,
-                       tokens=estimate_tokens(text), max_tokens=max_tokens,
+                       tokens=estimate_tokens(body, endpoint), max_tokens=max_tokens,
                        temperature=temperature, headers=dict(headers), meta=meta)
 
     def targets(self, loaded: Loaded, request: Request) -> tuple[list[str], str]:

@@ -66,11 +66,13 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
                             timeout_graceful_shutdown=DRAIN_SECONDS)
     server = uvicorn.Server(config)
 
+    version = ctx.graph.version
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload()))
         watcher = loop.create_task(watch(gateway)) if watch_files else None
-        print(f"gwc: serving {path} on http://{host}:{port} (policy {ctx.graph.version})",
+        print(f"gwc: serving {path} on http://{host}:{port} (policy {version})",
               file=sys.stderr)
         try:
             await server.serve()

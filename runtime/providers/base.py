@@ -103,7 +103,7 @@ class Adapter(abc.ABC):
                   timeouts: Timeouts) -> AsyncIterator[tuple[str, str]]:
         """(event, data) pairs of a server-sent event stream."""
         response = await self.post(url, payload, headers, timeouts)
-        event, data = "", []
+        event, data = "", list[str]()
         try:
             async with response:
                 async for raw in response.content:
@@ -111,7 +111,7 @@ class Adapter(abc.ABC):
                     if not line:
                         if data:
                             yield event, "\n".join(data)
-                        event, data = "", []
+                        event, data = "", list[str]()
                     elif line.startswith("event:"):
                         event = line[6:].strip()
                     elif line.startswith("data:"):

@@ -122,3 +122,13 @@ def test_random_bytes_never_raise() -> None:
     for seed in range(50):
         data = os.urandom(2000) if seed % 2 else bytes(range(256)) * seed
         parse_bytes(data, "r.gw")
+
+
+def test_a_keyword_after_a_string_is_a_name_where_only_a_name_fits() -> None:
+    text = ('provider p {\n  api_key = "k"\n  retry { attempts = 1 }\n}\n'
+            'test "t" {\n  given {\n    team = "x"\n    model = "y"\n  }\n'
+            '  expect { deny = "d" }\n}\nimport "a.gw"\nroute { otherwise -> m }\n')
+    module, diagnostics = parse(text, "k.gw")
+    assert diagnostics == [] and module is not None
+    assert [type(d).__name__ for d in module.decls] == ["NamedDecl", "TestDecl", "Import",
+                                                       "RouteDecl"]

@@ -1,0 +1,229 @@
+"""The gateway end to end: the official openai SDK against a running gwc, fakes behind it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.runtime.conftest import ADMIN_KEY, Stack
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def test_a_plain_chat_and_its_headers(stack: Stack) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(model="ok", messages=HI)
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "hello from ok"
+    headers = raw.headers
+    assert headers["x-gw-model"] == "ok" and headers["x-gw-provider"] == "fake"
+    assert headers["x-gw-attempts"] == "1" and headers["x-gw-cache"] == "bypass"
+    assert float(headers["x-gw-cost"]) == pytest.approx(9 * 1e-6 + 3 * 2e-6)
+    assert headers["x-gw-policy"] == stack.gateway.version and len(headers["x-gw-request-id"]) == 32
+
+
+def test_a_streamed_chat(stack: Stack) -> None:
+    chunks = list(stack.client().chat.completions.create(model="ok", messages=HI, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "hello from ok"
+
+
+def test_embeddings_and_the_model_list(stack: Stack) -> None:
+    vectors = stack.client().embeddings.create(model="emb", input=["a", "b"])
+    assert [v.index for v in vectors.data] == [0, 1]
+    names = {m.id for m in stack.client().models.list()}
+    assert {"ok", "claude", "gemini", "emb"} <= names
+
+
+@pytest.mark.parametrize(("model", "messages", "error", "status"), [
+    ("ok", [], openai.BadRequestError, 400),
+    ("nothing-routes-here", HI, openai.NotFoundError, 404),
+    ("forbidden", HI, openai.PermissionDeniedError, 403),
+    ("all-broken", HI, openai.InternalServerError, 502),
+    ("refused", HI, openai.BadRequestError, 400),
+])
+def test_errors_map_to_the_sdks_classes(stack: Stack, model: str, messages: list[object],
+                                        error: type[openai.APIStatusError], status: int) -> None:
+    with pytest.raises(error) as caught:
+        stack.client().chat.completions.create(model=model, messages=messages)  # type: ignore[arg-type]
+    assert caught.value.status_code == status
+    assert caught.value.response.headers["x-gw-request-id"]
+
+
+def test_a_4xx_is_not_fallen_back_from(stack: Stack) -> None:
+    before = stack.openai.calls.get("ok", 0)
+    with pytest.raises(openai.BadRequestError, match="scripted 400"):
+        stack.client().chat.completions.create(model="refused", messages=HI)
+    assert stack.openai.calls.get("ok", 0) == before
+
+
+def test_all_targets_failing_names_each_attempt(stack: Stack) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.client().chat.completions.create(model="all-broken", messages=HI)
+    assert "broken (fake): 500; broken (fake): 500" in caught.value.message
+
+
+def test_malformed_and_oversized_bodies(stack: Stack) -> None:
+    bad = httpx.post(stack.url + "/v1/chat/completions", content=b"{not json",
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    wrong = httpx.post(stack.url + "/v1/chat/completions",
+                       json={"model": "ok", "messages": HI, "temperature": "hot"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "temperature"
+    big = httpx.post(stack.url + "/v1/chat/completions",
+                     json={"model": "ok", "messages": [{"role": "user", "content": "x" * 70000}]})
+    assert big.status_code == 413 and big.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_fallback_past_a_500(stack: Stack) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(model="falls-back",
+                                                                   messages=HI)
+    assert raw.parse().choices[0].message.content == "hello from ok"
+    assert raw.headers["x-gw-model"] == "ok"
+    assert raw.headers["x-gw-attempts"] == "3"  # broken twice (retry), then ok
+
+
+def test_a_429_is_retried_after_its_retry_after(stack: Stack) -> None:
+    reply = stack.client().chat.completions.create(model="retried", messages=HI)
+    assert reply.choices[0].message.content == "hello from limited"
+    first, second = stack.openai.times["limited"][:2]
+    assert second - first >= 0.95  # Retry-After: 1
+
+
+def test_a_timeout_falls_back(stack: Stack) -> None:
+    started = time.monotonic()
+    raw = stack.client().chat.completions.with_raw_response.create(model="times-out",
+                                                                   messages=HI)
+    assert raw.headers["x-gw-model"] == "ok"
+    assert time.monotonic() - started < 2.5  # 2 x 500 ms timeouts, not 3 s of waiting
+
+
+def test_a_model_whose_context_is_too_small_is_skipped(stack: Stack) -> None:
+    long = [{"role": "user", "content": "word " * 40}]  # about 50 tokens, over tiny's 10
+    raw = stack.client().chat.completions.with_raw_response.create(model="too-long",
+                                                                   messages=long)
+    assert raw.headers["x-gw-model"] == "ok" and raw.headers["x-gw-attempts"] == "1"
+
+
+def test_the_breaker_opens_and_closes(stack: Stack) -> None:
+    client = stack.client()
+    stack.openai.down = True
+    for _ in range(2):  # two failures open it (failures = 2)
+        assert client.chat.completions.with_raw_response.create(
+            model="breaker", messages=HI).headers["x-gw-model"] == "ok"
+    calls = stack.openai.calls["down"]
+    client.chat.completions.create(model="breaker", messages=HI)
+    assert stack.openai.calls["down"] == calls  # open: skipped, not called
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["down"]["state"] == \
+        "open"
+    stack.openai.down = False
+    time.sleep(1.1)  # cooldown = 1s; the next call is the half-open probe
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=HI)
+    assert raw.headers["x-gw-model"] == "down"
+    assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["down"]["state"] == \
+        "closed"
+
+
+def test_a_stream_cut_midway_surfaces_as_an_error(stack: Stack) -> None:
+    for model in ("cut", "claude-cut", "gemini-cut"):
+        stream = stack.client().chat.completions.create(model=model, messages=HI, stream=True)
+        received = []
+        with pytest.raises((openai.APIError, httpx.HTTPError)):
+            for chunk in stream:
+                received.append(chunk)
+        assert received, model  # it had begun: no fallback, an error instead
+
+
+def test_anthropic_translation(stack: Stack) -> None:
+    client = stack.client()
+    reply = client.chat.completions.create(model="claude", messages=[
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello from ok"
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.prompt_tokens == 12  # type: ignore[union-attr]
+    sent = stack.anthropic.bodies[-1]
+    assert sent["system"] == "be brief" and sent["max_tokens"] == 1000
+    assert [m["role"] for m in sent["messages"]] == ["user"]
+    assert stack.anthropic.headers[-1]["x-api-key"] == "test-key"
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="claude", messages=HI, stream=True) if c.choices)
+    assert streamed == "hello from ok"
+
+
+def test_anthropic_tools_both_ways(stack: Stack) -> None:
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    client = stack.client()
+    reply = client.chat.completions.create(model="claude", messages=HI, tools=tools)  # type: ignore[arg-type]
+    call = reply.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "weather" and json.loads(call.function.arguments) == \
+        {"city": "Paris"}
+    assert stack.anthropic.bodies[-1]["tools"][0]["input_schema"]["type"] == "object"
+    follow = client.chat.completions.create(model="claude", tools=tools, messages=[  # type: ignore[arg-type]
+        *HI, reply.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert follow.choices[0].message.content == "hello from ok"
+    turn = stack.anthropic.bodies[-1]["messages"]
+    assert turn[1]["content"][0]["type"] == "tool_use"
+    assert turn[2]["content"][0] == {"type": "tool_result", "tool_use_id": call.id,
+                                     "content": "sunny"}
+    chunks = list(client.chat.completions.create(model="claude", messages=HI, tools=tools,  # type: ignore[arg-type]
+                                                 stream=True))
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[index, union-attr]
+                        for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(arguments) == {"city": "Paris"}
+
+
+def test_gemini_translation(stack: Stack) -> None:
+    client = stack.client()
+    reply = client.chat.completions.create(model="gemini", temperature=0.2, max_tokens=50,
+                                           messages=[{"role": "system", "content": "be brief"},
+                                                     *HI])
+    assert reply.choices[0].message.content == "hello from ok"
+    assert reply.usage.total_tokens == 12  # type: ignore[union-attr]
+    sent = stack.gemini.bodies[-1]
+    assert sent["systemInstruction"] == {"parts": [{"text": "be brief"}]}
+    assert sent["generationConfig"] == {"temperature": 0.2, "maxOutputTokens": 50}
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="gemini", messages=HI, stream=True) if c.choices)
+    assert streamed == "hello from ok"
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    called = client.chat.completions.create(model="gemini", messages=HI, tools=tools)  # type: ignore[arg-type]
+    call = called.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "weather"
+    client.chat.completions.create(model="gemini", tools=tools, messages=[  # type: ignore[arg-type]
+        *HI, called.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}])
+    answer = stack.gemini.bodies[-1]["contents"][-1]["parts"][0]
+    assert answer == {"functionResponse": {"name": "weather", "response": {"sky": "clear"}}}
+
+
+def test_health_metrics_and_admin(stack: Stack) -> None:
+    assert httpx.get(stack.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(stack.url + "/readyz").json()["policy"] == stack.gateway.version
+    stack.client().chat.completions.create(model="ok", messages=HI)
+    metrics = httpx.get(stack.url + "/metrics").text
+    assert 'gw_requests_total{cache="bypass",model="ok",provider="fake"' in metrics
+    assert "gw_upstream_seconds_bucket" in metrics and "gw_breaker_state" in metrics
+    assert httpx.get(stack.url + "/admin/policy").status_code == 401
+    policy = httpx.get(stack.url + "/admin/policy",
+                       headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert policy["version"] == stack.gateway.version and policy["refused"] is None
+
+
+def test_logs_hold_no_prompt_and_no_key(stack: Stack) -> None:
+    secret = "the-secret-prompt-text"
+    stack.client().chat.completions.create(model="ok", messages=[
+        {"role": "user", "content": secret}])
+    stack.gateway.log.stream.flush()
+    log = Path(stack.gateway.log.stream.name).read_text()  # type: ignore[attr-defined]
+    assert secret not in log and "test-key" not in log and ADMIN_KEY not in log
+    last = json.loads(log.strip().splitlines()[-1])
+    assert last["status"] == 200 and last["model"] == "ok" and len(last["request_id"]) == 32
