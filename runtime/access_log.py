@@ -1,18 +1,55 @@
-"""JSON-lines access logs: one line per request, never a prompt or a key."""
+"""JSON-lines access logs: one line per request, never a prompt or a key.
+
+Lines are written by a thread of their own, through a bounded queue: a slow
+or blocked sink (a full pipe, a stalled disk) must not stall the event loop
+that serves requests. When the queue is full, lines are dropped and counted,
+and the count is written once the sink drains.
+"""
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 from typing import Any, TextIO
+
+QUEUE_LINES = 10_000
 
 
 class AccessLog:
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.lines: queue.Queue[str | None] = queue.Queue(QUEUE_LINES)
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._drain, name="gwc-access-log", daemon=True)
+        self.thread.start()
 
     def write(self, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), **fields}
-        self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self.stream.flush()
+        try:
+            self.lines.put_nowait(json.dumps(record, separators=(",", ":")) + "\n")
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every line written so far has reached the sink."""
+        deadline = time.monotonic() + timeout
+        while self.lines.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.lines.put(None)
+        self.thread.join(5)
+
+    def _drain(self) -> None:
+        while (line := self.lines.get()) is not None:
+            if self.dropped:
+                line = json.dumps({"ts": round(time.time(), 3), "dropped_lines": self.dropped},
+                                  separators=(",", ":")) + "\n" + line
+                self.dropped = 0
+            self.stream.write(line)
+            self.stream.flush()
+            self.lines.task_done()
+        self.lines.task_done()

@@ -111,6 +111,7 @@ class Gateway:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+        self.log.flush()
 
     async def reload(self) -> dict[str, Any]:
         """Compile the policy file again and swap it in, or refuse it and keep the old one."""

@@ -9,6 +9,7 @@ import ipaddress
 import os
 import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -17,6 +18,18 @@ from runtime.app import MAX_BODY_BYTES, create_app
 from runtime.gateway import Gateway
 
 DRAIN_SECONDS = 30
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the signals left to `gwc serve`.
+
+    uvicorn re-raises SIGTERM after a graceful shutdown, so a gateway that
+    drained cleanly would still die by the signal; here a drain ends in exit 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def is_loopback(host: str) -> bool:
@@ -64,13 +77,15 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             log_level="warning", access_log=False,
                             timeout_graceful_shutdown=DRAIN_SECONDS)
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     version = ctx.graph.version
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload()))
+        for stop in (signal.SIGTERM, signal.SIGINT):  # stop accepting, drain, exit 0
+            loop.add_signal_handler(stop, lambda: setattr(server, "should_exit", True))
         watcher = loop.create_task(watch(gateway)) if watch_files else None
         print(f"gwc: serving {path} on http://{host}:{port} (policy {version})",
               file=sys.stderr)

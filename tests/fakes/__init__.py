@@ -56,7 +56,8 @@ class Script:
     `ok...` answers; `error-NNN` answers that status; `limited` answers 429 with
     Retry-After: 1 on its first call and then answers; `slow` waits 3 s; `cut`
     streams two chunks and drops the connection; `down` answers 503 while
-    `down` is set. Every call is counted by model, with its headers kept.
+    `down` is set; `hang` never answers, and notes in `abandoned` when its
+    caller hangs up. Every call is counted by model, with its headers kept.
     """
 
     down: bool = True
@@ -64,6 +65,7 @@ class Script:
     times: dict[str, list[float]] = field(default_factory=dict)
     headers: list[dict[str, str]] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
 
     def record(self, model: str, headers: dict[str, str], body: dict[str, Any]) -> int:
         self.calls[model] = self.calls.get(model, 0) + 1
@@ -71,6 +73,14 @@ class Script:
         self.headers.append(headers)
         self.bodies.append(body)
         return self.calls[model]
+
+    async def hang(self, model: str, disconnected: Any) -> None:
+        """Wait (up to 10 s) for the caller to hang up, and note that it did."""
+        for _ in range(200):
+            if await disconnected():
+                self.abandoned.append(model)
+                return
+            await asyncio.sleep(0.05)
 
     async def failure(self, model: str, call: int) -> tuple[int, dict[str, str]] | None:
         """The status (and headers) to fail with, or None to answer normally."""

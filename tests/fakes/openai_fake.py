@@ -30,6 +30,9 @@ def app(script: Script) -> Starlette:
         body = await request.json()
         model = body["model"]
         call = script.record(model, dict(request.headers), body)
+        if model == "hang":
+            await script.hang(model, request.is_disconnected)
+            return _error(500, "the caller hung up")
         failure = await script.failure(model, call)
         if failure:
             return _error(failure[0], f"scripted {failure[0]}", failure[1])

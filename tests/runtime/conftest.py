@@ -61,6 +61,7 @@ model limited     {{ provider = fake; name = "limited" }}
 model slow        {{ provider = fake; name = "slow"; timeout = 500ms }}
 model cut         {{ provider = fake; name = "cut" }}
 model down        {{ provider = flaky; name = "down" }}
+model hang        {{ provider = fake; name = "hang" }}
 model tiny        {{ provider = fake; name = "ok"; context = 10 }}
 model emb         {{ provider = fake; name = "emb" }}
 model claude      {{ provider = claude; name = "ok"; max_output = 1k }}
@@ -78,6 +79,7 @@ route {{
   when model == "refused"              -> bad-request, ok
   when model == "too-long"             -> tiny, ok
   when model == "forbidden"            -> deny "not for you"
+  when model == "hang"                 -> hang
   when model in ["cut", "claude-cut", "gemini-cut"] -> requested
   when model in ["ok", "claude", "gemini"] -> requested
 }}
@@ -116,4 +118,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         app = create_app(gateway, max_body=64 * 1024, admin_key=ADMIN_KEY)
         with serving(app) as url:
             yield Stack(url, *scripts, gateway, policy)
+        gateway.log.close()
         log.close()

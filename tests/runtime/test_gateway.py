@@ -102,6 +102,15 @@ def test_a_timeout_falls_back(stack: Stack) -> None:
     assert time.monotonic() - started < 2.5  # 2 x 500 ms timeouts, not 3 s of waiting
 
 
+def test_a_client_that_hangs_up_cancels_the_upstream_call(stack: Stack) -> None:
+    with pytest.raises(openai.APITimeoutError):
+        stack.client(timeout=0.5).chat.completions.create(model="hang", messages=HI)
+    deadline = time.monotonic() + 5
+    while "hang" not in stack.openai.abandoned:
+        assert time.monotonic() < deadline, "the gateway kept waiting on the upstream"
+        time.sleep(0.05)
+
+
 def test_a_model_whose_context_is_too_small_is_skipped(stack: Stack) -> None:
     long = [{"role": "user", "content": "word " * 40}]  # about 50 tokens, over tiny's 10
     raw = stack.client().chat.completions.with_raw_response.create(model="too-long",
@@ -222,7 +231,7 @@ def test_logs_hold_no_prompt_and_no_key(stack: Stack) -> None:
     secret = "the-secret-prompt-text"
     stack.client().chat.completions.create(model="ok", messages=[
         {"role": "user", "content": secret}])
-    stack.gateway.log.stream.flush()
+    stack.gateway.log.flush()
     log = Path(stack.gateway.log.stream.name).read_text()  # type: ignore[attr-defined]
     assert secret not in log and "test-key" not in log and ADMIN_KEY not in log
     last = json.loads(log.strip().splitlines()[-1])

@@ -1,0 +1,165 @@
+"""`gwc serve` as a process: hot reload under load, SIGHUP, SIGTERM, the auth guard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes import free_port
+
+ADMIN = {"authorization": "Bearer admin-secret"}
+HI = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def policy(target: str, latency: str = "0ms", auth: str = "none") -> str:
+    return f"""
+provider local {{
+  type    = mock
+  latency = {latency}
+}}
+model a {{ provider = local; name = "mock-a" }}
+model b {{ provider = local; name = "mock-b" }}
+route {{
+  otherwise -> {target}
+}}
+auth {{ mode = {auth} }}
+"""
+
+
+def write(path: Path, text: str) -> None:
+    """Replace the file in one step, as editors and deploy tools do."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    path = tmp_path / "policy.gw"
+    path.write_text(policy("a", latency="5ms"))
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "serve", str(path), "--port", str(port),
+         "--watch"], env={**os.environ, "GW_ADMIN_KEY": "admin-secret"}, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, "gwc serve did not start"
+        time.sleep(0.1)
+    yield url, path, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(30)
+    log.close()
+
+
+def served_by(url: str) -> str:
+    reply = httpx.post(url + "/v1/chat/completions", json={"model": "x", **HI})
+    return reply.headers.get("x-gw-model", f"status {reply.status_code}")
+
+
+def test_fifty_reloads_under_load_drop_nothing(server: tuple[str, Path, subprocess.Popen[str]]
+                                               ) -> None:
+    url, path, _ = server
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    reply = http.post(url + "/v1/chat/completions", json={"model": "x", **HI})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if reply.status_code != 200:
+                    failures.append(f"{reply.status_code} {reply.text[:100]}")
+                outcomes[reply.headers.get("x-gw-model", "?")] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    moved = 0
+    try:
+        for i in range(50):
+            if i % 5 == 4:  # every fifth version is broken and must be refused
+                write(path, policy("a").replace("otherwise -> a", "otherwise -> missing"))
+                deadline = time.monotonic() + 10
+                while httpx.get(url + "/admin/policy", headers=ADMIN).json()["refused"] is None:
+                    assert time.monotonic() < deadline, "the broken policy was not refused"
+                    time.sleep(0.05)
+                continue
+            target = "b" if served_by(url) == "a" else "a"
+            write(path, policy(target, latency="5ms"))
+            deadline = time.monotonic() + 10
+            while served_by(url) != target:
+                assert time.monotonic() < deadline, f"the route did not move to {target}"
+                time.sleep(0.05)
+            moved += 1
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+    assert failures == []
+    assert moved == 40 and outcomes["a"] > 0 and outcomes["b"] > 0
+    assert sum(outcomes.values()) > 200
+
+
+def test_sighup_reloads(server: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, path, process = server
+    path.write_text(policy("b"))  # in place; the watcher may also see it, either is fine
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while served_by(url) != "b":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_sigterm_drains_requests_in_flight(server: tuple[str, Path, subprocess.Popen[str]]
+                                           ) -> None:
+    url, path, process = server
+    write(path, policy("a", latency="1500ms"))
+    deadline = time.monotonic() + 10
+    while httpx.get(url + "/admin/policy", headers=ADMIN).json()["version"] == "" or \
+            "1500ms" not in path.read_text():
+        assert time.monotonic() < deadline
+    time.sleep(1.0)  # let the watcher load it
+    result: dict[str, int] = {}
+
+    def slow_request() -> None:
+        reply = httpx.post(url + "/v1/chat/completions", json={"model": "x", **HI}, timeout=20)
+        result["status"] = reply.status_code
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.5)  # in flight now
+    process.send_signal(signal.SIGTERM)
+    thread.join(20)
+    assert result == {"status": 200}
+    assert process.wait(20) == 0
+
+
+def test_auth_none_is_refused_off_loopback(tmp_path: Path) -> None:
+    path = tmp_path / "open.gw"
+    path.write_text(policy("a"))
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(path),
+                             "--host", "0.0.0.0", "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--insecure" in result.stderr
