@@ -48,14 +48,16 @@ def _wait_for(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listened on {port}")
 
 
-def wrk(url: str, connections: int, seconds: int = 8) -> float:
+def wrk(url: str, connections: int, seconds: int = 8,
+        headers: dict[str, str] | None = None) -> float:
     """Requests per second wrk measured against url's chat completions route."""
     if shutil.which("wrk") is None:
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(BODY_LUA)
+        script.write(BODY_LUA + "".join(f'wrk.headers["{k}"] = "{v}"\n'
+                                        for k, v in (headers or {}).items()))
         script.flush()
         subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", script.name,
                         url + "/v1/chat/completions"], capture_output=True, check=False)

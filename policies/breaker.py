@@ -1,7 +1,9 @@
 """A circuit breaker per model: closed, open, half-open with probes.
 
 Closed counts failures in a sliding window; `failures` of them (or, with
-`error_rate`, that share of at least `min_requests` outcomes) open it. Open
+`error_rate`, that share of at least `min_requests` outcomes) open it. The
+window is kept as BUCKETS time buckets with running totals, so recording an
+outcome costs the same at 10 requests a second as at 10,000. Open
 refuses every call until `cooldown` has passed, then lets `probes` calls
 through (half-open): all succeed and it closes, one fails and it opens again.
 """
@@ -13,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+BUCKETS = 30  # the window's resolution: a failure leaves it within window/30 of on time
 
 
 class State(IntEnum):
@@ -37,7 +41,9 @@ class Breaker:
     clock: Callable[[], float] = time.monotonic
     state: State = State.CLOSED
     opened_at: float = 0.0
-    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, failed)
+    buckets: deque[list[int]] = field(default_factory=deque)  # [slot, outcomes, failures]
+    total: int = 0
+    failures: int = 0
     probes_out: int = 0
     probes_ok: int = 0
 
@@ -53,14 +59,6 @@ class Breaker:
             self.probes_out += 1
         return True
 
-    def would_allow(self) -> bool:
-        """`allows` without taking a probe: for skipping open targets in a plan."""
-        if self.state is State.OPEN:
-            return self.clock() - self.opened_at >= self.settings.cooldown
-        if self.state is State.HALF_OPEN:
-            return self.probes_out < self.settings.probes
-        return True
-
     def record(self, failed: bool) -> None:
         now = self.clock()
         if self.state is State.HALF_OPEN:
@@ -70,22 +68,37 @@ class Breaker:
             self.probes_ok += 1
             if self.probes_ok >= self.settings.probes:
                 self.state = State.CLOSED
-                self.outcomes.clear()
+                self._forget()
             return
         if self.state is State.OPEN:
             return
-        self.outcomes.append((now, failed))
-        while self.outcomes and now - self.outcomes[0][0] > self.settings.window:
-            self.outcomes.popleft()
-        failures = sum(f for _, f in self.outcomes)
-        if failures >= self.settings.failures or self._rate_exceeded(failures):
+        self._count(now, failed)
+        if self.failures >= self.settings.failures or self._rate_exceeded():
             self._open(now)
 
-    def _rate_exceeded(self, failures: int) -> bool:
-        rate, total = self.settings.error_rate, len(self.outcomes)
-        return rate is not None and total >= self.settings.min_requests and \
-            failures / total >= rate
+    def _count(self, now: float, failed: bool) -> None:
+        width = self.settings.window / BUCKETS
+        slot = int(now // width)
+        while self.buckets and self.buckets[0][0] <= slot - BUCKETS:
+            _, outcomes, failures = self.buckets.popleft()
+            self.total -= outcomes
+            self.failures -= failures
+        if not self.buckets or self.buckets[-1][0] != slot:
+            self.buckets.append([slot, 0, 0])
+        self.buckets[-1][1] += 1
+        self.buckets[-1][2] += failed
+        self.total += 1
+        self.failures += failed
+
+    def _rate_exceeded(self) -> bool:
+        rate = self.settings.error_rate
+        return rate is not None and self.total >= self.settings.min_requests and \
+            self.failures / self.total >= rate
+
+    def _forget(self) -> None:
+        self.buckets.clear()
+        self.total = self.failures = 0
 
     def _open(self, now: float) -> None:
         self.state, self.opened_at = State.OPEN, now
-        self.outcomes.clear()
+        self._forget()

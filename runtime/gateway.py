@@ -217,8 +217,7 @@ class Gateway:
         return Answer(model, chain.attempts, body=answer, rule=rule)
 
     def breakers(self) -> dict[str, Any]:
-        return {name: {"state": State(b.state).name.lower(),
-                       "recent_failures": sum(f for _, f in b.outcomes)}
+        return {name: {"state": State(b.state).name.lower(), "recent_failures": b.failures}
                 for name, b in sorted(self.live.breakers.items())}
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 
 import uvicorn
+import uvloop
 
 from compiler.driver import check
 from runtime.app import MAX_BODY_BYTES, create_app
@@ -97,5 +98,5 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    asyncio.run(main())
+    uvloop.run(main())  # uvicorn's own loop setting applies only when uvicorn makes the loop
     return 0
