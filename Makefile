@@ -1,12 +1,12 @@
 # Two entry points, both starting from a bare clone:
-#   make demo  - set up, then check, test and explain the example policies
+#   make demo  - set up, check the example policies, then serve examples/quickstart.gw
 #   make test  - set up, then lint, type-check and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo examples test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: examples
+	$(BIN)/gwc serve examples/quickstart.gw --watch
+
+examples: $(STAMP)
 	$(BIN)/gwc check examples/*.gw
 	$(BIN)/gwc test examples/*.gw
-	$(BIN)/gwc explain examples/production.gw --request '{"model": "smart", "team": "research"}'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,8 +29,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP)  # the HTTP benchmarks also need nginx and wrk (apt-get install nginx-light wrk)
 	$(BIN)/python -m bench.compiler_bench
+	$(BIN)/python -m bench.upstream_client
+	$(BIN)/python -m bench.overhead
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
