@@ -25,10 +25,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def app(script: Script) -> Starlette:
     async def chat(request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+        deployment = request.path_params.get("deployment")
+        if deployment is not None:  # Azure: api-key header, api-version query, no body model
+            if request.headers.get("api-key") != API_KEY:
+                return _error(401, "Access denied due to invalid subscription key")
+            if not request.query_params.get("api-version"):
+                return _error(400, "Missing required query parameter: api-version")
+        elif request.headers.get("authorization") != f"Bearer {API_KEY}":
             return _error(401, "Incorrect API key provided")
         body = await request.json()
-        model = body["model"]
+        model = deployment or body["model"]
         call = script.record(model, dict(request.headers), body)
         if model == "hang":
             await script.hang(model, request.is_disconnected)
@@ -85,6 +91,7 @@ def app(script: Script) -> Starlette:
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/openai/deployments/{deployment}/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ])

@@ -41,6 +41,19 @@ provider flaky {{
   }}
 }}
 
+provider azure {{
+  type        = azure
+  base_url    = "{openai}"
+  api_key     = "{key}"
+  api_version = "2024-10-21"
+}}
+
+provider vllm {{
+  type     = openai_compatible
+  base_url = "{openai}/v1"
+  api_key  = "{key}"
+}}
+
 provider claude {{
   type     = anthropic
   base_url = "{anthropic}"
@@ -64,6 +77,16 @@ model down        {{ provider = flaky; name = "down" }}
 model hang        {{ provider = fake; name = "hang" }}
 model tiny        {{ provider = fake; name = "ok"; context = 10 }}
 model emb         {{ provider = fake; name = "emb" }}
+model on-azure    {{ provider = azure; name = "prod-deployment" }}
+model on-vllm     {{ provider = vllm; name = "llama" }}
+model pooled-a    {{ provider = fake; name = "pool-a" }}
+model pooled-b    {{ provider = fake; name = "pool-b" }}
+model dead        {{ provider = fake; name = "error-503" }}
+
+pool spread {{
+  strategy = round_robin
+  members  = [pooled-a, pooled-b]
+}}
 model claude      {{ provider = claude; name = "ok"; max_output = 1k }}
 model claude-cut  {{ provider = claude; name = "cut" }}
 model gemini      {{ provider = google; name = "ok" }}
@@ -80,6 +103,10 @@ route {{
   when model == "too-long"             -> tiny, ok
   when model == "forbidden"            -> deny "not for you"
   when model == "hang"                 -> hang
+  when model == "spread"               -> spread
+  when model == "only-slow"            -> slow
+  when model == "stream-falls-back"    -> dead, ok
+  when model in ["on-azure", "on-vllm"] -> requested
   when model in ["cut", "claude-cut", "gemini-cut"] -> requested
   when model in ["ok", "claude", "gemini"] -> requested
 }}

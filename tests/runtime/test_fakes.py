@@ -57,6 +57,18 @@ def test_the_openai_sdk_reads_the_openai_fake(openai_url: str) -> None:
             .chat.completions.create(model="ok", messages=[{"role": "user", "content": "hi"}])
 
 
+def test_the_azure_client_reads_the_azure_routes(openai_url: str) -> None:
+    client = openai.AzureOpenAI(azure_endpoint=openai_url, api_key=API_KEY,
+                                api_version="2024-10-21", max_retries=0)
+    reply = client.chat.completions.create(model="my-deployment", messages=[
+        {"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello from my-deployment"
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="my-deployment", messages=[{"role": "user", "content": "hi"}], stream=True)
+        if c.choices)
+    assert streamed == "hello from my-deployment"
+
+
 def test_the_anthropic_sdk_reads_the_anthropic_fake(anthropic_url: str) -> None:
     client = anthropic.Anthropic(base_url=anthropic_url, api_key=API_KEY, max_retries=0)
     reply = client.messages.create(model="ok", max_tokens=64, system="be brief",

@@ -54,6 +54,41 @@ def test_errors_map_to_the_sdks_classes(stack: Stack, model: str, messages: list
     assert caught.value.response.headers["x-gw-request-id"]
 
 
+def test_every_target_timing_out_is_a_504(stack: Stack) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.client().chat.completions.create(model="only-slow", messages=HI)
+    assert caught.value.status_code == 504 and "timed out" in caught.value.message
+
+
+def test_azure_and_openai_compatible_providers(stack: Stack) -> None:
+    client = stack.client()
+    azure = client.chat.completions.with_raw_response.create(model="on-azure", messages=HI)
+    assert azure.parse().choices[0].message.content == "hello from prod-deployment"
+    assert stack.openai.headers[-1]["api-key"] == "test-key"
+    assert "model" not in stack.openai.bodies[-1]  # the deployment decides the model
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="on-azure", messages=HI, stream=True) if c.choices)
+    assert streamed == "hello from prod-deployment"
+    vllm = list(client.chat.completions.create(model="on-vllm", messages=HI, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in vllm if c.choices) == \
+        "hello from llama"
+    assert "stream_options" not in stack.openai.bodies[-1]
+
+
+def test_a_pool_spreads_over_its_members(stack: Stack) -> None:
+    served = {stack.client().chat.completions.with_raw_response.create(
+        model="spread", messages=HI).headers["x-gw-model"] for _ in range(4)}
+    assert served == {"pooled-a", "pooled-b"}
+
+
+def test_a_stream_falls_back_before_its_first_chunk(stack: Stack) -> None:
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="stream-falls-back", messages=HI, stream=True)
+    assert raw.headers["x-gw-model"] == "ok"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == \
+        "hello from ok"
+
+
 def test_a_4xx_is_not_fallen_back_from(stack: Stack) -> None:
     before = stack.openai.calls.get("ok", 0)
     with pytest.raises(openai.BadRequestError, match="scripted 400"):
@@ -136,6 +171,37 @@ def test_the_breaker_opens_and_closes(stack: Stack) -> None:
     assert raw.headers["x-gw-model"] == "down"
     assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["down"]["state"] == \
         "closed"
+
+
+def test_breaker_state_survives_a_reload(stack: Stack) -> None:
+    client = stack.client()
+    for _ in range(5):  # `dead` (error-503, default breaker: 5 failures) opens
+        client.chat.completions.create(model="stream-falls-back", messages=HI)
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["dead"]["state"] == \
+        "open"
+    stack.policy.write_text(stack.policy.read_text() + "\n# a comment: a new version\n")
+    reloaded = httpx.post(stack.url + "/admin/reload", headers=admin).json()
+    assert reloaded["outcome"] == "loaded" and reloaded["version"] != ""
+    assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["dead"]["state"] == \
+        "open"
+
+
+def test_a_broken_policy_is_refused_and_the_old_one_serves(stack: Stack) -> None:
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    good = stack.policy.read_text()
+    version = stack.gateway.version
+    stack.policy.write_text(good + "\nroute { otherwise -> nowhere }\n")
+    try:
+        refused = httpx.post(stack.url + "/admin/reload", headers=admin)
+        assert refused.status_code == 422 and refused.json()["outcome"] == "refused"
+        status = httpx.get(stack.url + "/admin/policy", headers=admin).json()
+        assert status["version"] == version
+        assert status["refused"]["diagnostics"][0]["code"] == "GW109"
+        assert stack.client().chat.completions.create(model="ok", messages=HI).choices
+    finally:
+        stack.policy.write_text(good)
+        httpx.post(stack.url + "/admin/reload", headers=admin)
 
 
 def test_a_stream_cut_midway_surfaces_as_an_error(stack: Stack) -> None:

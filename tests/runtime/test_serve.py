@@ -163,3 +163,22 @@ def test_auth_none_is_refused_off_loopback(tmp_path: Path) -> None:
                              "--host", "0.0.0.0", "--port", str(free_port())],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--insecure" in result.stderr
+
+
+def test_a_keys_policy_answers_401_with_the_sdks_class(
+        server: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    import openai
+
+    url, path, process = server
+    path.write_text(policy("a", auth="keys"))
+    process.send_signal(signal.SIGHUP)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="gw-not-issued", max_retries=0)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.chat.completions.create(model="x", messages=HI["messages"])  # type: ignore[arg-type]
+        except openai.AuthenticationError as error:
+            assert error.status_code == 401 and "virtual keys" in error.message
+            return
+        assert time.monotonic() < deadline, "the keys policy was not loaded"
+        time.sleep(0.05)
