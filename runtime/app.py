@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -45,29 +45,46 @@ async def read_json(request: Request, limit: int) -> Any:
             raise GatewayError(413, f"the request body is over {limit} bytes", "body_too_large")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
         raise GatewayError(400, f"the request body is not JSON: {exc}", "invalid_json") from exc
 
 
 async def until_disconnect(request: Request, work: Awaitable[Answer]) -> Answer:
-    """Run `work`, cancelling it (and so its upstream call) if the client goes away."""
-    task = asyncio.ensure_future(work)
+    """Run `work`, cancelling it (and so its upstream call) if the client goes away.
 
-    async def disconnected() -> None:
+    One watcher task waits for the client's disconnect and cancels this task;
+    the work itself runs here, in the handler, with no task of its own.
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
-    watcher = asyncio.ensure_future(disconnected())
+        gone = True
+        handler.cancel()
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            raise GatewayError(499, "the client closed the connection",
+                               "client_closed") from None
+        raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise GatewayError(499, "the client closed the connection", "client_closed")
-    return task.result()
+
+
+class FastJSON(Response):
+    """A JSON response serialised by orjson, several times faster than the stdlib."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
@@ -88,11 +105,12 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         model = answer.model.name if answer else ""
         provider = answer.model.provider if answer else ""
         rule = answer.rule if answer else ""
-        gateway.metrics.requests.labels(rule, model, provider, str(status), "bypass").inc()
-        gateway.metrics.latency.labels(rule).observe(seconds)
+        metrics = gateway.metrics
+        metrics.child(metrics.requests, rule, model, provider, str(status), "bypass").inc()
+        metrics.child(metrics.latency, rule).observe(seconds)
         if answer and usage:
             for kind in ("prompt_tokens", "completion_tokens"):
-                gateway.metrics.tokens.labels(model, kind.split("_")[0]).inc(usage.get(kind) or 0)
+                metrics.child(metrics.tokens, model, kind.split("_")[0]).inc(usage.get(kind) or 0)
         gateway.log.write(
             request_id=request_id, path=path, status=status, ms=round(seconds * 1000, 2),
             model=model or None, provider=provider or None, rule=rule or None,
@@ -104,7 +122,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     def proxy(endpoint: Callable[[Loaded, Any, dict[str, str]], Awaitable[Answer]]
               ) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
-            request_id = uuid.uuid4().hex
+            request_id = secrets.token_hex(16)
             started = time.monotonic()
             loaded = gateway.current  # this request's policy, whatever reloads come
             if loaded is None:
@@ -121,7 +139,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             if answer.body is not None:
                 usage = answer.body.get("usage") or {}
                 finish(request_id, request.url.path, 200, started, answer, usage)
-                return JSONResponse(answer.body, headers=headers_for(
+                return FastJSON(answer.body, headers=headers_for(
                     request_id, answer, cost(answer.model, usage)))
             return StreamingResponse(
                 stream(request_id, request.url.path, started, answer),
@@ -138,14 +156,14 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             chunk: dict[str, Any] | None = answer.first
             while chunk is not None:
                 usage.update(chunk.get("usage") or {})
-                yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 chunk = await anext(answer.rest, None)
             yield b"data: [DONE]\n\n"
         except UpstreamError as failure:
             status, error = 502, failure.message
             event = GatewayError(502, f"the stream broke after it began: {failure.message}",
                                  "stream_interrupted").body()
-            yield b"data: " + json.dumps(event).encode() + b"\n\n"
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
             raise StreamBroken(failure.message) from failure
         except asyncio.CancelledError:
             status, error = 499, "the client closed the connection"

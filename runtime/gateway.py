@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from compiler.driver import check
 from compiler.explain import route
@@ -102,8 +103,9 @@ class Gateway:
     # ------------------------------------------------------------ loading
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=0, ttl_dns_cache=300, enable_cleanup_closed=True))
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            json_serialize=lambda value: orjson.dumps(value).decode())
         outcome = await self.reload()
         if self.current is None:
             raise SystemExit(outcome["message"])
@@ -179,12 +181,13 @@ class Gateway:
         return chain, where
 
     def observe(self, attempt: Attempt) -> None:
+        metrics = self.metrics
         if not attempt.outcome.startswith("skipped"):
-            self.metrics.upstream.labels(attempt.model, attempt.provider,
-                                         attempt.outcome).observe(attempt.seconds)
+            metrics.child(metrics.upstream, attempt.model, attempt.provider,
+                          attempt.outcome).observe(attempt.seconds)
         breaker = self.live.breakers.get(attempt.model)
         if breaker is not None:
-            self.metrics.breaker.labels(attempt.model).set(int(breaker.state))
+            metrics.child(metrics.breaker, attempt.model).set(int(breaker.state))
 
     async def chat(self, loaded: Loaded, body: Body, headers: Mapping[str, str]) -> Answer:
         parsed: ChatRequest = parse(ChatRequest, body)

@@ -8,6 +8,8 @@ model (0 closed, 1 half-open, 2 open).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -29,6 +31,17 @@ class Metrics:
                                registry=self.registry)
         self.breaker = Gauge("gw_breaker_state", "0 closed, 1 half-open, 2 open", ["model"],
                              registry=self.registry)
+
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client takes a lock and
+        builds a key on every call, on the hot path of every request."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,12 +9,14 @@ upstream's failures leave it as `UpstreamError`, nothing else.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from compiler.policy import EnvValue, Model, Provider
 from policies.backoff import parse_retry_after
@@ -36,8 +38,13 @@ class Timeouts:
     connect: float
 
     def client(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.total, connect=self.connect,
-                                     sock_read=self.total)
+        return _client_timeout(self.total, self.connect)
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
+    """One aiohttp timeout object per distinct setting, not one per request."""
+    return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=total)
 
 
 class Adapter(abc.ABC):
@@ -92,11 +99,11 @@ class Adapter(abc.ABC):
         response = await self.post(url, payload, headers, timeouts)
         try:
             async with response:
-                data: Body = await response.json(content_type=None)
+                data: Body = await response.json(content_type=None, loads=orjson.loads)
                 return data
         except TimeoutError as exc:
             raise UpstreamError("timeout", f"{self.provider.name}: answer cut off") from exc
-        except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise UpstreamError("connect", f"{self.provider.name}: bad answer: {exc}") from exc
 
     async def sse(self, url: str, payload: Body, headers: dict[str, str],
