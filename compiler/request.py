@@ -6,6 +6,7 @@ The same attribute names serve conditions, `given { }` blocks in tests and
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,14 +55,7 @@ class Request:
     budget: Mapping[str, float] = field(default_factory=dict)
 
     def get(self, attr: str) -> Scalar | None:
-        prefix, sep, key = attr.partition(":")
-        if sep:
-            mapping: Mapping[str, str] = getattr(self, KEYED[prefix])
-            return mapping.get(key.lower() if prefix == "header" else key)
-        if attr.startswith("budget."):
-            return self.budget.get(attr.removeprefix("budget."))
-        value: Scalar | None = getattr(self, attr)
-        return value
+        return getter(attr)(self)
 
     @classmethod
     def from_fields(cls, data: Mapping[str, Any]) -> Request:
@@ -113,8 +107,10 @@ def _mapping(name: str, value: Any) -> dict[str, Any]:
     return {k.lower(): v for k, v in value.items()} if name == "headers" else dict(value)
 
 
+@functools.lru_cache(maxsize=1024)
 def getter(attr: str) -> Callable[[Request], Scalar | None]:
-    """A fast accessor for one attribute, made once per graph node."""
+    """The accessor for one attribute, made once: graph nodes hold it, and the
+    slow paths (`Request.get`) look it up here."""
     prefix, sep, key = attr.partition(":")
     if sep:
         mapping = KEYED[prefix]

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -87,11 +88,22 @@ class FastJSON(Response):
         return orjson.dumps(content)
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request as the HTTP layer tracks it, with the policy version that serves it
+    (the snapshot taken when it arrived, whatever reloads come while it runs)."""
+
+    request_id: str
+    path: str
+    started: float
+    version: str
+
+
 def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
                admin_key: str | None = None) -> Starlette:
-    def headers_for(request_id: str, answer: Answer | None = None,
+    def headers_for(exchange: Exchange, answer: Answer | None = None,
                     spent: float | None = None) -> dict[str, str]:
-        headers = {"x-gw-request-id": request_id, "x-gw-policy": gateway.version}
+        headers = {"x-gw-request-id": exchange.request_id, "x-gw-policy": exchange.version}
         if answer is not None:
             headers.update({"x-gw-model": answer.model.name, "x-gw-provider": answer.model.provider,
                             "x-gw-attempts": str(answer.tried()), "x-gw-cache": "bypass"})
@@ -99,9 +111,9 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             headers["x-gw-cost"] = f"{spent:.8f}"
         return headers
 
-    def finish(request_id: str, path: str, status: int, started: float, answer: Answer | None,
+    def finish(exchange: Exchange, status: int, answer: Answer | None,
                usage: dict[str, Any] | None, error: str | None = None) -> None:
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - exchange.started
         model = answer.model.name if answer else ""
         provider = answer.model.provider if answer else ""
         rule = answer.rule if answer else ""
@@ -112,43 +124,42 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             for kind in ("prompt_tokens", "completion_tokens"):
                 metrics.child(metrics.tokens, model, kind.split("_")[0]).inc(usage.get(kind) or 0)
         gateway.log.write(
-            request_id=request_id, path=path, status=status, ms=round(seconds * 1000, 2),
-            model=model or None, provider=provider or None, rule=rule or None,
+            request_id=exchange.request_id, path=exchange.path, status=status,
+            ms=round(seconds * 1000, 2), model=model or None, provider=provider or None,
+            rule=rule or None,
             attempts=[{"model": a.model, "outcome": a.outcome} for a in answer.attempts]
             if answer else None, tokens=usage or None,
             cost=round(cost(answer.model, usage), 8) if answer and usage else None,
-            policy=gateway.version, error=error)
+            policy=exchange.version, error=error)
 
     def proxy(endpoint: Callable[[Loaded, Any, dict[str, str]], Awaitable[Answer]]
               ) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
-            request_id = f"{random.getrandbits(128):032x}"  # unique, not secret
-            started = time.monotonic()
             loaded = gateway.current  # this request's policy, whatever reloads come
+            exchange = Exchange(f"{random.getrandbits(128):032x}",  # unique, not secret
+                                request.url.path, time.monotonic(),
+                                loaded.version if loaded else "")
             if loaded is None:
                 return error_response(GatewayError(503, "no policy loaded", "not_ready"),
-                                      headers_for(request_id))
+                                      headers_for(exchange))
             try:
                 body = await read_json(request, max_body)
                 answer = await until_disconnect(request, endpoint(
                     loaded, body, {k.lower(): v for k, v in request.headers.items()}))
             except GatewayError as error:
-                finish(request_id, request.url.path, error.status, started, None, None,
-                       error.message)
-                return error_response(error, headers_for(request_id))
+                finish(exchange, error.status, None, None, error.message)
+                return error_response(error, headers_for(exchange))
             if answer.body is not None:
                 usage = answer.body.get("usage") or {}
-                finish(request_id, request.url.path, 200, started, answer, usage)
+                finish(exchange, 200, answer, usage)
                 return FastJSON(answer.body, headers=headers_for(
-                    request_id, answer, cost(answer.model, usage)))
+                    exchange, answer, cost(answer.model, usage)))
             return StreamingResponse(
-                stream(request_id, request.url.path, started, answer),
-                media_type="text/event-stream",
-                headers={**headers_for(request_id, answer), "cache-control": "no-cache"})
+                stream(exchange, answer), media_type="text/event-stream",
+                headers={**headers_for(exchange, answer), "cache-control": "no-cache"})
         return handle
 
-    async def stream(request_id: str, path: str, started: float, answer: Answer
-                     ) -> AsyncIterator[bytes]:
+    async def stream(exchange: Exchange, answer: Answer) -> AsyncIterator[bytes]:
         assert answer.first is not None and answer.rest is not None
         usage: dict[str, Any] = {}
         status, error = 200, None
@@ -170,7 +181,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             raise
         finally:
             await answer.rest.aclose()  # type: ignore[attr-defined]
-            finish(request_id, path, status, started, answer, usage, error)
+            finish(exchange, status, answer, usage, error)
 
     async def models(request: Request) -> Response:
         loaded = gateway.current
