@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import orjson
 
 from compiler.driver import check
 from compiler.explain import route
@@ -104,8 +103,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            json_serialize=lambda value: orjson.dumps(value).decode())
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
         outcome = await self.reload()
         if self.current is None:
             raise SystemExit(outcome["message"])

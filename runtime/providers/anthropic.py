@@ -156,7 +156,7 @@ class Anthropic(Adapter):
 
     async def complete(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         data = await self.post_json(f"{self.base_url}/v1/messages", to_messages(body, model),
-                                    self.auth(), timeouts)
+                                    timeouts)
         return from_message(data, model)
 
     async def stream(self, model: Model, body: Body, timeouts: Timeouts) -> AsyncIterator[Body]:
@@ -169,8 +169,7 @@ class Anthropic(Adapter):
         def chunk(delta: Body, finish: str | None = None) -> Body:
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        async for event, data in self.sse(f"{self.base_url}/v1/messages", request, self.auth(),
-                                          timeouts):
+        async for event, data in self.sse(f"{self.base_url}/v1/messages", request, timeouts):
             payload = json.loads(data)
             kind = payload.get("type", event)
             if kind == "message_start":

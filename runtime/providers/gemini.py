@@ -160,8 +160,7 @@ class Gemini(Adapter):
         return f"{self.base_url}/models/{model.upstream}:{method}"
 
     async def complete(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
-        data = await self.post_json(self.url(model, "generateContent"), to_request(body),
-                                    self.auth(), timeouts)
+        data = await self.post_json(self.url(model, "generateContent"), to_request(body), timeouts)
         return from_response(data, model)
 
     async def stream(self, model: Model, body: Body, timeouts: Timeouts) -> AsyncIterator[Body]:
@@ -172,7 +171,7 @@ class Gemini(Adapter):
         first = True
         finished = False
         async for _, data in self.sse(self.url(model, "streamGenerateContent") + "?alt=sse",
-                                      to_request(body), self.auth(), timeouts):
+                                      to_request(body), timeouts):
             payload = json.loads(data)
             if "error" in payload:
                 raise UpstreamError("status", f"{self.provider.name}: "
@@ -201,8 +200,7 @@ class Gemini(Adapter):
         texts = [str(x) for x in (inputs if isinstance(inputs, list) else [inputs])]
         request = {"requests": [{"model": f"models/{model.upstream}",
                                  "content": {"parts": [{"text": t}]}} for t in texts]}
-        data = await self.post_json(self.url(model, "batchEmbedContents"), request, self.auth(),
-                                    timeouts)
+        data = await self.post_json(self.url(model, "batchEmbedContents"), request, timeouts)
         vectors = [e.get("values", []) for e in data.get("embeddings", [])]
         tokens = sum(len(t.split()) for t in texts)
         return {"object": "list", "model": model.upstream,

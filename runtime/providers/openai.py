@@ -3,8 +3,9 @@ DeepSeek (`openai_compatible`), and Azure OpenAI's deployment URLs (`azure`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
+
+import orjson
 
 from compiler.policy import Model
 from runtime.errors import UpstreamError
@@ -25,20 +26,18 @@ class OpenAI(Adapter):
 
     async def complete(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         payload = {**self.payload(model, body), "stream": False}
-        return await self.post_json(self.url(model, "chat/completions"), payload, self.auth(),
-                                    timeouts)
+        return await self.post_json(self.url(model, "chat/completions"), payload, timeouts)
 
     async def stream(self, model: Model, body: Body, timeouts: Timeouts) -> AsyncIterator[Body]:
         payload = {**self.payload(model, body), "stream": True}
         if self.provider.type == "openai":  # compatible servers do not all take it
             payload["stream_options"] = {"include_usage": True}
-        async for _, data in self.sse(self.url(model, "chat/completions"), payload, self.auth(),
-                                      timeouts):
+        async for _, data in self.sse(self.url(model, "chat/completions"), payload, timeouts):
             if data == "[DONE]":
                 return
             try:
-                chunk = json.loads(data)
-            except ValueError as exc:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
                 raise UpstreamError("connect", f"{self.provider.name}: bad stream data") from exc
             if "error" in chunk:
                 raise UpstreamError("status", f"{self.provider.name}: "
@@ -49,7 +48,7 @@ class OpenAI(Adapter):
 
     async def embed(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         return await self.post_json(self.url(model, "embeddings"), self.payload(model, body),
-                                    self.auth(), timeouts)
+                                    timeouts)
 
 
 class Azure(OpenAI):
