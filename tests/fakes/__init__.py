@@ -74,13 +74,16 @@ class Script:
         self.bodies.append(body)
         return self.calls[model]
 
-    async def hang(self, model: str, disconnected: Any) -> None:
-        """Wait (up to 10 s) for the caller to hang up, and note that it did."""
-        for _ in range(200):
-            if await disconnected():
+    async def hang(self, model: str, receive: Any) -> None:
+        """Wait (up to 10 s) for the caller to hang up, and note that it did.
+
+        Once the body is read, the server's next message is the disconnect.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
                 self.abandoned.append(model)
-                return
-            await asyncio.sleep(0.05)
 
     async def failure(self, model: str, call: int) -> tuple[int, dict[str, str]] | None:
         """The status (and headers) to fail with, or None to answer normally."""

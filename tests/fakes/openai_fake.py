@@ -36,8 +36,8 @@ def app(script: Script) -> Starlette:
         body = await request.json()
         model = deployment or body["model"]
         call = script.record(model, dict(request.headers), body)
-        if model == "hang":
-            await script.hang(model, request.is_disconnected)
+        if model == "hang" and not body.get("stream"):
+            await script.hang(model, request.receive)
             return _error(500, "the caller hung up")
         failure = await script.failure(model, call)
         if failure:
@@ -60,6 +60,9 @@ def app(script: Script) -> Starlette:
             pieces = [{"role": "assistant", "content": ""}] + \
                 [{"content": w} for w in ("hello", " from", f" {model}")]
             for i, delta in enumerate(pieces):
+                if model == "hang" and i == 1:  # one chunk out, then wait for a hang-up
+                    await script.hang(model + "-stream", request.receive)
+                    return
                 if model == "cut" and i == 2:
                     await asyncio.sleep(0.05)
                     raise ConnectionError("scripted cut")  # drops the connection

@@ -146,6 +146,17 @@ def test_a_client_that_hangs_up_cancels_the_upstream_call(stack: Stack) -> None:
         time.sleep(0.05)
 
 
+def test_a_client_that_leaves_a_stream_cancels_the_upstream_stream(stack: Stack) -> None:
+    stream = stack.client().chat.completions.create(model="hang", messages=HI, stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 5
+    while "hang-stream" not in stack.openai.abandoned:
+        assert time.monotonic() < deadline, "the gateway kept the upstream stream open"
+        time.sleep(0.05)
+
+
 def test_a_model_whose_context_is_too_small_is_skipped(stack: Stack) -> None:
     long = [{"role": "user", "content": "word " * 40}]  # about 50 tokens, over tiny's 10
     raw = stack.client().chat.completions.with_raw_response.create(model="too-long",
