@@ -51,15 +51,22 @@ async def read_json(request: Request, limit: int) -> Any:
         raise GatewayError(400, f"the request body is not JSON: {exc}", "invalid_json") from exc
 
 
+WATCH_AFTER = 0.05  # seconds: an answer sooner than this leaves nothing worth cancelling
+
+
 async def until_disconnect(request: Request, work: Awaitable[Answer]) -> Answer:
     """Run `work`, cancelling it (and so its upstream call) if the client goes away.
 
-    One watcher task waits for the client's disconnect and cancels this task;
-    the work itself runs here, in the handler, with no task of its own.
+    The work runs here, in the handler. A watcher task waits for the client's
+    disconnect and cancels the handler; it is started only after WATCH_AFTER,
+    by a timer, since most answers from a fast upstream (or, later, a cache)
+    come sooner and a task per request is most of what watching costs.
     """
     handler = asyncio.current_task()
     assert handler is not None
+    loop = asyncio.get_running_loop()
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -67,7 +74,11 @@ async def until_disconnect(request: Request, work: Awaitable[Answer]) -> Answer:
             pass
         gone = True
         handler.cancel()
-    watcher = asyncio.ensure_future(watch())
+
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+    timer = loop.call_later(WATCH_AFTER, start)
     try:
         return await work
     except asyncio.CancelledError:
@@ -76,7 +87,9 @@ async def until_disconnect(request: Request, work: Awaitable[Answer]) -> Answer:
                                "client_closed") from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 class FastJSON(Response):
