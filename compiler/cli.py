@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway on a policy")
     serve.add_argument("file", metavar="FILE")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     serve.add_argument("--watch", action="store_true", help="reload when the policy changes")
     serve.add_argument("--insecure", action="store_true",
                        help="allow auth { mode = none } on a non-loopback address")
