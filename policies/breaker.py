@@ -59,6 +59,12 @@ class Breaker:
             self.probes_out += 1
         return True
 
+    def abandon(self) -> None:
+        """A call that ended without an outcome (cancelled because its client left)
+        says nothing of the upstream's health: a probe it held goes back."""
+        if self.state is State.HALF_OPEN and self.probes_out > self.probes_ok:
+            self.probes_out -= 1
+
     def record(self, failed: bool) -> None:
         now = self.clock()
         if self.state is State.HALF_OPEN:

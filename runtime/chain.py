@@ -125,6 +125,9 @@ class Chain:
                                                        retry.backoff_max, failure.retry_after))
                         continue
                     break
+                except BaseException:
+                    breaker.abandon()
+                    raise
                 finally:
                     figures.in_flight -= 1
                 seconds = time.monotonic() - started

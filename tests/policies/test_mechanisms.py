@@ -48,6 +48,18 @@ def test_a_failed_probe_opens_the_breaker_again() -> None:
     assert breaker.state is State.OPEN and not breaker.allows()
 
 
+def test_an_abandoned_probe_goes_back() -> None:
+    clock = Clock()
+    breaker = Breaker(Settings(failures=1, cooldown=5, probes=1), clock)
+    breaker.record(failed=True)
+    clock.now = 6.0
+    assert breaker.allows() and not breaker.allows()
+    breaker.abandon()  # the probing call was cancelled: no outcome
+    assert breaker.allows()
+    breaker.record(failed=False)
+    assert breaker.state is State.CLOSED
+
+
 def test_old_failures_leave_the_window() -> None:
     clock = Clock()
     breaker = Breaker(Settings(failures=2, window=10), clock)
