@@ -116,8 +116,8 @@ class Chain:
                     result = await call(self.adapters[provider.name], model, self.timeouts(model))
                 except UpstreamError as failure:
                     seconds = time.monotonic() - started
+                    breaker.record(failed=failure.worth_falling_back)  # before the gauge reads it
                     self.record(Attempt(model.name, model.provider, failure.label, seconds))
-                    breaker.record(failed=failure.worth_falling_back)
                     if not failure.worth_falling_back:
                         raise _refused(failure) from failure
                     if attempt < retry.attempts and failure.matches(retry.on):

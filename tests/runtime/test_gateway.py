@@ -176,6 +176,7 @@ def test_the_breaker_opens_and_closes(stack: Stack) -> None:
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     assert httpx.get(stack.url + "/admin/breakers", headers=admin).json()["down"]["state"] == \
         "open"
+    assert 'gw_breaker_state{model="down"} 2.0' in httpx.get(stack.url + "/metrics").text
     stack.openai.down = False
     time.sleep(1.1)  # cooldown = 1s; the next call is the half-open probe
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=HI)
