@@ -112,8 +112,16 @@ class Exchange:
     version: str
 
 
+def new_request_id() -> str:
+    return f"{random.getrandbits(128):032x}"  # unique, not secret
+
+
 def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
                admin_key: str | None = None) -> Starlette:
+    def stamped() -> dict[str, str]:
+        """The headers every answer carries, for answers that proxy nothing."""
+        return {"x-gw-request-id": new_request_id(), "x-gw-policy": gateway.version}
+
     def headers_for(exchange: Exchange, answer: Answer | None = None,
                     spent: float | None = None) -> dict[str, str]:
         headers = {"x-gw-request-id": exchange.request_id, "x-gw-policy": exchange.version}
@@ -149,8 +157,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
               ) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             loaded = gateway.current  # this request's policy, whatever reloads come
-            exchange = Exchange(f"{random.getrandbits(128):032x}",  # unique, not secret
-                                request.url.path, time.monotonic(),
+            exchange = Exchange(new_request_id(), request.url.path, time.monotonic(),
                                 loaded.version if loaded else "")
             if loaded is None:
                 return error_response(GatewayError(503, "no policy loaded", "not_ready"),
@@ -199,36 +206,40 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     async def models(request: Request) -> Response:
         loaded = gateway.current
         if loaded is None:
-            return error_response(GatewayError(503, "no policy loaded", "not_ready"))
+            return error_response(GatewayError(503, "no policy loaded", "not_ready"), stamped())
         data = [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
                 for m in loaded.policy.models.values()]
         data += [{"id": p.name, "object": "model", "created": 0, "owned_by": "gwc pool"}
                  for p in loaded.policy.pools.values()]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": data}, headers=stamped())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok"}, headers=stamped())
 
     async def readyz(request: Request) -> Response:
         if gateway.current is None:
-            return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, 503)
-        return JSONResponse({"status": "ready", "policy": gateway.version})
+            return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, 503,
+                                headers=stamped())
+        return JSONResponse({"status": "ready", "policy": gateway.version}, headers=stamped())
 
     async def metrics(request: Request) -> Response:
-        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4",
+                        headers=stamped())
 
     def admin(handler: Callable[[Request], Awaitable[Response]]
               ) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
             if not admin_key:
                 return error_response(GatewayError(403, "the admin API is off: set GW_ADMIN_KEY",
-                                                   "admin_disabled"))
+                                                   "admin_disabled"), stamped())
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), admin_key.encode()):
                 return error_response(GatewayError(401, "the admin API needs "
                                                    "Authorization: Bearer $GW_ADMIN_KEY",
-                                                   "invalid_admin_key"))
-            return await handler(request)
+                                                   "invalid_admin_key"), stamped())
+            answer = await handler(request)
+            answer.headers.update(stamped())
+            return answer
         return guarded
 
     async def admin_reload(request: Request) -> Response:
@@ -259,7 +270,8 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error", exc_info=exc)
-        return error_response(GatewayError(500, "internal error in the gateway", "internal"))
+        return error_response(GatewayError(500, "internal error in the gateway", "internal"),
+                              stamped())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

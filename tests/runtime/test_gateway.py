@@ -292,6 +292,16 @@ def test_gemini_translation(stack: Stack) -> None:
     assert answer == {"functionResponse": {"name": "weather", "response": {"sky": "clear"}}}
 
 
+def test_every_answer_carries_a_request_id(stack: Stack) -> None:
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    answers = [httpx.get(stack.url + path) for path in
+               ("/v1/models", "/healthz", "/readyz", "/metrics", "/admin/policy")]
+    answers.append(httpx.get(stack.url + "/admin/breakers", headers=admin))
+    for answer in answers:
+        assert len(answer.headers["x-gw-request-id"]) == 32, answer.url
+        assert answer.headers["x-gw-policy"] == stack.gateway.version
+
+
 def test_health_metrics_and_admin(stack: Stack) -> None:
     assert httpx.get(stack.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(stack.url + "/readyz").json()["policy"] == stack.gateway.version
