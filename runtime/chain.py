@@ -12,11 +12,13 @@ model would refuse too. A stream falls back only before its first chunk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from compiler.policy import Breaker as PolicyBreaker
 from compiler.policy import Model, Policy
 from policies import backoff
 from policies.balancer import Balancer
@@ -44,14 +46,21 @@ class Live:
     balancer: Balancer = field(default_factory=Balancer)
 
     def breaker(self, model: Model, policy: Policy) -> Breaker:
-        b = policy.providers[model.provider].breaker
-        settings = Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate,
-                            b.min_requests)
+        settings = _settings(policy.providers[model.provider].breaker)
         found = self.breakers.get(model.name)
         if found is None:
             found = self.breakers[model.name] = Breaker(settings)
         found.settings = settings  # a reload may change them; the state stays
         return found
+
+
+@functools.lru_cache(maxsize=256)
+def _settings(b: PolicyBreaker) -> Settings:
+    """The mechanism's settings for a policy's breaker block, made once per block.
+
+    `policies/` imports nothing of ours, so it keeps its own settings type.
+    """
+    return Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate, b.min_requests)
 
 
 class Chain:

@@ -40,7 +40,6 @@ class UpstreamError(Exception):
     message: str
     status: int | None = None
     retry_after: float | None = None
-    body: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:

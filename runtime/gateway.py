@@ -161,7 +161,7 @@ class Gateway:
         return Request(model=str(body.get("model")), user=user, team=team, key=key,
                        endpoint=endpoint, stream=stream, tools=tools,
                        tokens=estimate_tokens(body, endpoint), max_tokens=max_tokens,
-                       temperature=temperature, headers=dict(headers), meta=meta)
+                       temperature=temperature, headers=headers, meta=meta)
 
     def targets(self, loaded: Loaded, request: Request) -> tuple[list[str], str]:
         plan = loaded.graph.plan(request)

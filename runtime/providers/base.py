@@ -96,8 +96,7 @@ class Adapter(abc.ABC):
             response.release()
             raise UpstreamError("status", f"{self.provider.name} answered {response.status}: "
                                           f"{_error_message(text)}", status=response.status,
-                                retry_after=parse_retry_after(response.headers.get("retry-after")),
-                                body=_json_or_none(text))
+                                retry_after=parse_retry_after(response.headers.get("retry-after")))
         return response
 
     async def post_json(self, url: str, payload: Body, timeouts: Timeouts) -> Body:
