@@ -53,6 +53,9 @@ class Live:
         found.settings = settings  # a reload may change them; the state stays
         return found
 
+    def states(self) -> dict[str, int]:
+        return {name: int(breaker.state) for name, breaker in self.breakers.items()}
+
 
 @functools.lru_cache(maxsize=256)
 def _settings(b: PolicyBreaker) -> Settings:

@@ -4,44 +4,90 @@ Requests are counted by route rule, model, provider, status and cache
 result; latency is observed for the whole request and for each upstream
 attempt; tokens by model and direction; reloads by outcome; breaker state by
 model (0 closed, 1 half-open, 2 open).
+
+Every figure is updated on the event loop, so it is kept in a plain dict and
+handed to prometheus-client as a custom collector's families when scraped.
+prometheus-client's own metric objects take a lock and check their state on
+every update, several times per request. Breaker states are read from the
+breakers at scrape time, so the gauge is never a request behind.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import bisect
+from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+Labels = tuple[str, ...]
+
+
+class Counter:
+    def __init__(self, name: str, documentation: str, labels: Labels) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[Labels, float] = {}
+
+    def add(self, labels: Labels, amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in self.values.items():
+            family.add_metric(labels, value)
+        return family
+
+
+class Histogram:
+    def __init__(self, name: str, documentation: str, labels: Labels) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[Labels, list[float]] = {}  # a count per bucket, +Inf last, then the sum
+
+    def observe(self, labels: Labels, seconds: float) -> None:
+        counts = self.values.get(labels)
+        if counts is None:
+            counts = self.values[labels] = [0] * (len(BUCKETS) + 2)
+        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, counts in self.values.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=False):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric(labels, buckets, counts[-1])
+        return family
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("gw_requests", "Requests answered", ["route", "model", "provider",
-                                "status", "cache"], registry=self.registry)
-        self.latency = Histogram("gw_request_seconds", "Whole-request latency", ["route"],
-                                 buckets=BUCKETS, registry=self.registry)
+    def __init__(self, breaker_states: Callable[[], Mapping[str, int]] = dict) -> None:
+        self.requests = Counter("gw_requests", "Requests answered",
+                                ("route", "model", "provider", "status", "cache"))
+        self.latency = Histogram("gw_request_seconds", "Whole-request latency", ("route",))
         self.upstream = Histogram("gw_upstream_seconds", "Latency of each upstream attempt",
-                                  ["model", "provider", "outcome"], buckets=BUCKETS,
-                                  registry=self.registry)
-        self.tokens = Counter("gw_tokens", "Tokens by model and direction", ["model", "kind"],
-                              registry=self.registry)
-        self.reloads = Counter("gw_reloads", "Policy reloads by outcome", ["outcome"],
-                               registry=self.registry)
-        self.breaker = Gauge("gw_breaker_state", "0 closed, 1 half-open, 2 open", ["model"],
-                             registry=self.registry)
+                                  ("model", "provider", "outcome"))
+        self.tokens = Counter("gw_tokens", "Tokens by model and direction", ("model", "kind"))
+        self.reloads = Counter("gw_reloads", "Policy reloads by outcome", ("outcome",))
+        self.breaker_states = breaker_states
+        self.registry = CollectorRegistry()
+        self.registry.register(self)  # type: ignore[arg-type]  # a collector is any .collect()
 
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: prometheus-client takes a lock and
-        builds a key on every call, on the hot path of every request."""
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
+    def collect(self) -> Iterator[Metric]:
+        for figures in (self.requests, self.latency, self.upstream, self.tokens, self.reloads):
+            yield figures.family()
+        breakers = GaugeMetricFamily("gw_breaker_state", "0 closed, 1 half-open, 2 open",
+                                     labels=("model",))
+        for model, state in sorted(self.breaker_states().items()):
+            breakers.add_metric((model,), state)
+        yield breakers
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,8 +15,9 @@ import uvicorn
 import uvloop
 
 from compiler.driver import check
-from runtime.app import MAX_BODY_BYTES, create_app
+from runtime.app import create_app
 from runtime.gateway import Gateway
+from runtime.proxy import MAX_BODY_BYTES
 
 DRAIN_SECONDS = 30
 
