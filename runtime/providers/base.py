@@ -43,8 +43,12 @@ class Timeouts:
 
 @functools.lru_cache(maxsize=256)
 def _client_timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
-    """One aiohttp timeout object per distinct setting, not one per request."""
-    return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=total)
+    """One aiohttp timeout object per distinct setting, not one per request.
+
+    No `sock_read`: `total` already bounds every read, and a read timeout
+    costs a timer rescheduled on each chunk that arrives.
+    """
+    return aiohttp.ClientTimeout(total=total, connect=connect)
 
 
 class Adapter(abc.ABC):
@@ -103,12 +107,14 @@ class Adapter(abc.ABC):
         response = await self.post(url, payload, timeouts)
         try:
             async with response:
-                data: Body = await response.json(content_type=None, loads=orjson.loads)
-                return data
+                data = orjson.loads(await response.read())
         except TimeoutError as exc:
             raise UpstreamError("timeout", f"{self.provider.name}: answer cut off") from exc
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise UpstreamError("connect", f"{self.provider.name}: bad answer: {exc}") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError("connect", f"{self.provider.name}: bad answer: not a JSON object")
+        return data
 
     async def sse(self, url: str, payload: Body,
                   timeouts: Timeouts) -> AsyncIterator[tuple[str, str]]:

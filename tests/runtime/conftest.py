@@ -140,7 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             serving(gemini_fake.app(scripts[2])) as g:
         policy = folder / "policy.gw"
         policy.write_text(POLICY.format(openai=o, anthropic=a, gemini=g, key=API_KEY))
-        log = (folder / "access.log").open("w")
+        log = (folder / "access.log").open("wb")
         gateway = Gateway(str(policy), {}, log=AccessLog(log))
         app = create_app(gateway, max_body=64 * 1024, admin_key=ADMIN_KEY)
         with serving(app) as url:
