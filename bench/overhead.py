@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -70,10 +69,9 @@ def main() -> None:
         path = os.path.join(folder, "bench.gw")
         with open(path, "w") as handle:
             handle.write(full_policy(upstream))
-        log = open(os.path.join(folder, "access.log"), "w")  # noqa: SIM115
-        sys.stderr.flush()
         command = ["compiler.cli", "serve", path, "--port", "18902"]
-        with serving(command, 18902) as gateway, \
+        with open(os.path.join(folder, "access.log"), "w") as log, \
+                serving(command, 18902, stderr=log) as gateway, \
                 serving(["bench.client_passthrough", "aiohttp", upstream, "18903"], 18903) as bare:
             direct = asyncio.run(latencies(upstream + "/v1/chat/completions", 2000, {}))
             through = asyncio.run(latencies(gateway + "/v1/chat/completions", 2000, HEADERS))
@@ -89,7 +87,6 @@ def main() -> None:
                 ours = wrk(gateway, connections, headers=HEADERS)
                 print(f"{connections:>2} connections: passthrough {passthrough:>7.0f}, "
                       f"gwc {ours:>7.0f} ({ours / passthrough:.0%})")
-        log.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 from bench.upstream import nginx
 
@@ -26,8 +27,8 @@ wrk.headers["Content-Type"] = "application/json"
 
 
 @contextlib.contextmanager
-def serving(module_args: list[str], port: int) -> Iterator[str]:
-    process = subprocess.Popen([sys.executable, "-m", *module_args])
+def serving(module_args: list[str], port: int, stderr: IO[str] | None = None) -> Iterator[str]:
+    process = subprocess.Popen([sys.executable, "-m", *module_args], stderr=stderr)
     try:
         _wait_for(port)
         yield f"http://127.0.0.1:{port}"

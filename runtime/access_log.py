@@ -35,7 +35,8 @@ class AccessLog:
         self.thread = threading.Thread(target=self._run, name="gwc-access-log", daemon=True)
         self.thread.start()
 
-    def write(self, **fields: Any) -> None:
+    def write(self, fields: dict[str, Any]) -> None:
+        """Log one line: `fields`, and the time, as JSON."""
         if len(self.pending) >= MAX_PENDING:
             self.dropped += 1
             return

@@ -161,23 +161,25 @@ class Proxy:
                usage: Mapping[str, Any] | None, error: str | None = None) -> None:
         """The request's metrics and its access log line."""
         seconds = time.monotonic() - exchange.started
-        model = answer.model.name if answer else ""
-        provider = answer.model.provider if answer else ""
-        rule = answer.rule if answer else ""
         metrics = self.gateway.metrics
-        metrics.requests.add((rule, model, provider, str(status), "bypass"))
-        metrics.latency.observe((rule,), seconds)
-        if answer and usage:
-            metrics.tokens.add((model, "prompt"), usage.get("prompt_tokens") or 0)
-            metrics.tokens.add((model, "completion"), usage.get("completion_tokens") or 0)
-        self.gateway.log.write(
-            request_id=exchange.request_id, path=exchange.path, status=status,
-            ms=round(seconds * 1000, 2), model=model or None, provider=provider or None,
-            rule=rule or None,
-            attempts=[{"model": a.model, "outcome": a.outcome} for a in answer.attempts]
-            if answer else None, tokens=usage or None,
-            cost=round(cost(answer.model, usage), 8) if answer and usage else None,
-            policy=exchange.version, error=error)
+        line = {"request_id": exchange.request_id, "path": exchange.path, "status": status,
+                "ms": round(seconds * 1000, 2), "model": None, "provider": None, "rule": None,
+                "attempts": None, "tokens": usage or None, "cost": None,
+                "policy": exchange.version, "error": error}
+        if answer is None:
+            metrics.requests.add(("", "", "", str(status), "bypass"))
+            metrics.latency.observe(("",), seconds)
+        else:
+            model, provider, rule = answer.model.name, answer.model.provider, answer.rule
+            metrics.requests.add((rule, model, provider, str(status), "bypass"))
+            metrics.latency.observe((rule,), seconds)
+            line.update(model=model, provider=provider, rule=rule, attempts=[
+                {"model": a.model, "outcome": a.outcome} for a in answer.attempts])
+            if usage:
+                metrics.tokens.add((model, "prompt"), usage.get("prompt_tokens") or 0)
+                metrics.tokens.add((model, "completion"), usage.get("completion_tokens") or 0)
+                line["cost"] = round(cost(answer.model, usage), 8)
+        self.gateway.log.write(line)
 
 
 class FastLane:
