@@ -87,13 +87,13 @@ class Chain:
                 names = [name]
             else:
                 prices = {m.model: (self.policy.models[m.model].input_price or 0.0)
-                          for m in pool.members}
+                          for m in pool.members} if pool.strategy == "least_cost" else {}
                 names = self.live.balancer.order(name, pool.strategy,
                                                  [(m.model, m.weight) for m in pool.members],
                                                  prices)
             for model_name in names:
                 model = self.policy.models[model_name]
-                if model in out:
+                if any(chosen.name == model_name for chosen in out):
                     continue
                 if model.context is not None and tokens > model.context:
                     self.record(Attempt(model.name, model.provider,

@@ -108,17 +108,18 @@ class Proxy:
             answer = await self.hangups.guard(receive, self.endpoint(loaded, body, headers))
             if answer.body is not None:
                 usage = answer.body.get("usage") or {}
+                spent = cost(answer.model, usage)
                 content = orjson.dumps(answer.body)
-                fields = stamp(exchange, answer, cost(answer.model, usage))
-                self.finish(exchange, 200, answer, usage)
+                fields = stamp(exchange, answer, spent)
+                self.finish(exchange, 200, answer, usage, spent)
         except GatewayError as error:
-            self.finish(exchange, error.status, None, None, error.message)
+            self.finish(exchange, error.status, None, None, error=error.message)
             await error_response(error, stamp(exchange))(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: the client gets a 500, the log the traceback
             logger.exception("unexpected error", exc_info=exc)
             internal = GatewayError(500, "internal error in the gateway", "internal")
-            self.finish(exchange, 500, None, None, internal.message)
+            self.finish(exchange, 500, None, None, error=internal.message)
             await error_response(internal, stamp(exchange))(scope, receive, send)
             return
         if answer.body is None:
@@ -155,16 +156,18 @@ class Proxy:
             raise
         finally:
             await answer.rest.aclose()  # type: ignore[attr-defined]
-            self.finish(exchange, status, answer, usage, error)
+            self.finish(exchange, status, answer, usage, cost(answer.model, usage), error)
 
     def finish(self, exchange: Exchange, status: int, answer: Answer | None,
-               usage: Mapping[str, Any] | None, error: str | None = None) -> None:
+               usage: Mapping[str, Any] | None, spent: float | None = None,
+               error: str | None = None) -> None:
         """The request's metrics and its access log line."""
         seconds = time.monotonic() - exchange.started
         metrics = self.gateway.metrics
         line = {"request_id": exchange.request_id, "path": exchange.path, "status": status,
-                "ms": round(seconds * 1000, 2), "model": None, "provider": None, "rule": None,
-                "attempts": None, "tokens": usage or None, "cost": None,
+                "ms": int(seconds * 100_000) / 100,  # round() is several times slower
+                "model": None, "provider": None, "rule": None, "attempts": None,
+                "tokens": usage or None, "cost": spent if usage else None,
                 "policy": exchange.version, "error": error}
         if answer is None:
             metrics.requests.add(("", "", "", str(status), "bypass"))
@@ -178,7 +181,6 @@ class Proxy:
             if usage:
                 metrics.tokens.add((model, "prompt"), usage.get("prompt_tokens") or 0)
                 metrics.tokens.add((model, "completion"), usage.get("completion_tokens") or 0)
-                line["cost"] = round(cost(answer.model, usage), 8)
         self.gateway.log.write(line)
 
 
