@@ -22,7 +22,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime.errors import GatewayError, UpstreamError, error_response
+from runtime.errors import GatewayError, UpstreamError
 from runtime.gateway import Answer, Gateway, Loaded, cost
 from runtime.hangups import Hangups
 
@@ -53,15 +53,30 @@ def new_request_id() -> str:
 
 
 def stamp(exchange: Exchange, answer: Answer | None = None,
-          spent: float | None = None) -> dict[str, str]:
-    """The `x-gw-*` headers of a proxied answer."""
-    headers = {"x-gw-request-id": exchange.request_id, "x-gw-policy": exchange.version}
+          spent: float | None = None) -> list[tuple[bytes, bytes]]:
+    """The `x-gw-*` headers of a proxied answer, encoded for ASGI."""
+    headers = [(b"x-gw-request-id", exchange.request_id.encode()),
+               (b"x-gw-policy", exchange.version.encode())]
     if answer is not None:
-        headers.update({"x-gw-model": answer.model.name, "x-gw-provider": answer.model.provider,
-                        "x-gw-attempts": str(answer.tried()), "x-gw-cache": "bypass"})
+        headers += [(b"x-gw-model", answer.model.name.encode()),
+                    (b"x-gw-provider", answer.model.provider.encode()),
+                    (b"x-gw-attempts", b"%d" % answer.tried()), (b"x-gw-cache", b"bypass")]
     if spent is not None:
-        headers["x-gw-cost"] = f"{spent:.8f}"
+        headers.append((b"x-gw-cost", b"%.8f" % spent))
     return headers
+
+
+async def send_json(send: Send, status: int, content: bytes,
+                    headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(content)),
+        *headers]})
+    await send({"type": "http.response.body", "body": content})
+
+
+def error_headers(error: GatewayError, exchange: Exchange) -> list[tuple[bytes, bytes]]:
+    return [*((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+            *stamp(exchange)]
 
 
 async def read_json(headers: Mapping[str, str], receive: Receive, limit: int) -> Any:
@@ -110,29 +125,26 @@ class Proxy:
                 usage = answer.body.get("usage") or {}
                 spent = cost(answer.model, usage)
                 content = orjson.dumps(answer.body)
-                fields = stamp(exchange, answer, spent)
                 self.finish(exchange, 200, answer, usage, spent)
         except GatewayError as error:
             self.finish(exchange, error.status, None, None, error=error.message)
-            await error_response(error, stamp(exchange))(scope, receive, send)
+            await send_json(send, error.status, orjson.dumps(error.body()),
+                            error_headers(error, exchange))
             return
         except Exception as exc:  # a bug of ours: the client gets a 500, the log the traceback
             logger.exception("unexpected error", exc_info=exc)
             internal = GatewayError(500, "internal error in the gateway", "internal")
             self.finish(exchange, 500, None, None, error=internal.message)
-            await error_response(internal, stamp(exchange))(scope, receive, send)
+            await send_json(send, 500, orjson.dumps(internal.body()), stamp(exchange))
             return
         if answer.body is None:
-            await StreamingResponse(
-                self.stream(exchange, answer), media_type="text/event-stream",
-                headers={**stamp(exchange, answer), "cache-control": "no-cache"},
-            )(scope, receive, send)
+            response = StreamingResponse(self.stream(exchange, answer),
+                                         media_type="text/event-stream",
+                                         headers={"cache-control": "no-cache"})
+            response.raw_headers += stamp(exchange, answer)
+            await response(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-            *((k.encode(), v.encode()) for k, v in fields.items())]})
-        await send({"type": "http.response.body", "body": content})
+        await send_json(send, 200, content, stamp(exchange, answer, spent))
 
     async def stream(self, exchange: Exchange, answer: Answer) -> AsyncIterator[bytes]:
         assert answer.first is not None and answer.rest is not None
