@@ -24,6 +24,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.utils import floatToGoString
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 Labels = tuple[str, ...]
@@ -60,7 +61,8 @@ class Histogram:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, counts in self.values.items():
             cumulative, buckets = 0.0, []
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=False):
+            for bound, count in zip((*map(floatToGoString, BUCKETS), "+Inf"), counts,
+                                    strict=False):
                 cumulative += count
                 buckets.append((bound, cumulative))
             family.add_metric(labels, buckets, counts[-1])

@@ -324,3 +324,29 @@ def test_logs_hold_no_prompt_and_no_key(stack: Stack) -> None:
     assert secret not in log and "test-key" not in log and ADMIN_KEY not in log
     last = json.loads(log.strip().splitlines()[-1])
     assert last["status"] == 200 and last["model"] == "ok" and len(last["request_id"]) == 32
+
+
+def test_the_proxied_routes_answer_alike_off_the_fast_lane(stack: Stack) -> None:
+    body = {"model": "ok", "messages": HI}
+    straight = httpx.post(stack.url + "/v1/chat/completions", json=body)
+    redirected = httpx.post(stack.url + "/v1/chat/completions/", json=body, follow_redirects=True)
+    assert straight.status_code == redirected.status_code == 200
+    assert straight.json()["choices"] == redirected.json()["choices"]
+    assert redirected.headers["x-gw-model"] == "ok"
+    assert httpx.get(stack.url + "/v1/chat/completions").status_code == 405
+
+
+def test_a_bug_of_ours_is_a_logged_500_in_openais_shape(stack: Stack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(stack.gateway, "attributes", broken)
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.client().chat.completions.create(model="ok", messages=HI)
+    assert caught.value.status_code == 500
+    assert caught.value.body == {"message": "internal error in the gateway", "type": "api_error",
+                                 "code": "internal", "param": None}
+    assert len(caught.value.response.headers["x-gw-request-id"]) == 32
+    stack.gateway.log.flush()
+    log = Path(stack.gateway.log.stream.name).read_text()  # type: ignore[attr-defined]
+    assert json.loads(log.strip().splitlines()[-1])["status"] == 500
