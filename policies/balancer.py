@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 EWMA_WEIGHT = 0.2  # how much the newest latency counts
@@ -38,8 +38,9 @@ class Balancer:
         return found
 
     def order(self, pool: str, strategy: str, members: Sequence[tuple[str, float]],
-              prices: dict[str, float]) -> list[str]:
-        """Members best first. `members` are (model, weight); `prices` per model."""
+              price: Callable[[str], float] = lambda model: 0.0) -> list[str]:
+        """Members best first. `members` are (model, weight); `price` is asked only
+        by least_cost, so the others never look prices up."""
         names = [m for m, _ in members]
         if strategy == "round_robin":
             turn = next(self.turns.setdefault(pool, itertools.count())) % len(names)
@@ -51,7 +52,7 @@ class Balancer:
         if strategy == "least_busy":
             return sorted(names, key=lambda m: self.of(m).in_flight)
         if strategy == "least_cost":
-            return sorted(names, key=lambda m: prices.get(m, float("inf")))
+            return sorted(names, key=price)
         return self._weighted(members)
 
     def _weighted(self, members: Sequence[tuple[str, float]]) -> list[str]:

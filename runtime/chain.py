@@ -86,11 +86,9 @@ class Chain:
             if pool is None:
                 names = [name]
             else:
-                prices = {m.model: (self.policy.models[m.model].input_price or 0.0)
-                          for m in pool.members} if pool.strategy == "least_cost" else {}
                 names = self.live.balancer.order(name, pool.strategy,
                                                  [(m.model, m.weight) for m in pool.members],
-                                                 prices)
+                                                 self.price)
             for model_name in names:
                 model = self.policy.models[model_name]
                 if any(chosen.name == model_name for chosen in out):
@@ -101,6 +99,9 @@ class Chain:
                     continue
                 out.append(model)
         return out
+
+    def price(self, model: str) -> float:
+        return self.policy.models[model].input_price or 0.0
 
     def record(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
