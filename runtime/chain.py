@@ -109,7 +109,7 @@ class Chain:
 
     def timeouts(self, model: Model) -> Timeouts:
         total = model.timeout or self.policy.providers[model.provider].timeout or DEFAULT_TIMEOUT
-        return Timeouts(total=total, connect=min(10.0, total))
+        return Timeouts(connect=min(10.0, total), first_byte=total, idle=total, total=total)
 
     async def run(self, targets: list[str], tokens: float,
                   call: Callable[[Adapter, Model, Timeouts], Awaitable[T]]) -> tuple[Model, T]:
@@ -129,7 +129,7 @@ class Chain:
                     result = await call(self.adapters[provider.name], model, self.timeouts(model))
                 except UpstreamError as failure:
                     seconds = time.monotonic() - started
-                    breaker.record(failed=failure.worth_falling_back)  # before the gauge reads it
+                    breaker.record(failed=failure.counts_against_upstream)  # before the gauge
                     self.record(Attempt(model.name, model.provider, failure.label, seconds))
                     if not failure.worth_falling_back:
                         raise _refused(failure) from failure

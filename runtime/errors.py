@@ -34,12 +34,23 @@ class GatewayError(Exception):
 
 @dataclass
 class UpstreamError(Exception):
-    """An upstream call that failed: with a status, or by timing out or not connecting."""
+    """An upstream call that failed, as the chain decides on it.
 
-    kind: str  # "status", "timeout" or "connect"
+    `kind` is one of:
+    - "status": the upstream answered an error status (`status`, and its own
+      error `code` where it gave one, e.g. "context_length_exceeded");
+    - "timeout": no connection, headers, first event or next event in time;
+    - "connect": the connection was refused, reset or broken;
+    - "malformed": the upstream answered, but not in its wire format (a body
+      that is not JSON or not an object, a field missing, a stream with no
+      valid event). It counts as a 5xx: the upstream is misbehaving.
+    """
+
+    kind: str
     message: str
     status: int | None = None
     retry_after: float | None = None
+    code: str | None = None
 
     @property
     def label(self) -> str:
@@ -47,14 +58,30 @@ class UpstreamError(Exception):
         return str(self.status) if self.kind == "status" else self.kind
 
     def matches(self, retry_on: tuple[str, ...]) -> bool:
+        if self.too_long:
+            return False  # the same model refuses the same prompt again
         label = self.label
+        if self.kind == "malformed":
+            return "5xx" in retry_on or "502" in retry_on
         return label in retry_on or (self.kind == "status" and f"{label[0]}xx" in retry_on)
 
     @property
+    def too_long(self) -> bool:
+        """The prompt is over this model's context: another model may take it."""
+        return self.code == "context_length_exceeded"
+
+    @property
     def worth_falling_back(self) -> bool:
-        """429, 5xx, timeouts and refused connections; never a 4xx the next model
-        would refuse too (a malformed request, a context too long)."""
-        return self.kind != "status" or self.status == 429 or (self.status or 0) >= 500
+        """429, 5xx, timeouts, broken connections, junk answers and a context
+        too long; never another 4xx, which the next model would refuse too (a
+        malformed request, a content filter's refusal)."""
+        return self.kind != "status" or self.status == 429 or (self.status or 0) >= 500 \
+            or self.too_long
+
+    @property
+    def counts_against_upstream(self) -> bool:
+        """Whether the breaker counts it: the upstream failed, not the request."""
+        return self.worth_falling_back and not self.too_long
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -32,10 +32,22 @@ def resolve(value: str | EnvValue | None, env: dict[str, str]) -> str | None:
     return value
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Timeouts:
-    total: float
+    """The bounds on one upstream call, in seconds.
+
+    - `connect`: opening the connection (both kinds of call);
+    - `first_byte`: a stream's response headers and its first event;
+    - `idle`: the longest gap between two events of a stream;
+    - `total`: a whole non-streamed call. Its first byte is the whole answer
+      (an upstream sends nothing until it is done), so it has no other bound;
+      a stream has no total, so a long generation is never cut while it flows.
+    """
+
     connect: float
+    first_byte: float
+    idle: float
+    total: float
 
     def client(self) -> aiohttp.ClientTimeout:
         return _client_timeout(self.total, self.connect)
@@ -43,11 +55,7 @@ class Timeouts:
 
 @functools.lru_cache(maxsize=256)
 def _client_timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
-    """One aiohttp timeout object per distinct setting, not one per request.
-
-    No `sock_read`: `total` already bounds every read, and a read timeout
-    costs a timer rescheduled on each chunk that arrives.
-    """
+    """One aiohttp timeout object per distinct setting, not one per request."""
     return aiohttp.ClientTimeout(total=total, connect=connect)
 
 
