@@ -6,29 +6,9 @@ from typing import Any
 
 from compiler import units
 from compiler.graph import Graph
-from compiler.interpreter import Plan
-from compiler.policy import Budget, Cache, Policy, Quota, Rate, Rule, Source
+from compiler.plan import Plan, route
+from compiler.policy import Budget, Cache, Policy, Quota, Rate, Source
 from compiler.request import Request
-
-
-def route(policy: Policy, rule: Rule | None, request: Request) -> list[str]:
-    """The fallback chain, `requested` resolved to the model the request named.
-
-    `requested` drops out when the request names nothing the policy declares;
-    a pool stays a pool, since its pick happens per request.
-    """
-    if rule is None or rule.deny is not None:
-        return []
-    chain: list[str] = []
-    for target in rule.targets:
-        name = target.name
-        if target.kind == "requested":
-            name = request.model or ""
-            if name not in policy.models and name not in policy.pools:
-                continue
-        if name not in chain:
-            chain.append(name)
-    return chain
 
 
 def _where(source: Source) -> dict[str, Any]:
@@ -76,7 +56,7 @@ def explain(graph: Graph, request: Request) -> dict[str, Any]:
 def describe(policy: Policy, plan: Plan, request: Request,
              path: list[tuple[int, str]] | None = None) -> dict[str, Any]:
     rule = policy.rules[plan.rule] if plan.rule is not None else None
-    chain = route(policy, rule, request)
+    chain = route(rule, request.model, policy.declared)
     status = 403 if rule and rule.deny is not None else 200 if chain else 404
     return {
         "status": status,

@@ -9,22 +9,14 @@ folding into conditions, so that the graph builder's folding is checked too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from compiler.conditions import Cond, holds
+from compiler.plan import Plan
 from compiler.policy import Budget, Policy, Quota, Subject
 from compiler.request import Request
 
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What the gateway does with one request, by index into the policy's tables."""
-
-    rule: int | None  # the route rule that matched; None when none did (404)
-    quotas: tuple[int, ...] = ()
-    budgets: tuple[int, ...] = ()
-    cache: int | None = None
+__all__ = ["Plan", "applies", "interpret"]
 
 
 class _Limit(Protocol):

@@ -39,6 +39,33 @@ class Retry:
     backoff_min: float = 0.2
     backoff_max: float = 5.0
     on: tuple[str, ...] = ("429", "5xx", "timeout", "connect")
+    resume: bool = False  # a stream cut after text reached the client goes on elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The bounds on one upstream call, in seconds.
+
+    - `connect`: opening the connection (both kinds of call);
+    - `first_byte`: a stream's response headers and its first event;
+    - `idle`: the longest gap between two events of a stream;
+    - `total`: a whole non-streamed call. Its first byte is the whole answer
+      (an upstream sends nothing until it is done), so it has no other bound;
+      a stream has no total, so a long generation is never cut while it flows.
+    """
+
+    connect: float = 10.0
+    first_byte: float = 30.0
+    idle: float = 30.0
+    total: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """An active health check: a cheap call to the provider every `interval`."""
+
+    interval: float = 30.0
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +91,10 @@ class Provider:
     latency: float = 0.0
     fail_rate: float = 0.0
     fail_status: int = 500
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    idle_timeout: float | None = None
+    health: Health | None = None
     retry: Retry = field(default_factory=Retry)
     breaker: Breaker = field(default_factory=Breaker)
 
@@ -78,6 +109,10 @@ class Model:
     context: int | None = None
     max_output: int | None = None
     timeout: float | None = None
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    idle_timeout: float | None = None
+    prefill: bool = False  # takes a final assistant message as the start of its answer
 
     @property
     def priced(self) -> bool:
@@ -211,3 +246,8 @@ class Policy:
     retry: Retry = field(default_factory=Retry)
     breaker: Breaker = field(default_factory=Breaker)
     tests: list[TestCase] = field(default_factory=list)
+
+    @property
+    def declared(self) -> set[str]:
+        """The names a route target may use: models and pools."""
+        return self.models.keys() | self.pools.keys()

@@ -12,6 +12,17 @@ RETRY = {
     "attempts": Field("int", low=1, high=20),
     "backoff": Field("duration_range"),
     "on": Field("status_list"),
+    "resume": Field("bool"),
+}
+HEALTH = {
+    "interval": Field("duration", low=1.0),
+    "timeout": Field("duration", low=0.001),
+}
+TIMEOUTS = {
+    "timeout": Field("duration", low=0.001),
+    "connect_timeout": Field("duration", low=0.001),
+    "first_byte_timeout": Field("duration", low=0.001),
+    "idle_timeout": Field("duration", low=0.001),
 }
 BREAKER = {
     "failures": Field("int", low=1),
@@ -36,14 +47,14 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "type": Field("name", required=True, choices=PROVIDER_TYPES),
         "base_url": Field("secret"),
         "api_key": Field("secret"),
-        "timeout": Field("duration", low=0.001),
+        **TIMEOUTS,
         "headers": Field("string_map"),
         "max_concurrency": Field("count", low=1),
         "api_version": Field("string"),
         "latency": Field("duration"),
         "fail_rate": Field("fraction"),
         "fail_status": Field("int", low=100, high=599),
-    }, {"retry": RETRY, "breaker": BREAKER}),
+    }, {"retry": RETRY, "breaker": BREAKER, "health": HEALTH}),
     "model": ({
         "provider": Field("name", required=True),
         "name": Field("string"),
@@ -51,7 +62,8 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "output": Field("price"),
         "context": Field("count", low=1),
         "max_output": Field("count", low=1),
-        "timeout": Field("duration", low=0.001),
+        **TIMEOUTS,
+        "prefill": Field("bool"),
     }, {}),
     "pool": ({
         "strategy": Field("name", choices=STRATEGIES),

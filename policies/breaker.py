@@ -65,6 +65,13 @@ class Breaker:
         if self.state is State.HALF_OPEN and self.probes_out > self.probes_ok:
             self.probes_out -= 1
 
+    def heal(self) -> None:
+        """An active health check found the upstream back: close now, so that no
+        live request has to be the probe."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._forget()
+
     def record(self, failed: bool) -> None:
         now = self.clock()
         if self.state is State.HALF_OPEN:

@@ -14,38 +14,52 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from compiler.compiled import CompiledPolicy
+from runtime.endpoints import ENDPOINTS
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
-from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, new_request_id
+from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error, new_request_id
 
 logger = logging.getLogger("gwc")
 
 
 def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
-               admin_key: str | None = None) -> ASGIApp:
+               admin_key: str | None = None, compiled: CompiledPolicy | None = None) -> ASGIApp:
+    """The gateway's app; `compiled` is the policy to start on, else it compiles `gateway.path`."""
     hangups = Hangups()
-    lanes = {"/v1/chat/completions": Proxy(gateway, gateway.chat, hangups, max_body),
-             "/v1/embeddings": Proxy(gateway, gateway.embeddings, hangups, max_body)}
+    lanes = {e.path: Proxy(gateway, e, hangups, max_body) for e in ENDPOINTS}
 
     def stamped() -> dict[str, str]:
         """The headers every answer carries, for answers that proxy nothing."""
         return {"x-gw-request-id": new_request_id(), "x-gw-policy": gateway.version}
 
-    async def models(request: Request) -> Response:
+    def model_list() -> list[dict[str, object]]:
         loaded = gateway.current
         if loaded is None:
-            return error_response(GatewayError(503, "no policy loaded", "not_ready"), stamped())
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
-                for m in loaded.policy.models.values()]
-        data += [{"id": p.name, "object": "model", "created": 0, "owned_by": "gwc pool"}
-                 for p in loaded.policy.pools.values()]
-        return JSONResponse({"object": "list", "data": data}, headers=stamped())
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        policy = loaded.policy
+        return [*({"id": d.name, "object": "model", "created": 0, "owned_by": d.provider.name}
+                  for d in policy.deployments.values()),
+                *({"id": p.name, "object": "model", "created": 0, "owned_by": "gwc pool"}
+                  for p in policy.pools.values())]
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": model_list()}, headers=stamped())
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["name"]
+        found = next((m for m in model_list() if m["id"] == name), None)
+        if found is None:
+            raise GatewayError(404, f"the model '{name}' does not exist here",
+                               "model_not_found", param="model")
+        return JSONResponse(found, headers=stamped())
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers=stamped())
@@ -93,6 +107,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     routes = [
         *(Route(path, proxy, methods=["POST"]) for path, proxy in lanes.items()),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -101,19 +116,37 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         Route("/admin/breakers", admin(admin_breakers), methods=["GET"]),
     ]
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc, stamped())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """The router's own answers (no such path, a method not allowed), in OpenAI's shape."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}",
+                                 "method_not_allowed", headers=dict(exc.headers or {}))
+        else:
+            error = GatewayError(exc.status_code, f"no such route: {request.method} "
+                                 f"{request.url.path}", "unknown_route")
+        return error_response(error, stamped())
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error", exc_info=exc)
-        return error_response(GatewayError(500, "internal error in the gateway", "internal"),
-                              stamped())
+        return error_response(internal_error(), stamped())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        await gateway.start(compiled)
         try:
             yield
         finally:
             await hangups.close()
             await gateway.close()
 
-    return FastLane(Starlette(routes=routes, lifespan=lifespan,
-                              exception_handlers={Exception: unexpected}), lanes)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        GatewayError: refused, HTTPException: http_error, Exception: unexpected})
+    # A path with a slash too many is not found, not redirected: the redirect's URL
+    # would be built from the client's Host header.
+    app.router.redirect_slashes = False
+    return FastLane(app, lanes)

@@ -1,12 +1,17 @@
-"""A plan's fallback chain, run: pools picked, breakers heeded, retries, fallback.
+"""A plan's fallback chain, run: pools picked, breakers heeded, retries, fallback, resume.
 
-Targets expand to models (a pool to its members, best first by its strategy;
-`requested` to the model the request named). A model is skipped while its
-breaker is open or when its `context` is smaller than the request's tokens.
-Each model is tried up to its provider's `retry.attempts` times, with backoff,
-on the failures `retry.on` names; then the chain falls back to the next model
-on 429, 5xx, timeouts and refused connections, and never on a 4xx the next
-model would refuse too. A stream falls back only before its first chunk.
+Targets expand to models (a pool to its members, best first by its strategy).
+A model is passed over while its breaker is open or when its `context` is
+smaller than the request's tokens. Each model is tried up to its provider's
+`retry.attempts` times, with backoff, on the failures `retry.on` names, then
+the chain falls back to the next model, on every failure worth it (see
+`UpstreamError.worth_falling_back`). Two failures are never retried on the
+same model: a context too long (the model would refuse it again) and, while a
+later model is left, a timeout (a silent upstream has already used up the
+client's patience once). A stream falls back only until its first chunk; after
+that, where the provider's `retry { resume = true }` says so, a cut stream
+goes on at the next model that takes an assistant prefill, from the text the
+client already has.
 """
 
 from __future__ import annotations
@@ -14,47 +19,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from compiler.policy import Breaker as PolicyBreaker
-from compiler.policy import Model, Policy
+from compiler.compiled import Breaker as PolicyBreaker
+from compiler.compiled import Deployment, PoolTarget, Timeouts
 from policies import backoff
-from policies.balancer import Balancer
-from policies.breaker import Breaker, Settings
+from policies.breaker import Settings
+from policies.store import Store
 from runtime.errors import GatewayError, UpstreamError
-from runtime.providers.base import Adapter, Body, Timeouts
+from runtime.pipeline.exchange import Attempt, Body
+from runtime.providers import base
+from runtime.providers.base import Adapter
 
-DEFAULT_TIMEOUT = 60.0
 T = TypeVar("T")
-
-
-@dataclass
-class Attempt:
-    model: str
-    provider: str
-    outcome: str  # "ok", a status, "timeout", "connect", "skipped: ..."
-    seconds: float = 0.0
-
-
-@dataclass
-class Live:
-    """Figures that outlive a reload, keyed by model name."""
-
-    breakers: dict[str, Breaker] = field(default_factory=dict)
-    balancer: Balancer = field(default_factory=Balancer)
-
-    def breaker(self, model: Model, policy: Policy) -> Breaker:
-        settings = _settings(policy.providers[model.provider].breaker)
-        found = self.breakers.get(model.name)
-        if found is None:
-            found = self.breakers[model.name] = Breaker(settings)
-        found.settings = settings  # a reload may change them; the state stays
-        return found
-
-    def states(self) -> dict[str, int]:
-        return {name: int(breaker.state) for name, breaker in self.breakers.items()}
+Call = Callable[[Adapter, Deployment, base.Timeouts], Awaitable[T]]
+Opener = Callable[[Adapter, Deployment, Body, base.Timeouts], AsyncIterator[Body]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,73 +46,82 @@ def _settings(b: PolicyBreaker) -> Settings:
     return Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate, b.min_requests)
 
 
+@functools.lru_cache(maxsize=256)
+def _bounds(t: Timeouts) -> base.Timeouts:
+    return base.Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle, total=t.total)
+
+
 class Chain:
     """One request's way through its targets."""
 
-    def __init__(self, policy: Policy, adapters: dict[str, Adapter], live: Live,
-                 observe: Callable[[Attempt], None],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.policy = policy
+    def __init__(self, targets: tuple[Deployment | PoolTarget, ...], tokens: float,
+                 adapters: dict[str, Adapter], store: Store,
+                 record: Callable[[Attempt], None],
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.adapters = adapters
-        self.live = live
-        self.observe = observe
+        self.store = store
+        self.record = record
         self.sleep = sleep
+        self.clock = clock
         self.attempts: list[Attempt] = []
+        self.models = self._expand(targets, tokens)
 
-    def models(self, targets: list[str], tokens: float) -> list[Model]:
-        out: list[Model] = []
-        for name in targets:
-            pool = self.policy.pools.get(name)
-            if pool is None:
-                names = [name]
+    def _expand(self, targets: tuple[Deployment | PoolTarget, ...],
+                tokens: float) -> list[Deployment]:
+        out: list[Deployment] = []
+        for target in targets:
+            if isinstance(target, PoolTarget):
+                members = [target.by_name[name] for name in self.store.order(
+                    target.name, target.strategy, target.weights, target.price)]
             else:
-                names = self.live.balancer.order(name, pool.strategy,
-                                                 [(m.model, m.weight) for m in pool.members],
-                                                 self.price)
-            for model_name in names:
-                model = self.policy.models[model_name]
-                if any(chosen.name == model_name for chosen in out):
+                members = [target]
+            for deployment in members:
+                if any(chosen.name == deployment.name for chosen in out):
                     continue
-                if model.context is not None and tokens > model.context:
-                    self.record(Attempt(model.name, model.provider,
-                                        f"skipped: {tokens:g} tokens over its context"))
+                context = deployment.model.context
+                if context is not None and tokens > context:
+                    self.note(Attempt(deployment.name, deployment.provider.name,
+                                      f"skipped: {tokens:g} tokens over its context"))
                     continue
-                out.append(model)
+                out.append(deployment)
         return out
 
-    def price(self, model: str) -> float:
-        return self.policy.models[model].input_price or 0.0
-
-    def record(self, attempt: Attempt) -> None:
+    def note(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
-        self.observe(attempt)
+        self.record(attempt)
 
-    def timeouts(self, model: Model) -> Timeouts:
-        total = model.timeout or self.policy.providers[model.provider].timeout or DEFAULT_TIMEOUT
-        return Timeouts(connect=min(10.0, total), first_byte=total, idle=total, total=total)
-
-    async def run(self, targets: list[str], tokens: float,
-                  call: Callable[[Adapter, Model, Timeouts], Awaitable[T]]) -> tuple[Model, T]:
-        """The first model's answer that succeeds, trying as the policy says."""
-        for model in self.models(targets, tokens):
-            breaker = self.live.breaker(model, self.policy)
-            provider = self.policy.providers[model.provider]
-            retry = provider.retry
+    async def run(self, call: Call[T], positions: Sequence[int] | None = None
+                  ) -> tuple[Deployment, T, int]:
+        """The first model's answer that succeeds, trying as the policy says; with the
+        position of the model that answered, for a stream that may resume later.
+        `positions` narrows the models tried (a resume tries only those that can)."""
+        if positions is None:
+            positions = range(len(self.models))
+        last = positions[-1] if positions else -1
+        for position in positions:
+            deployment = self.models[position]
+            breaker = self.store.breaker(deployment.name, _settings(deployment.breaker))
+            retry = deployment.retry
+            adapter = self.adapters[deployment.provider.name]
             for attempt in range(1, max(1, retry.attempts) + 1):
                 if not breaker.allows():
-                    self.record(Attempt(model.name, model.provider, "skipped: breaker open"))
+                    self.note(Attempt(deployment.name, deployment.provider.name,
+                                      "skipped: breaker open"))
                     break
-                figures = self.live.balancer.of(model.name)
+                figures = self.store.figures(deployment.name)
                 figures.in_flight += 1
-                started = time.monotonic()
+                started = self.clock()
                 try:
-                    result = await call(self.adapters[provider.name], model, self.timeouts(model))
+                    result = await call(adapter, deployment, _bounds(deployment.timeouts))
                 except UpstreamError as failure:
-                    seconds = time.monotonic() - started
                     breaker.record(failed=failure.counts_against_upstream)  # before the gauge
-                    self.record(Attempt(model.name, model.provider, failure.label, seconds))
+                    self.note(Attempt(deployment.name, deployment.provider.name, failure.label,
+                                      self.clock() - started))
                     if not failure.worth_falling_back:
-                        raise _refused(failure) from failure
+                        raise refused(failure) from failure
+                    if failure.kind == "timeout" and position < last:
+                        break
                     if attempt < retry.attempts and failure.matches(retry.on):
                         await self.sleep(backoff.delay(attempt, retry.backoff_min,
                                                        retry.backoff_max, failure.retry_after))
@@ -143,16 +132,16 @@ class Chain:
                     raise
                 finally:
                     figures.in_flight -= 1
-                seconds = time.monotonic() - started
+                seconds = self.clock() - started
                 figures.observe(seconds)
                 breaker.record(failed=False)
-                self.record(Attempt(model.name, model.provider, "ok", seconds))
-                return model, result
+                self.note(Attempt(deployment.name, deployment.provider.name, "ok", seconds))
+                return deployment, result, position
         raise self.exhausted()
 
     def exhausted(self) -> GatewayError:
         """Every target failed: 504 if they all timed out, 503 if none could be tried."""
-        tried = [a for a in self.attempts if not a.outcome.startswith("skipped")]
+        tried = [a for a in self.attempts if not a.skipped]
         summary = "; ".join(f"{a.model} ({a.provider}): {a.outcome}" for a in self.attempts)
         if not tried:
             return GatewayError(503, f"no target could be tried: {summary or 'none left'}",
@@ -161,25 +150,128 @@ class Chain:
             return GatewayError(504, f"every target timed out: {summary}", "upstream_timeout")
         return GatewayError(502, f"every target failed: {summary}", "upstream_failed")
 
-    async def open_stream(self, targets: list[str], tokens: float, body: Body
-                          ) -> tuple[Model, Body, AsyncIterator[Body]]:
-        """A stream whose first chunk has arrived: fallback ends there."""
-        async def first_chunk(adapter: Adapter, model: Model, timeouts: Timeouts
-                              ) -> tuple[Body, AsyncIterator[Body]]:
-            chunks = adapter.stream(model, body, timeouts)
-            try:
-                return await anext(chunks), chunks
-            except StopAsyncIteration as exc:
-                raise UpstreamError("connect", f"{model.provider}: empty stream") from exc
-            except BaseException:
-                await chunks.aclose()  # type: ignore[attr-defined]  # release the connection now
-                raise
-        model, (first, rest) = await self.run(targets, tokens, first_chunk)
-        return model, first, rest
+    async def open_stream(self, body: Body, opener: Opener
+                          ) -> tuple[Deployment, AsyncIterator[Body]]:
+        """A stream whose first chunk has arrived (fallback ends there)."""
+        deployment, (first, chunks), position = await self.run(_first_chunk(opener, body))
+        return deployment, self._stream(deployment, first, chunks, position, body, opener)
+
+    async def _stream(self, deployment: Deployment, first: Body, chunks: AsyncIterator[Body],
+                      position: int, body: Body, opener: Opener) -> AsyncIterator[Body]:
+        """The stream from its first chunk; a cut one resumed where the policy says so."""
+        delivered = _Text()
+        delivered.add(first)
+        try:
+            yield first
+            while True:
+                try:
+                    async for chunk in chunks:
+                        delivered.add(chunk)
+                        yield chunk
+                    return
+                except UpstreamError as cut:
+                    resumed = await self._resume(deployment, cut, delivered, position, body,
+                                                 opener)
+                    if resumed is None:
+                        raise
+                    await _close(chunks)
+                    deployment, chunks, position = resumed
+        finally:
+            await _close(chunks)
+
+    async def _resume(self, cut_at: Deployment, cut: UpstreamError, delivered: _Text,
+                      position: int, body: Body, opener: Opener
+                      ) -> tuple[Deployment, AsyncIterator[Body], int] | None:
+        """The stream continued by a later model, from the text delivered so far;
+        None where the policy does not ask for it or no model can take it."""
+        self.store.breaker(cut_at.name, _settings(cut_at.breaker)).record(
+            failed=cut.counts_against_upstream)
+        self.note(Attempt(cut_at.name, cut_at.provider.name, f"cut: {cut.label}"))
+        if not cut_at.retry.resume or not delivered.resumable:
+            return None
+        prefixed = {**body, "messages": [*body.get("messages", []),
+                                         {"role": "assistant", "content": delivered.text}]}
+        able = [i for i in range(position + 1, len(self.models)) if self.models[i].model.prefill]
+        if not able:
+            return None
+        try:
+            deployment, (first, chunks), position = await self.run(
+                _first_chunk(opener, prefixed, continuing=True), able)
+        except GatewayError:
+            return None  # the cut's own error is the one the client should see
+        return deployment, _joined(first, chunks, delivered.id), position
 
 
-def _refused(failure: UpstreamError) -> GatewayError:
-    """An upstream's own refusal of the request, passed on with its status."""
+class _Text:
+    """The answer's text as the client has it, and whether a resume could rebuild it."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.resumable = True
+        self.id: object = None  # the stream's id, which a resumed one keeps
+
+    def add(self, chunk: Body) -> None:
+        if self.id is None:
+            self.id = chunk.get("id")
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("tool_calls") or choice.get("index", 0) != 0:
+                self.resumable = False  # only one choice's text can be handed on
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.parts.append(content)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _first_chunk(opener: Opener, body: Body, continuing: bool = False
+                 ) -> Call[tuple[Body, AsyncIterator[Body]]]:
+    async def first(adapter: Adapter, deployment: Deployment, timeouts: base.Timeouts
+                    ) -> tuple[Body, AsyncIterator[Body]]:
+        chunks = opener(adapter, deployment, body, timeouts)
+        try:
+            chunk = await anext(chunks)
+            if continuing:  # the client has its role chunk: skip to the first words
+                while not _has_content(chunk):
+                    chunk = await anext(chunks)
+            return chunk, chunks
+        except StopAsyncIteration as exc:
+            raise UpstreamError("malformed", f"{deployment.provider.name}: empty stream") \
+                from exc
+        except BaseException:
+            await _close(chunks)  # release the connection now
+            raise
+    return first
+
+
+def _has_content(chunk: Body) -> bool:
+    return any((c.get("delta") or {}).get("content") or c.get("finish_reason")
+               for c in chunk.get("choices") or ())
+
+
+async def _joined(first: Body, rest: AsyncIterator[Body], stream_id: object
+                  ) -> AsyncIterator[Body]:
+    """A resumed stream, under the id of the stream the client has been reading."""
+    first["id"] = stream_id
+    yield first
+    try:
+        async for chunk in rest:
+            chunk["id"] = stream_id
+            yield chunk
+    finally:
+        await _close(rest)
+
+
+async def _close(chunks: AsyncIterator[Body]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def refused(failure: UpstreamError) -> GatewayError:
+    """An upstream's own refusal of the request, passed on with its status and code."""
     status = failure.status or 400
     return GatewayError(status if 400 <= status < 500 else 400, failure.message,
-                        "upstream_rejected")
+                        failure.code or "upstream_rejected")

@@ -14,7 +14,9 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-         403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
+         403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+         408: "invalid_request_error", 413: "invalid_request_error",
+         431: "invalid_request_error",
          429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable",
          504: "timeout_error"}
 

@@ -1,7 +1,10 @@
 """Request bodies as the API takes them, checked before anything else reads them.
 
 Fields gwc does not know are kept and passed on (providers grow features
-faster than gateways), but the ones it routes on must have the right types.
+faster than gateways), but the ones it routes on must have the right types,
+as strictly as OpenAI's API checks them: a `stream` of `"yes"` or `1`, or a
+`temperature` of `"0.5"`, is a 400 `invalid_type`, neither coerced nor
+forwarded (an integer is a number, as in JSON).
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from runtime.errors import GatewayError
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
@@ -34,7 +37,7 @@ class ChatRequest(BaseModel):
 
 
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
@@ -49,6 +52,21 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise GatewayError(400, f"invalid '{where}': {first['msg']}", "invalid_value",
+        where = _path(first["loc"])
+        kind = first["type"]
+        if kind == "missing":
+            code = "missing_field"
+        elif kind.endswith("_type"):
+            code = "invalid_type"
+        else:
+            code = "invalid_value"
+        raise GatewayError(400, f"invalid '{where}': {first['msg']}", code,
                            param=where) from exc
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """A field's place as a client writes it: `messages[0].content`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out

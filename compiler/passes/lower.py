@@ -12,6 +12,7 @@ from typing import Any
 from compiler import policy as p
 from compiler.conditions import TRUE
 from compiler.context import Context
+from compiler.schema import HEALTH, TIMEOUTS
 from dsl import ast
 from dsl.span import Span
 
@@ -52,10 +53,13 @@ def _providers(ctx: Context) -> None:
             continue
         nested = decl.body.blocks()
         fields = _fields(ctx, decl.body, {k: k for k in (
-            "type", "base_url", "api_key", "timeout", "headers", "max_concurrency",
+            "type", "base_url", "api_key", *TIMEOUTS, "headers", "max_concurrency",
             "api_version", "latency", "fail_rate", "fail_status")})
         retry = nested.get("retry")
         breaker = nested.get("breaker")
+        health = nested.get("health")
+        if health is not None:
+            fields["health"] = p.Health(**_fields(ctx, health.body, {k: k for k in HEALTH}))
         policy.providers[name] = p.Provider(
             name=name, **fields,
             retry=_retry(ctx, retry.body if retry else None, policy.retry),
@@ -71,7 +75,7 @@ def _models(ctx: Context) -> None:
             name=name, provider=provider, upstream=ctx.value(decl.body, "name", name),
             **_fields(ctx, decl.body, {"input": "input_price", "output": "output_price",
                                        "context": "context", "max_output": "max_output",
-                                       "timeout": "timeout"}))
+                                       "prefill": "prefill", **{k: k for k in TIMEOUTS}}))
 
 
 def _pools(ctx: Context) -> None:
@@ -103,7 +107,7 @@ def _fields(ctx: Context, body: ast.Body, names: dict[str, str]) -> dict[str, An
 def _retry(ctx: Context, body: ast.Body | None, base: p.Retry) -> p.Retry:
     if body is None:
         return base
-    fields = _fields(ctx, body, {"attempts": "attempts", "on": "on"})
+    fields = _fields(ctx, body, {"attempts": "attempts", "on": "on", "resume": "resume"})
     backoff = ctx.value(body, "backoff")
     if backoff is not None:
         fields["backoff_min"], fields["backoff_max"] = backoff

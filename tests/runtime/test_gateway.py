@@ -326,21 +326,36 @@ def test_logs_hold_no_prompt_and_no_key(stack: Stack) -> None:
     assert last["status"] == 200 and last["model"] == "ok" and len(last["request_id"]) == 32
 
 
-def test_the_proxied_routes_answer_alike_off_the_fast_lane(stack: Stack) -> None:
+def test_the_routers_own_answers_are_in_openais_shape(stack: Stack) -> None:
     body = {"model": "ok", "messages": HI}
-    straight = httpx.post(stack.url + "/v1/chat/completions", json=body)
-    redirected = httpx.post(stack.url + "/v1/chat/completions/", json=body, follow_redirects=True)
-    assert straight.status_code == redirected.status_code == 200
-    assert straight.json()["choices"] == redirected.json()["choices"]
-    assert redirected.headers["x-gw-model"] == "ok"
-    assert httpx.get(stack.url + "/v1/chat/completions").status_code == 405
+    # A slash too many is not found, never redirected to a URL built from the Host header.
+    slashed = httpx.post(stack.url + "/v1/chat/completions/", json=body,
+                         headers={"host": "evil.example"})
+    assert slashed.status_code == 404 and "location" not in slashed.headers
+    assert slashed.json()["error"]["code"] == "unknown_route"
+    refused = httpx.get(stack.url + "/v1/chat/completions")
+    assert refused.status_code == 405 and refused.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in refused.headers["allow"]
+    nowhere = httpx.get(stack.url + "/v2/nothing")
+    assert nowhere.status_code == 404 and nowhere.json()["error"]["type"] == "not_found_error"
+    for answer in (slashed, refused, nowhere):
+        assert len(answer.headers["x-gw-request-id"]) == 32
+
+
+def test_one_model_by_its_id(stack: Stack) -> None:
+    client = stack.client()
+    assert client.models.retrieve("ok").owned_by == "fake"
+    assert client.models.retrieve("spread").owned_by == "gwc pool"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
+    assert caught.value.response.headers["x-gw-request-id"]
 
 
 def test_a_bug_of_ours_is_a_logged_500_in_openais_shape(stack: Stack,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
-    monkeypatch.setattr(stack.gateway, "attributes", broken)
+    monkeypatch.setattr("runtime.pipeline.plan.parse", broken)
     with pytest.raises(openai.InternalServerError) as caught:
         stack.client().chat.completions.create(model="ok", messages=HI)
     assert caught.value.status_code == 500

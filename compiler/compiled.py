@@ -1,0 +1,243 @@
+"""A compiled policy as whatever runs one sees it: the runtime's one door into the compiler.
+
+`load` reads a policy, a `.gw` file with its imports (checked and compiled)
+or a `graph.json` from `gwc compile` (validated), and either returns a
+`CompiledPolicy` or raises `Refused` with the diagnostics. `decide` walks the
+graph for one request and hands back a `Decision` that holds the blocks
+themselves, with every setting a call runs under already folded in
+(`Deployment`), so nothing on a request's way reads the policy again.
+
+The runtime imports the compiler through this module only; the types it
+needs are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from compiler.graph import Graph
+from compiler.plan import Plan, route
+from compiler.policy import (
+    Auth,
+    Breaker,
+    Budget,
+    Cache,
+    EnvValue,
+    Health,
+    Model,
+    Policy,
+    Provider,
+    Quota,
+    Retry,
+    Rule,
+    Timeouts,
+)
+from compiler.request import ENDPOINTS, Request
+
+__all__ = [
+    "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
+    "Deployment", "EnvValue", "Health", "Model", "PoolTarget", "Provider", "Quota", "Refused",
+    "Request", "Retry", "Timeouts", "load",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model and the settings its calls run under: the model's own, else its
+    provider's, else the defaults."""
+
+    model: Model
+    provider: Provider
+    timeouts: Timeouts
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def retry(self) -> Retry:
+        return self.provider.retry
+
+    @property
+    def breaker(self) -> Breaker:
+        return self.provider.breaker
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTarget:
+    """A pool in a chain: its members are ordered per request, by live figures."""
+
+    name: str
+    strategy: str
+    members: tuple[tuple[Deployment, float], ...]  # (member, weight)
+    weights: tuple[tuple[str, float], ...] = field(init=False, compare=False)
+    by_name: dict[str, Deployment] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple((d.name, w) for d, w in self.members))
+        object.__setattr__(self, "by_name", {d.name: d for d, _ in self.members})
+
+    def price(self, name: str) -> float:
+        """A member's input price, for `least_cost`."""
+        return self.by_name[name].model.input_price or 0.0
+
+
+Target = Deployment | PoolTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One request's plan, resolved: what the runtime runs, by value."""
+
+    rule: Rule | None
+    where: str  # the rule's `file:line`, relative to the policy's folder; "" for none
+    targets: tuple[Target, ...]  # the fallback chain, `requested` resolved
+    quotas: tuple[Quota, ...]
+    budgets: tuple[Budget, ...]
+    cache: Cache | None
+
+    @property
+    def deny(self) -> str | None:
+        return self.rule.deny if self.rule is not None else None
+
+
+class Refused(Exception):
+    """A policy that cannot be served: what is wrong, as text and as diagnostics."""
+
+    def __init__(self, message: str, report: str = "",
+                 diagnostics: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.report = report or message + "\n"
+        self.diagnostics = diagnostics or []
+
+    def __reduce__(self) -> tuple[type[Refused], tuple[str, str, list[dict[str, object]]]]:
+        """Whole across a process boundary (a reload compiles in a process of its own)."""
+        return (Refused, (self.message, self.report, self.diagnostics))
+
+
+@dataclass
+class CompiledPolicy:
+    graph: Graph
+    sources: list[str]
+    folder: str  # where `file:line` labels are relative to
+    deployments: dict[str, Deployment] = field(init=False)
+    pools: dict[str, PoolTarget] = field(init=False)
+    _decisions: dict[tuple[Plan, str | None], Decision] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        policy = self.policy
+        self.deployments = {name: _deployment(model, policy.providers[model.provider])
+                            for name, model in policy.models.items()}
+        self.pools = {name: PoolTarget(name, pool.strategy, tuple(
+            (self.deployments[m.model], m.weight) for m in pool.members))
+            for name, pool in policy.pools.items()}
+        self._decisions = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self.graph.policy
+
+    @property
+    def version(self) -> str:
+        return self.graph.version
+
+    @property
+    def auth(self) -> Auth:
+        return self.policy.auth
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.policy.providers
+
+    def decide(self, request: Request) -> Decision:
+        plan = self.graph.plan(request)
+        # `requested` resolves the same for every name the policy does not declare,
+        # so the cache is bounded by the declared names.
+        named = request.model if request.model in self.deployments or \
+            request.model in self.pools else None
+        decision = self._decisions.get((plan, named))
+        if decision is None:
+            decision = self._decisions[(plan, named)] = self._resolve(plan, named)
+        return decision
+
+    def _resolve(self, plan: Plan, named: str | None) -> Decision:
+        policy = self.policy
+        rule = policy.rules[plan.rule] if plan.rule is not None else None
+        chain = route(rule, named, policy.declared)
+        where = ""
+        if rule is not None:
+            where = f"{os.path.relpath(rule.source.file, self.folder)}:{rule.source.line}"
+        return Decision(
+            rule, where,
+            tuple(self.pools[name] if name in self.pools else self.deployments[name]
+                  for name in chain),
+            tuple(policy.quotas[i] for i in plan.quotas),
+            tuple(policy.budgets[i] for i in plan.budgets),
+            policy.caches[plan.cache] if plan.cache is not None else None)
+
+    def warm(self) -> None:
+        """Build the graph's evaluator now, so the first request does not."""
+        self.graph.plan(Request())
+
+    def __getstate__(self) -> dict[str, object]:
+        """Only what rebuilds it: the evaluator's closures and the caches stay behind."""
+        return {"graph": Graph(self.policy, self.graph.nodes, self.graph.plans, self.graph.root,
+                               self.version), "sources": self.sources, "folder": self.folder}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+
+def _deployment(model: Model, provider: Provider) -> Deployment:
+    defaults = Timeouts()
+
+    def bound(name: str, default: float) -> float:
+        value = getattr(model, name)
+        if value is None:
+            value = getattr(provider, name)
+        return default if value is None else float(value)
+    return Deployment(model, provider, Timeouts(
+        connect=bound("connect_timeout", defaults.connect),
+        first_byte=bound("first_byte_timeout", defaults.first_byte),
+        idle=bound("idle_timeout", defaults.idle),
+        total=bound("timeout", defaults.total)))
+
+
+def load(path: str, env: Mapping[str, str] | None = None) -> CompiledPolicy:
+    """The policy at `path`, compiled and ready to serve, or `Refused`."""
+    if path.endswith(".json"):
+        return _load_graph(path)
+    from compiler.driver import check
+    from compiler.output import Report, render
+
+    ctx = check(os.path.normpath(path), env)
+    errors = [d for d in ctx.diagnostics if d.is_error]
+    if errors or ctx.graph is None:
+        first = errors[0] if errors else None
+        message = "policy refused" + (
+            f": {first.span.file}:{first.span.line}:{first.span.column}: {first.message}"
+            if first else "")
+        described: list[dict[str, object]] = [
+            {"file": d.span.file, "line": d.span.line, "column": d.span.column,
+             "code": d.code, "message": d.message} for d in errors]
+        raise Refused(message, render(Report(errors, ctx.sources), "text"), described)
+    return CompiledPolicy(ctx.graph, sorted(ctx.sources), os.path.dirname(ctx.root) or ".")
+
+
+def _load_graph(path: str) -> CompiledPolicy:
+    from compiler.graph.document import GraphFileError, from_json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            graph = from_json(json.load(handle))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, GraphFileError) as exc:
+        raise Refused(f"policy refused: {path}: {exc}") from exc
+    # The rules are all in the one route block, so in the file `gwc compile` was given.
+    rules = graph.policy.rules
+    return CompiledPolicy(graph, [path],
+                          os.path.dirname(rules[0].source.file) or "." if rules else ".")

@@ -1,0 +1,104 @@
+"""A request's way through the gateway: a table of named stages.
+
+Like the compiler's `PASSES` (and Django's MIDDLEWARE, Envoy's filter chain),
+`STAGES` lists the stages in order, each one module with an entry half and
+an exit half over one `Exchange`. The entry halves run in order until one of
+them answers: with an error (a refusal is a `GatewayError`), or with the
+answer itself (the chain's, or later a cache hit's). Then the exchange leaves
+through every stage's exit half, in reverse order, whichever stage answered:
+an exit half reads the exchange to see what happened (a refusal has no
+answer to cost; a cache hit made no upstream call). A stream leaves when its
+last chunk has gone, or it broke, or its client left, so plain and streamed
+answers leave by the same path; on the way, each stream chunk passes the
+stages' chunk halves.
+
+Adding a stage is one module and one line here. Input and output guards go
+before limits and after the chain.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.errors import GatewayError
+from runtime.pipeline import cache, chain, identity, limits, observe, plan, usage
+from runtime.pipeline.exchange import Attempt, Body, Exchange
+
+Half = Callable[[Exchange], Awaitable[None] | None]
+ChunkHalf = Callable[[Exchange, Body], Body | None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    enter: Half | None = None
+    leave: Half | None = None
+    chunk: ChunkHalf | None = None  # a stream chunk on its way out; None drops it
+
+
+STAGES: list[Stage] = [
+    Stage("identity", identity.enter),                     # who calls: auth
+    Stage("plan", plan.enter),                             # the body checked; the graph's plan
+    Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
+    Stage("cache", cache.enter),                           # a stored answer, or none
+    Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
+    Stage("usage", usage.enter, usage.leave, usage.chunk),  # tokens and their cost
+    Stage("observe", None, observe.leave),                 # metrics and the access log
+]
+
+
+def _halves(attr: str, stages: list[Stage]) -> list[tuple[Any, bool]]:
+    """Each stage's half, with whether it must be awaited, worked out once."""
+    found = [getattr(s, attr) for s in stages if getattr(s, attr) is not None]
+    return [(half, inspect.iscoroutinefunction(half)) for half in found]
+
+
+_ENTERS = _halves("enter", STAGES)
+_LEAVES = _halves("leave", STAGES[::-1])
+_CHUNKS = [s.chunk for s in STAGES[::-1] if s.chunk is not None]
+
+
+async def enter(exchange: Exchange) -> None:
+    """The entry halves, in order, until one answers. A refusal is kept on the
+    exchange (its status too); anything else raised is a bug, and propagates."""
+    try:
+        for half, awaited in _ENTERS:
+            if awaited:
+                await half(exchange)
+            else:
+                half(exchange)
+            if exchange.answered:
+                return
+    except GatewayError as error:
+        exchange.error, exchange.status = error, error.status
+
+
+async def leave(exchange: Exchange) -> None:
+    """The exit halves, in reverse order; every one runs, whatever another raised."""
+    failure: BaseException | None = None
+    for half, awaited in _LEAVES:
+        try:
+            if awaited:
+                await half(exchange)
+            else:
+                half(exchange)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def outgoing(exchange: Exchange, chunk: Body) -> Body | None:
+    """A stream chunk as it leaves: through each stage's chunk half, innermost first."""
+    for half in _CHUNKS:
+        result = half(exchange, chunk)
+        if result is None:
+            return None
+        chunk = result
+    return chunk
+
+
+__all__ = ["STAGES", "Attempt", "Exchange", "Stage", "enter", "leave", "outgoing"]

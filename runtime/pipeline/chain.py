@@ -1,0 +1,35 @@
+"""Chain: the plan's targets tried in turn (runtime/chain.py), for the answer.
+
+A plain answer arrives whole; a stream arrives once its first chunk has, and
+the HTTP layer sends it on. The exit half lets the upstream connection go
+(at once, if the client left or the stream broke).
+"""
+
+from __future__ import annotations
+
+from compiler.compiled import Deployment
+from runtime.chain import Chain
+from runtime.pipeline.exchange import Body, Exchange
+from runtime.providers.base import Adapter, Timeouts
+
+
+async def enter(exchange: Exchange) -> None:
+    assert exchange.decision is not None and exchange.request is not None
+    gateway, endpoint = exchange.gateway, exchange.endpoint
+    chain = Chain(exchange.decision.targets, exchange.request.tokens, exchange.loaded.adapters,
+                  gateway.store, gateway.observe_attempt, gateway.sleep)
+    exchange.attempts = chain.attempts
+    payload = endpoint.payload(exchange.body)
+    if endpoint.stream is not None and exchange.parsed.stream:
+        exchange.answered_by, exchange.chunks = await chain.open_stream(payload, endpoint.stream)
+        return
+
+    async def call(adapter: Adapter, deployment: Deployment, timeouts: Timeouts) -> Body:
+        return await endpoint.call(adapter, deployment, payload, timeouts)
+    exchange.answered_by, exchange.answer, _ = await chain.run(call)
+
+
+async def leave(exchange: Exchange) -> None:
+    chunks = exchange.chunks
+    if chunks is not None:
+        await chunks.aclose()  # type: ignore[attr-defined]

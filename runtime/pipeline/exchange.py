@@ -1,0 +1,84 @@
+"""One request on its way through the pipeline: everything the stages share.
+
+The HTTP layer makes it from what the client sent and the policy snapshot
+current when the request arrived (whatever reloads come while it runs); each
+stage fills in its part, and the exit halves read what the others left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from compiler.compiled import Decision, Deployment, Request
+from runtime.errors import GatewayError
+
+if TYPE_CHECKING:
+    from runtime.endpoints import Endpoint
+    from runtime.gateway import Gateway, Loaded
+
+Body = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one model, or a model passed over."""
+
+    model: str
+    provider: str
+    outcome: str  # "ok", a status, "timeout", "connect", "malformed", "skipped: ..."
+    seconds: float = 0.0
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome.startswith("skipped")
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    request_id: str
+    endpoint: Endpoint
+    gateway: Gateway
+    loaded: Loaded  # the policy snapshot this request runs on, with its adapters
+    headers: Mapping[str, str]
+    body: Body  # as the client sent it
+    started: float
+
+    # identity: who is calling
+    user: str | None = None
+    team: str | None = None
+    key: str | None = None
+
+    # plan: the checked body, the request as the policy sees it, and its plan
+    parsed: Any = None
+    request: Request | None = None
+    decision: Decision | None = None
+
+    # limits: what was reserved before the call, to settle after it
+    reservations: list[Any] = field(default_factory=list)
+
+    # cache: hit, miss or bypass
+    cache: str = "bypass"
+
+    # chain: the tries, and the answer: a body, or a stream's chunks
+    attempts: list[Attempt] = field(default_factory=list)
+    answered_by: Deployment | None = None
+    answer: Body | None = None
+    chunks: AsyncIterator[Body] | None = None
+
+    # usage: tokens and their cost, from the answer or the stream's chunks
+    include_usage: bool = False  # the client asked for a stream's usage chunk
+    usage: Body = field(default_factory=dict)
+    cost: float | None = None
+
+    # how it ended
+    status: int = 200
+    error: GatewayError | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.error is not None or self.answer is not None or self.chunks is not None
+
+    def tried(self) -> int:
+        return sum(not a.skipped for a in self.attempts)

@@ -1,0 +1,42 @@
+"""Observe: the request's metrics and its access-log line, never a prompt or a key.
+
+Rules are named by their `file:line`, relative to the policy's folder, so a
+label is the same wherever the policy is deployed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.pipeline.exchange import Exchange
+
+
+def leave(exchange: Exchange) -> None:
+    gateway = exchange.gateway
+    metrics = gateway.metrics
+    seconds = gateway.clock() - exchange.started
+    status = str(exchange.status)
+    rule = exchange.decision.where if exchange.decision is not None else ""
+    deployment = exchange.answered_by
+    usage = exchange.usage or None
+    line: dict[str, Any] = {
+        "request_id": exchange.request_id, "path": exchange.endpoint.path,
+        "status": exchange.status,
+        "ms": int(seconds * 100_000) / 100,  # round() is several times slower
+        "model": None, "provider": None, "rule": rule or None, "attempts": None,
+        "tokens": usage, "cost": exchange.cost if usage else None,
+        "cache": exchange.cache, "policy": exchange.loaded.version,
+        "error": exchange.error.message if exchange.error is not None else None}
+    if exchange.attempts:
+        line["attempts"] = [{"model": a.model, "outcome": a.outcome} for a in exchange.attempts]
+    if deployment is None:
+        metrics.requests.add((rule, "", "", status, exchange.cache))
+    else:
+        model, provider = deployment.name, deployment.provider.name
+        metrics.requests.add((rule, model, provider, status, exchange.cache))
+        line.update(model=model, provider=provider)
+        if usage:
+            metrics.tokens.add((model, "prompt"), usage.get("prompt_tokens") or 0)
+            metrics.tokens.add((model, "completion"), usage.get("completion_tokens") or 0)
+    metrics.latency.observe((rule,), seconds)
+    gateway.log.write(line)

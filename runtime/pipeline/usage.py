@@ -1,0 +1,37 @@
+"""Usage: the answer's tokens and what they cost, plain or streamed.
+
+gwc always asks an upstream for a stream's usage, for its own accounting,
+but a client gets the closing usage chunk (`choices: []`) only when it asked
+with `stream_options.include_usage`, as OpenAI's API does: the standard
+`chunk.choices[0].delta` loop of the openai SDK fails on a chunk it did not
+ask for.
+"""
+
+from __future__ import annotations
+
+from runtime.pipeline.exchange import Body, Exchange
+
+
+def enter(exchange: Exchange) -> None:
+    options = exchange.body.get("stream_options")
+    exchange.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+
+def chunk(exchange: Exchange, chunk: Body) -> Body | None:
+    usage = chunk.get("usage")
+    if usage:
+        exchange.usage.update(usage)
+        if not chunk.get("choices") and not exchange.include_usage:
+            return None
+    return chunk
+
+
+def leave(exchange: Exchange) -> None:
+    if exchange.answer is not None:
+        exchange.usage = exchange.answer.get("usage") or {}
+    deployment, usage = exchange.answered_by, exchange.usage
+    if deployment is None or not usage:
+        return
+    model = deployment.model
+    exchange.cost = (usage.get("prompt_tokens") or 0) * (model.input_price or 0.0) + \
+        (usage.get("completion_tokens") or 0) * (model.output_price or 0.0)
