@@ -1,7 +1,9 @@
 """`gwc`: parse the command line and dispatch; each command lives in its own module.
 
 Commands are imported only when run, so `gwc check` loads the parser and the
-passes and nothing of the gateway.
+passes and nothing of the gateway. `gwc serve` is the runtime's, which the
+compiler must not import: it is found through the `gwc.commands` entry point
+group (pyproject.toml), looked up only when that command runs.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from collections.abc import Callable
 from importlib import import_module
 
 from compiler.output import FORMATS
@@ -58,11 +61,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+PLUGGED = ("serve",)  # commands other packages provide, by entry point
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    if name not in PLUGGED:
+        run: Callable[[argparse.Namespace], int] = import_module(
+            f"compiler.commands.{name.replace('-', '_')}").run
+        return run
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="gwc.commands", name=name)
+    if not found:
+        raise SystemExit(f"gwc: '{name}' is not installed (no gwc.commands entry point)")
+    plugged: Callable[[argparse.Namespace], int] = next(iter(found)).load()
+    return plugged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    module = import_module(f"compiler.commands.{args.command.replace('-', '_')}")
+    run = _command(args.command)
     try:
-        code: int = module.run(args)
+        code: int = run(args)
     except BrokenPipeError:
         return 1
     except KeyboardInterrupt:
