@@ -2,8 +2,9 @@
 
 Chains that repeat a target or bury a `deny`, empty pools, budgets over
 models with no price (the budget could never count their spend), requests no
-rule matches, `env()` variables unset here, and plain `http://` to a host
-other than this one.
+rule matches, `env()` variables unset here, plain `http://` to a host other
+than this one, a `resume` no chain can honour and a `prefill` its provider
+cannot take.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from dsl.diagnostics import Related, error, warning
 from dsl.span import Span
 
 LOOPBACK = ("localhost", "::1")
+# Provider types whose API continues a final assistant message: Anthropic's own
+# prefill, vLLM-style servers' `continue_final_message`, and the mock.
+PREFILL_TYPES = ("anthropic", "openai_compatible", "mock")
 
 
 def run(ctx: Context) -> None:
@@ -28,6 +32,8 @@ def run(ctx: Context) -> None:
     _pools(ctx)
     _unpriced(ctx)
     _unmatched(ctx)
+    _resume(ctx)
+    _prefill(ctx)
     for attribute in _attributes(ctx):
         _env(ctx, attribute.value)
         _plain_http(ctx, attribute)
@@ -109,6 +115,56 @@ def _unmatched(ctx: Context) -> None:
                            Span(ctx.route.span.file, ctx.route.span.line, ctx.route.span.column,
                                 ctx.route.span.line, ctx.route.span.column + 5),
                            help="end the route with `otherwise -> MODEL`"))
+
+
+def _resume(ctx: Context) -> None:
+    """`resume = true` needs, after a model that may be cut, one that takes a prefill.
+
+    Reported where it is written: at a provider's own `retry` block when none of
+    that provider's models could resume, at the top-level one when none of the
+    providers that inherit it could.
+    """
+    policy = ctx.policy
+    honoured: set[str] = set()  # providers with a model some chain could resume after
+    for rule in policy.rules:
+        chain = list(dict.fromkeys(models_of(policy, rule.targets)))
+        for i, name in enumerate(chain):
+            if any(policy.models[later].prefill for later in chain[i + 1:]):
+                honoured.add(policy.models[name].provider)
+    inheriting: list[str] = []
+    for name, provider in policy.providers.items():
+        retry = ctx.named["provider"][name].body.blocks().get("retry")
+        own = retry.body.attributes().get("resume") if retry is not None else None
+        if own is None:
+            inheriting += [name] if provider.retry.resume else []
+        elif provider.retry.resume and name not in honoured:
+            _unresumable(ctx, own.span, f"one of '{name}'")
+    top = ctx.unnamed.get("retry")
+    written = top.body.attributes().get("resume") if top is not None else None
+    if written is not None and inheriting and not honoured & set(inheriting):
+        _unresumable(ctx, written.span, "any model")
+
+
+def _unresumable(ctx: Context, where: Span, after: str) -> None:
+    ctx.report(warning(
+        "GW309", f"no chain has a model after {after} that takes a prefill, so a cut "
+                 "stream can never resume", where,
+        help="give a later model in the chain `prefill = true` (its provider must continue "
+             "an assistant message), or drop `resume`"))
+
+
+def _prefill(ctx: Context) -> None:
+    for name, model in ctx.policy.models.items():
+        provider = ctx.policy.providers[model.provider]
+        if not model.prefill or provider.type in PREFILL_TYPES:
+            continue
+        attribute = ctx.named["model"][name].body.attributes()["prefill"]
+        ctx.report(warning(
+            "GW310", f"model '{name}' is on provider '{provider.name}' (type "
+                     f"{provider.type}), whose API does not continue an assistant message",
+            attribute.span,
+            help=f"prefill works on {', '.join(PREFILL_TYPES)} providers; on this one a "
+                 "resumed stream would start its answer afresh"))
 
 
 def _attributes(ctx: Context) -> Iterator[ast.Attribute]:
