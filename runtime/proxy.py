@@ -22,11 +22,11 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime import pipeline
 from runtime.endpoints import Endpoint
 from runtime.errors import GatewayError, UpstreamError
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
+from runtime.pipeline import PIPELINE
 from runtime.pipeline.exchange import Exchange
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -139,7 +139,7 @@ class Proxy:
                             gateway.clock())
         try:
             exchange.body = await read_json(headers, receive, self.max_body)
-            await self.hangups.guard(receive, pipeline.enter(exchange))
+            await self.hangups.guard(receive, PIPELINE.enter(exchange))
         except GatewayError as error:
             exchange.error, exchange.status = error, error.status
         except Exception as exc:  # a bug of ours: the client gets a 500, the log the traceback
@@ -163,7 +163,7 @@ class Proxy:
 
     async def leave(self, exchange: Exchange) -> None:
         try:
-            await pipeline.leave(exchange)
+            await PIPELINE.leave(exchange)
         except Exception as exc:
             logger.exception("unexpected error on the way out", exc_info=exc)
             if exchange.error is None and exchange.chunks is None:
@@ -174,7 +174,7 @@ class Proxy:
                      ) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
-                out = pipeline.outgoing(exchange, chunk)
+                out = PIPELINE.outgoing(exchange, chunk)
                 if out is not None:
                     yield b"data: " + orjson.dumps(out) + b"\n\n"
             yield b"data: [DONE]\n\n"

@@ -50,55 +50,57 @@ STAGES: list[Stage] = [
 ]
 
 
-def _halves(attr: str, stages: list[Stage]) -> list[tuple[Any, bool]]:
-    """Each stage's half, with whether it must be awaited, worked out once."""
-    found = [getattr(s, attr) for s in stages if getattr(s, attr) is not None]
-    return [(half, inspect.iscoroutinefunction(half)) for half in found]
+class Pipeline:
+    """A table of stages, run: its halves looked up (and whether each is awaited) once."""
 
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+        self._enters = _halves([s.enter for s in stages])
+        self._leaves = _halves([s.leave for s in reversed(stages)])
+        self._chunks = [s.chunk for s in reversed(stages) if s.chunk is not None]
 
-_ENTERS = _halves("enter", STAGES)
-_LEAVES = _halves("leave", STAGES[::-1])
-_CHUNKS = [s.chunk for s in STAGES[::-1] if s.chunk is not None]
-
-
-async def enter(exchange: Exchange) -> None:
-    """The entry halves, in order, until one answers. A refusal is kept on the
-    exchange (its status too); anything else raised is a bug, and propagates."""
-    try:
-        for half, awaited in _ENTERS:
-            if awaited:
-                await half(exchange)
-            else:
-                half(exchange)
-            if exchange.answered:
-                return
-    except GatewayError as error:
-        exchange.error, exchange.status = error, error.status
-
-
-async def leave(exchange: Exchange) -> None:
-    """The exit halves, in reverse order; every one runs, whatever another raised."""
-    failure: BaseException | None = None
-    for half, awaited in _LEAVES:
+    async def enter(self, exchange: Exchange) -> None:
+        """The entry halves, in order, until one answers. A refusal is kept on the
+        exchange (its status too); anything else raised is a bug, and propagates."""
         try:
-            if awaited:
-                await half(exchange)
-            else:
-                half(exchange)
-        except Exception as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+            for half, awaited in self._enters:
+                if awaited:
+                    await half(exchange)
+                else:
+                    half(exchange)
+                if exchange.answered:
+                    return
+        except GatewayError as error:
+            exchange.error, exchange.status = error, error.status
+
+    async def leave(self, exchange: Exchange) -> None:
+        """The exit halves, in reverse order; every one runs, whatever another raised."""
+        failure: Exception | None = None
+        for half, awaited in self._leaves:
+            try:
+                if awaited:
+                    await half(exchange)
+                else:
+                    half(exchange)
+            except Exception as exc:  # one bug must not cost the others' work, or the log
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def outgoing(self, exchange: Exchange, chunk: Body) -> Body | None:
+        """A stream chunk as it leaves: through each stage's chunk half, innermost first."""
+        for half in self._chunks:
+            result = half(exchange, chunk)
+            if result is None:
+                return None
+            chunk = result
+        return chunk
 
 
-def outgoing(exchange: Exchange, chunk: Body) -> Body | None:
-    """A stream chunk as it leaves: through each stage's chunk half, innermost first."""
-    for half in _CHUNKS:
-        result = half(exchange, chunk)
-        if result is None:
-            return None
-        chunk = result
-    return chunk
+def _halves(halves: list[Half | None]) -> list[tuple[Any, bool]]:
+    return [(h, inspect.iscoroutinefunction(h)) for h in halves if h is not None]
 
 
-__all__ = ["STAGES", "Attempt", "Exchange", "Stage", "enter", "leave", "outgoing"]
+PIPELINE = Pipeline(STAGES)
+
+__all__ = ["PIPELINE", "STAGES", "Attempt", "Exchange", "Pipeline", "Stage"]
