@@ -5,6 +5,11 @@ reads what the stages before it left in the context and reports into it.
 Ordering matters: names can only be resolved once collected, conditions are
 lowered once attribute types are known, and the lints that need exact
 analysis read the lowered policy.
+
+A file with syntax errors still goes through every pass: LoadImports keeps
+the declarations the errors left whole, and the passes check those (see
+`Context.may_have_lost`). Only the decision graph, and so the analyses read
+off it, waits for a policy that parses.
 """
 
 from __future__ import annotations
@@ -46,6 +51,4 @@ def run_passes(ctx: Context, timings: dict[str, float] | None = None) -> Context
         run(ctx)
         if timings is not None:
             timings[name] = time.perf_counter() - started
-        if not ctx.syntax_ok:
-            break  # a file that does not parse has no tree for the rest to read
     return ctx

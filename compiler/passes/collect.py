@@ -32,7 +32,7 @@ def run(ctx: Context) -> None:
                 ctx.report(error("GW109", "a policy has one 'route' block; this is a second",
                                  decl.span, help="merge the rules into the first 'route' block",
                                  related=[Related(ctx.route.span, "the first 'route' block")]))
-    if ctx.route is None:
+    if ctx.route is None and not ctx.may_have_lost(None, ("route",)):
         ctx.report(error("GW109", "the policy has no 'route' block", Span.point(ctx.root, 1, 1),
                          help="add `route { otherwise -> MODEL }`; a file of shared "
                               "declarations is checked through the policy that imports it"))

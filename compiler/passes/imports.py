@@ -4,6 +4,8 @@ Paths are relative to the importing file. A file imported twice (a diamond)
 is read once; a file that imports itself, directly or not, is an error at the
 import that closes the cycle. Declarations keep file order, an imported
 file's standing where its `import` does.
+
+A file with syntax errors contributes the declarations they left whole.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from compiler.context import Context
 from dsl import ast
 from dsl.diagnostics import error
-from dsl.parser import decode, parse
+from dsl.parser import decode, parse_partial
 from dsl.span import Span
 
 
@@ -38,18 +40,23 @@ def _load(ctx: Context, path: str, stack: list[str], via: ast.Import | None) -> 
         ctx.report(error("GW110", f"cannot read '{path}': {exc.strerror or exc}", where,
                          help="import paths are relative to the importing file"))
         ctx.syntax_ok = False
+        ctx.unread = True
         return
     text, diagnostics = decode(data, path)
-    module = None
-    if text is not None:
-        ctx.sources[path] = text
-        module, diagnostics = parse(text, path)
-    for diagnostic in diagnostics:
-        ctx.report(diagnostic)
-    if module is None:
+    if text is None:
+        for diagnostic in diagnostics:
+            ctx.report(diagnostic)
         ctx.syntax_ok = False
+        ctx.unread = True
         return
-    for decl in module.decls:
+    ctx.sources[path] = text
+    parsed = parse_partial(text, path)
+    for diagnostic in parsed.diagnostics:
+        ctx.report(diagnostic)
+    if parsed.diagnostics:
+        ctx.syntax_ok = False
+    ctx.dropped.extend(parsed.dropped)
+    for decl in parsed.module.decls:
         if isinstance(decl, ast.Import):
             target = os.path.normpath(os.path.join(os.path.dirname(path), decl.path.value))
             _load(ctx, target, [*stack, path], decl)

@@ -1,4 +1,8 @@
-"""ResolveNames: every name a policy uses refers to something it declares."""
+"""ResolveNames: every name a policy uses refers to something it declares.
+
+A name a syntax error may have taken the declaration of is not reported:
+that declaration's own error says what is wrong.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def run(ctx: Context) -> None:
     def check(name: ast.Ident | ast.ModelTarget, table: dict[str, ast.NamedDecl], what: str,
               code: str = "GW101") -> None:
         text = name.name
-        if text in table:
+        if text in table or ctx.may_have_lost(text, tuple(what.split(" or "))):
             return
         close = suggestion(text, table)
         declared = ", ".join(sorted(table)[:8]) + (", ..." if len(table) > 8 else "")

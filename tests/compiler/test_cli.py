@@ -51,6 +51,21 @@ def test_check_exit_codes(policy) -> None:  # type: ignore[no-untyped-def]
     assert gwc("check", "--format", "xml", warned).returncode == 2
 
 
+def test_syntax_errors_do_not_hide_the_other_problems(policy) -> None:  # type: ignore[no-untyped-def]
+    path = policy('provider local {\n  type    = mock\n  timeout = 5M\n}\n'
+                  'model fast { provider = local }\nmodel smart {\n  provider = local\n\n'
+                  'route {\n  when model == "smart" -> smart\n  otherwise -> fats\n}\n')
+    result = gwc("check", "--format", "json", path)
+    assert result.returncode == 1
+    found = [(d["code"], d["line"]) for d in json.loads(result.stdout)["diagnostics"]]
+    assert found == [("GW201", 3), ("GW006", 6), ("GW101", 11)]
+    for command in (["compile", path], ["explain", path, "--request", "{}"], ["test", path]):
+        refused = gwc(*command)
+        assert refused.returncode == 1 and "GW006" in refused.stderr, command
+        assert refused.stdout in (
+            "", f"FAIL {path}: the policy does not check\n0 passed, 1 failed\n")
+
+
 def test_check_json_has_the_documented_shape(policy) -> None:  # type: ignore[no-untyped-def]
     result = gwc("check", "--format", "json", policy(BROKEN))
     report = json.loads(result.stdout)

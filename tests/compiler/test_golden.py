@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-CASES = [("mistakes.gw", "text"), ("problems.gw", "text"), ("problems.gw", "json"),
+CASES = [("mistakes.gw", "text"), ("broken.gw", "text"), ("broken.gw", "json"),
+         ("problems.gw", "text"), ("problems.gw", "json"),
          ("problems.gw", "sarif"), ("problems.gw", "github")]
 
 

@@ -60,6 +60,60 @@ def test_a_policy_needs_exactly_one_route(compile_text) -> None:
     assert_diagnostic(ctx, "GW109", 6, 1, "a policy has one 'route' block; this is a second")
 
 
+# ---------------------------------------------- syntax errors and the rest
+
+def test_syntax_errors_leave_the_rest_of_the_file_checked(compile_text) -> None:
+    ctx = compile_text("""\
+        provider local {
+          type    = mock
+          timeout = 5M
+        }
+        model fast { provider = local; input = $1/1M; output = $2/1M }
+        model smart {
+          provider = local
+          input    = $3/1M
+        route {
+          when model == "smart" -> smart, fast
+          when team == "a"      -> fats
+          otherwise             -> fast
+        }
+        """)
+    assert [(d.code, d.span.line) for d in ctx.diagnostics] == [
+        ("GW201", 3), ("GW006", 6), ("GW101", 11)]
+    assert_diagnostic(ctx, "GW101", 11, 28, "unknown model or pool 'fats' (did you mean 'fast'?)",
+                      underlined="fats")
+    assert not ctx.syntax_ok and ctx.graph is None  # `smart` is not blamed, nor the graph built
+
+
+@pytest.mark.parametrize(("broken", "rest"), [
+    ("model b {\n  provider = local\n", ROUTE.replace("a", "b")),  # unclosed, used by the route
+    ("modle b { provider = local }\n", ROUTE.replace("a", "b")),   # a misspelt keyword
+    ("pool b\n  members = [a]\n}\n", ROUTE.replace("a", "b")),    # a header that cannot be read
+    ("provider local { type: mock }\nmodel b { provider = local }\n", ROUTE.replace("a", "b")),
+    ("model a { provider = local }\nroute {\n  otherwise -> a\n", ""),  # the route, unclosed
+    ("model b { provider = local; route { otherwise -> b } }\n", ""),  # swallowed by a model
+    ("route {\n  when team ==\n", ""),                               # given up on
+    ('import common.gw\n', ROUTE.replace("a", "x")),                 # anything, from an import
+])
+def test_nothing_is_blamed_on_what_a_syntax_error_dropped(compile_text, broken: str,
+                                                          rest: str) -> None:
+    ctx = compile_text("provider local { type = mock }\n" + broken + "\n" + rest)
+    assert ctx.diagnostics and all(d.code < "GW100" for d in ctx.diagnostics), \
+        [(d.code, d.message) for d in ctx.diagnostics]
+
+
+def test_a_syntax_error_in_an_import_leaves_both_files_checked(compile_text) -> None:
+    ctx = compile_text('import "lib.gw"\nmodel a { provider = local; timeout = 5M }\n' + ROUTE,
+                       files={"lib.gw": "provider local { type = mock }\nmodel b {\n"})
+    assert [(d.span.file.rsplit("/", 1)[-1], d.code) for d in ctx.diagnostics] == [
+        ("lib.gw", "GW006"), ("policy.gw", "GW201")]
+
+
+def test_an_unreadable_import_blames_nothing_on_what_it_lacks(compile_text) -> None:
+    ctx = compile_text('import "missing.gw"\nmodel a { provider = p }\n')
+    assert [d.code for d in ctx.diagnostics] == ["GW110"]
+
+
 # -------------------------------------------------------- CheckAttributes
 
 @pytest.mark.parametrize(("attribute", "message"), [

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from dsl import ast
-from dsl.parser import parse, parse_bytes, unescape
+from dsl.parser import parse, parse_bytes, parse_partial, unescape
 
 
 def errors(text: str) -> list[tuple[int, int, str, str]]:
@@ -132,3 +132,100 @@ def test_a_keyword_after_a_string_is_a_name_where_only_a_name_fits() -> None:
     assert diagnostics == [] and module is not None
     assert [type(d).__name__ for d in module.decls] == ["NamedDecl", "TestDecl", "Import",
                                                        "RouteDecl"]
+
+
+# ------------------------------------------------- what recovery leaves whole
+
+BROKEN = '''provider local {
+  type    = mock
+  timeout = 5M
+}
+
+model fast { provider = local }
+
+model smart {
+  provider = local
+
+route {
+  when model == "smart" -> smart, fast
+  when team = "a"       -> fast
+  otherwise             -> fats
+}
+'''
+
+
+def test_a_partial_parse_keeps_every_declaration_no_error_fell_inside() -> None:
+    parsed = parse_partial(BROKEN, "b.gw")
+    assert [(d.code, d.span.line, d.span.column) for d in parsed.diagnostics] == [
+        ("GW006", 8, 13), ("GW008", 13, 13)]
+    kept = parsed.module.decls
+    assert [getattr(d, "name", None) for d in kept[:2]] == [ast.Ident(None, "local"),  # type: ignore[arg-type]
+                                                           ast.Ident(None, "fast")]  # type: ignore[arg-type]
+    route = kept[2]
+    assert isinstance(route, ast.RouteDecl) and len(kept) == 3
+    assert [r.span.line for r in route.rules] == [12, 14]  # the rule with `=` for `==` is dropped
+    assert [(d.span.line, d.names) for d in parsed.dropped] == [
+        (8, frozenset({"smart"})), (13, frozenset())]
+
+
+def test_a_declaration_keyword_starting_a_line_ends_an_unclosed_block() -> None:
+    parsed = parse_partial('model m {\n  provider = p\n  retry { attempts = 2\n\n'
+                           'route { otherwise -> m }\n', "u.gw")
+    assert [(d.code, d.message) for d in parsed.diagnostics] == [
+        ("GW006", "unclosed '{': 'route' starts before its '}'")]
+    assert parsed.diagnostics[0].span.line == 3  # the innermost block left open
+    (route,) = parsed.module.decls
+    assert isinstance(route, ast.RouteDecl) and len(route.rules) == 1
+    # the same words inside a block are names, in every other shape
+    module, diagnostics = parse('test "t" {\n  given { model = "m" }\n  expect {\n'
+                                '    route = [a]\n  }\n}\n', "n.gw")
+    assert diagnostics == [] and module is not None
+
+
+def test_an_unfinished_declaration_is_given_up_on_at_the_next_one() -> None:
+    parsed = parse_partial('budget per team\nroute { otherwise -> m }\nquota per', "f.gw")
+    assert [(d.code, d.span.line) for d in parsed.diagnostics] == [("GW001", 2), ("GW001", 3)]
+    assert [type(d).__name__ for d in parsed.module.decls] == ["RouteDecl"]
+
+
+@pytest.mark.parametrize(("text", "names", "kinds"), [
+    ("model smart {\n  provider = p\n", {"smart"}, set()),
+    ("modle smart { provider = p }\n", {"smart"}, set()),
+    ("model {\n  provider = p\n", set(), {"model"}),
+    ("pool p\n  members = [a]\n}\n", set(), {"pool"}),
+    ('import common.gw\n', set(), {"*"}),
+    ("m%ute { otherwise -> a }\n", set(), {"*"}),
+    ("model m { provider = p; route { otherwise -> m } }\n", {"m"}, {"route"}),
+])
+def test_a_dropped_part_says_what_it_may_have_declared(text: str, names: set[str],
+                                                        kinds: set[str]) -> None:
+    parsed = parse_partial("provider p { type = mock }\n" + text, "d.gw")
+    assert parsed.diagnostics
+    assert [type(d).__name__ for d in parsed.module.decls] == ["NamedDecl"]
+    assert set().union(*(d.names for d in parsed.dropped)) == names
+    assert set().union(*(d.kinds for d in parsed.dropped)) == kinds
+
+
+def test_a_file_given_up_on_keeps_the_declarations_before() -> None:
+    text = "provider p { type = mock }\n" + "model { = }\n" * 200
+    parsed = parse_partial(text, "g.gw")
+    assert parsed.diagnostics[-1].code == "GW009"
+    assert [type(d).__name__ for d in parsed.module.decls] == ["NamedDecl"]
+    assert any("*" in d.kinds or "model" in d.kinds for d in parsed.dropped)
+
+
+def test_a_long_chain_of_and_is_one_level_deep() -> None:
+    for op in ("and", "or"):
+        module, diagnostics = parse(
+            "route { when " + f" {op} ".join(['team == "a"'] * 300) + " -> a }", "c.gw")
+        assert diagnostics == [] and module is not None
+    parsed = parse_partial('route {\n  when ' + "not " * 150 + 'stream -> a\n'
+                           '  otherwise -> a\n}\n', "n.gw")
+    assert [d.code for d in parsed.diagnostics] == ["GW005"]
+    (route,) = parsed.module.decls
+    assert isinstance(route, ast.RouteDecl) and len(route.rules) == 1  # the deep rule dropped
+
+
+def test_unprintable_characters_are_named_escaped() -> None:
+    assert errors("route \x1b{ otherwise -> a }") == [
+        (1, 7, "GW002", "unexpected character '\\x1b'")]
