@@ -2,7 +2,8 @@
 
 A file that another given file imports is checked as part of that one, not
 on its own: `gwc check examples/*.gw` checks a shared `common.gw` through the
-policies that import it.
+policies that import it. A path that is not a regular file of at most
+`dsl.source.MAX_BYTES` is refused with exit code 2, like a missing one.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from compiler.context import Context
 from compiler.driver import check
 from compiler.output import Report, render
 from dsl.diagnostics import Diagnostic, sort_key
+from dsl.source import SourceError, read_source
 
 
 def checked(files: list[str]) -> tuple[list[Context], int | None]:
     """Check each file as a root, dropping roots another root imports."""
     for path in files:
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            return [], fail(f"cannot read '{path}'")
+        try:
+            read_source(path)  # a FIFO or a device is refused here, not waited on
+        except SourceError as exc:
+            return [], fail(f"cannot read '{path}': {exc}")
     contexts = [check(os.path.normpath(path)) for path in dict.fromkeys(files)]
     roots = []
     for ctx in contexts:

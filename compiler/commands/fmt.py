@@ -10,16 +10,16 @@ from compiler.commands import fail
 from compiler.output import Report, render
 from dsl.format import format_module
 from dsl.parser import decode, parse
+from dsl.source import SourceError, read_source
 
 
 def run(args: argparse.Namespace) -> int:
     changed = broken = 0
     for path in args.files:
         try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            return fail(f"cannot read '{path}': {exc.strerror}")
+            data = read_source(path)
+        except SourceError as exc:
+            return fail(f"cannot read '{path}': {exc}")
         text, diagnostics = decode(data, path)
         module = None
         if text is not None:

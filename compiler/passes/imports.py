@@ -5,7 +5,9 @@ is read once; a file that imports itself, directly or not, is an error at the
 import that closes the cycle. Declarations keep file order, an imported
 file's standing where its `import` does.
 
-A file with syntax errors contributes the declarations they left whole.
+Only regular files are read, up to `dsl.source.MAX_BYTES`; anything else (a
+FIFO, a device, a directory, a huge file) is GW110 like a missing file. A
+file with syntax errors contributes the declarations they left whole.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from compiler.context import Context
 from dsl import ast
 from dsl.diagnostics import error
 from dsl.parser import decode, parse_partial
+from dsl.source import MAX_BYTES, SourceError, read_source
 from dsl.span import Span
 
 
@@ -33,12 +36,14 @@ def _load(ctx: Context, path: str, stack: list[str], via: ast.Import | None) -> 
     if path in ctx.sources:
         return
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
+        data = read_source(path)
+    except SourceError as exc:
         where = via.path.span if via else Span.point(path, 1, 1)
-        ctx.report(error("GW110", f"cannot read '{path}': {exc.strerror or exc}", where,
-                         help="import paths are relative to the importing file"))
+        if exc.missing:
+            advice = "import paths are relative to the importing file"
+        else:
+            advice = f"a policy is a regular file of at most {MAX_BYTES // (1 << 20)} MiB"
+        ctx.report(error("GW110", f"cannot read '{path}': {exc}", where, help=advice))
         ctx.syntax_ok = False
         ctx.unread = True
         return

@@ -21,10 +21,12 @@ WARNED = ('provider p { type = mock }\nmodel a { provider = p }\n'
           'route {\n  when team == "x" -> a\n}\n')
 
 
-def gwc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def gwc(*args: str, cwd: Path | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "compiler.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
 
 
 @pytest.fixture
@@ -46,9 +48,25 @@ def test_check_exit_codes(policy) -> None:  # type: ignore[no-untyped-def]
     assert gwc("check", "--strict", warned).returncode == 1
     missing = gwc("check", "/nonexistent/x.gw")
     assert missing.returncode == 2
-    assert missing.stderr == "gwc: cannot read '/nonexistent/x.gw'\n"
+    assert missing.stderr == "gwc: cannot read '/nonexistent/x.gw': No such file or directory\n"
     assert gwc("check").returncode == 2
     assert gwc("check", "--format", "xml", warned).returncode == 2
+
+
+@pytest.mark.parametrize("command", ["check", "test", "fmt"])
+def test_a_file_on_the_command_line_must_be_a_regular_file_of_policy_size(
+        tmp_path: Path, command: str) -> None:
+    fifo, folder, big = tmp_path / "fifo.gw", tmp_path / "folder.gw", tmp_path / "big.gw"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    with open(big, "wb") as handle:
+        handle.truncate(5 << 20)
+    for path, reason in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                         (folder, "it is a directory"),
+                         (big, "larger than 4 MiB, too large for a policy")):
+        result = gwc(command, str(path), timeout=20)  # a FIFO must not be waited on
+        assert result.returncode == 2, (path, result.stderr)
+        assert result.stderr == f"gwc: cannot read '{path}': {reason}\n"
 
 
 def test_syntax_errors_do_not_hide_the_other_problems(policy) -> None:  # type: ignore[no-untyped-def]

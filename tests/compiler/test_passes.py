@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from compiler.passes import PASSES
+from dsl.source import MAX_BYTES
 from tests.conftest import MOCK, assert_diagnostic, codes
 
 ROUTE = "route { otherwise -> a }\n"
@@ -58,6 +61,22 @@ def test_a_policy_needs_exactly_one_route(compile_text) -> None:
     assert "GW109" in codes(compile_text(MOCK))
     ctx = compile_text(MOCK + ROUTE + ROUTE)
     assert_diagnostic(ctx, "GW109", 6, 1, "a policy has one 'route' block; this is a second")
+
+
+def test_an_import_that_is_not_a_regular_file_is_an_error_not_a_hang(compile_text,
+                                                                    tmp_path) -> None:
+    os.mkfifo(tmp_path / "fifo.gw")
+    (tmp_path / "dir.gw").mkdir()
+    big = tmp_path / "big.gw"
+    with open(big, "wb") as handle:
+        handle.truncate(MAX_BYTES + 1)
+    ctx = compile_text('import "fifo.gw"\nimport "/dev/zero"\nimport "dir.gw"\n'
+                       'import "big.gw"\n' + MOCK + ROUTE)
+    found = sorted((d.span.line, d.code, d.message.split(": ", 1)[1]) for d in ctx.diagnostics)
+    assert found == [(1, "GW110", "not a regular file"), (2, "GW110", "not a regular file"),
+                     (3, "GW110", "it is a directory"),
+                     (4, "GW110", "larger than 4 MiB, too large for a policy")]
+    assert ctx.graph is None
 
 
 # ---------------------------------------------- syntax errors and the rest
