@@ -1,4 +1,9 @@
-"""`gwc fmt FILE...`: rewrite in canonical layout; `--check` and `--diff` write nothing."""
+"""`gwc fmt FILE...`: rewrite in canonical layout; `--check` and `--diff` write nothing.
+
+Each file that changes gets a line on standard output; a summary of all of
+them goes to standard error (so that `--diff` stays a clean patch), saying
+so when every file is already formatted.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +47,22 @@ def run(args: argparse.Namespace) -> int:
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(formatted)
             print(f"reformatted {path}")
+    unchanged = len(args.files) - changed - broken
+    sys.stderr.write(_summary(changed, unchanged, broken, args.check or args.diff) + "\n")
     if broken:
         return 1
     return 1 if args.check and changed else 0
+
+
+def _summary(changed: int, unchanged: int, broken: int, dry_run: bool) -> str:
+    """`3 files already formatted`, `1 file would be reformatted, 2 files already formatted`."""
+    def files(count: int) -> str:
+        return f"{count} file" + ("" if count == 1 else "s")
+    parts = []
+    if changed:
+        parts.append(files(changed) + (" would be reformatted" if dry_run else " reformatted"))
+    if unchanged or not (changed or broken):
+        parts.append(files(unchanged) + " already formatted")
+    if broken:
+        parts.append(files(broken) + " left alone: syntax errors")
+    return ", ".join(parts)

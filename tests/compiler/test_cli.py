@@ -165,6 +165,19 @@ def test_fmt_check_diff_and_rewrite(policy) -> None:  # type: ignore[no-untyped-
     assert gwc("fmt", "--check", path).returncode == 0
 
 
+def test_fmt_check_says_so_when_all_is_well(policy) -> None:  # type: ignore[no-untyped-def]
+    files = sorted(str(p) for p in EXAMPLES.glob("*.gw"))
+    clean = gwc("fmt", "--check", *files)
+    assert clean.returncode == 0 and clean.stdout == ""
+    assert clean.stderr == f"{len(files)} files already formatted\n"
+    one = gwc("fmt", "--check", files[0])
+    assert one.returncode == 0 and one.stderr == "1 file already formatted\n"
+    messy = policy("route{otherwise->a}\n")
+    mixed = gwc("fmt", "--check", messy, *files)
+    assert mixed.returncode == 1 and mixed.stdout == f"would reformat {messy}\n"
+    assert mixed.stderr == f"1 file would be reformatted, {len(files)} files already formatted\n"
+
+
 def test_fmt_leaves_a_file_that_does_not_parse_alone(policy) -> None:  # type: ignore[no-untyped-def]
     path = policy("route { otherwise -> }\n")
     result = gwc("fmt", path)
