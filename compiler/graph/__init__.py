@@ -28,17 +28,23 @@ class Graph:
         return self._evaluator.evaluate(request)
 
     def trace(self, request: Request) -> tuple[Plan, list[tuple[int, str]]]:
-        """The plan and the nodes visited on the way, each with the reason taken."""
-        path: list[tuple[int, str]] = []
-        return self._walk(self.root, request, path), path
+        """The plan and the tests on the way, each with the node it led to.
 
-    def _walk(self, index: int, request: Request, path: list[tuple[int, str]]) -> Plan:
+        Each test appears once: the limits' sub-graph, walked after the
+        route's, asks again about attributes the route already switched on
+        (`team is 'research'`), and saying so twice tells the reader nothing.
+        """
+        path: dict[str, int] = {}
+        plan = self._walk(self.root, request, path)
+        return plan, [(index, why) for why, index in path.items()]
+
+    def _walk(self, index: int, request: Request, path: dict[str, int]) -> Plan:
         while not isinstance(node := self.nodes[index], Leaf):
             if isinstance(node, Product):
                 return joined(self._walk(node.route, request, path),
                               self._walk(node.limits, request, path))
             index, why = step(node, request)
-            path.append((index, why))
+            path.setdefault(why, index)
         return self.plans[node.plan]
 
 

@@ -28,7 +28,6 @@ def gwc(*args: str, cwd: Path | None = None,
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-
 @pytest.fixture
 def policy(tmp_path: Path):  # type: ignore[no-untyped-def]
     def write(text: str, name: str = "p.gw") -> str:
@@ -235,6 +234,17 @@ def test_explain_json_has_the_documented_shape() -> None:
     assert [b["subject"] for b in plan["budgets"]] == ['team "research"']
     assert plan["cache"]["mode"] == "semantic"
     assert plan["path"] and all({"node", "test"} == set(step) for step in plan["path"])
+
+
+def test_explain_names_each_test_on_the_path_once() -> None:
+    result = gwc("explain", str(EXAMPLES / "production.gw"), "--format", "json",
+                 "--request", REQUEST)
+    tests = [step["test"] for step in json.loads(result.stdout)["path"]]
+    assert "team is 'research'" in tests and "model is 'smart'" in tests
+    assert len(tests) == len(set(tests)), tests
+    text = gwc("explain", str(EXAMPLES / "production.gw"), "--request", REQUEST).stdout
+    (path,) = [line for line in text.splitlines() if line.startswith("path:")]
+    assert path.count("team is 'research'") == 1 and path.count("model is 'smart'") == 1
 
 
 def test_explain_resolves_requested_and_keeps_pools() -> None:
