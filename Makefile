@@ -1,27 +1,38 @@
 # Two entry points, both starting from a bare clone:
-#   make demo  - set up, check the example policies, then serve examples/quickstart.gw
-#   make test  - set up, then lint, type-check and run the test suite
+#   make demo  - install gwc and what serving needs, check and test
+#                examples/quickstart.gw, then serve it
+#   make test  - install gwc with the test tools, then lint, type-check and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per install: the demo needs the package, the tests also its test tools.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo examples test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-demo: examples
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(DEMO_STAMP)
+	$(BIN)/gwc check examples/quickstart.gw
+	$(BIN)/gwc test examples/quickstart.gw
 	$(BIN)/gwc serve examples/quickstart.gw --watch
 
-examples: $(STAMP)
+examples: $(DEMO_STAMP)  # every example; production.gw warns of API keys unset here
 	$(BIN)/gwc check examples/*.gw
 	$(BIN)/gwc test examples/*.gw
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/gwc fmt --check examples/*.gw
@@ -29,7 +40,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)  # the HTTP benchmarks also need nginx and wrk (apt-get install nginx-light wrk)
+bench: $(DEMO_STAMP)  # the HTTP benchmarks also need nginx and wrk (apt-get install nginx-light wrk)
 	$(BIN)/python -m bench.compiler_bench
 	$(BIN)/python -m bench.upstream_client
 	$(BIN)/python -m bench.overhead
