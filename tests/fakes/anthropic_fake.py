@@ -1,7 +1,11 @@
 """A fake of Anthropic's Messages API, plain and streamed, with tool use.
 
 It answers with a `tool_use` block when the request offers tools and the last
-turn is not a tool result; otherwise with text naming the model.
+turn is not a tool result; otherwise with text naming the model. Besides the
+models `Script` knows: `too-long` answers Anthropic's 400 for a prompt over
+the context; `overloaded` its 529 `overloaded_error`; `no-stop` streams
+everything but the closing `message_stop`; `bad-event` streams a malformed
+event after `message_start`; `junk` answers 200 with a body that is not JSON.
 """
 
 from __future__ import annotations
@@ -45,10 +49,21 @@ def app(script: Script) -> Starlette:
         body = await request.json()
         if "max_tokens" not in body:
             return _error(400, "invalid_request_error", "max_tokens: Field required")
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return _error(400, "invalid_request_error",
+                          "messages: at least one message is required")
         call = script.record(body["model"], dict(request.headers), body)
         failure = await script.failure(body["model"], call)
         if failure:
             return _error(failure[0], "api_error", f"scripted {failure[0]}", failure[1])
+        if body["model"] == "too-long":
+            return _error(400, "invalid_request_error",
+                          "prompt is too long: 208310 tokens > 200000 maximum")
+        if body["model"] == "overloaded":
+            return _error(529, "overloaded_error", "Overloaded")
+        if body["model"] == "junk":
+            return Response(b"<html>upstream went away</html>", 200,
+                            media_type="application/json")
         content = _content(body)
         stop = "tool_use" if content[0]["type"] == "tool_use" else "end_turn"
         usage = {"input_tokens": 12, "output_tokens": 6, "cache_creation_input_tokens": 0,
@@ -66,6 +81,8 @@ def app(script: Script) -> Starlette:
                                                       "stop_reason": None,
                                                       "usage": {**usage, "output_tokens": 1}}})
             yield event("ping", {})
+            if body["model"] == "bad-event":
+                yield b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
             block = content[0]
             if block["type"] == "tool_use":
                 yield event("content_block_start", {"index": 0, "content_block": {
@@ -85,7 +102,8 @@ def app(script: Script) -> Starlette:
             yield event("content_block_stop", {"index": 0})
             yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                           "usage": {"output_tokens": 6}})
-            yield event("message_stop", {})
+            if body["model"] != "no-stop":
+                yield event("message_stop", {})
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])

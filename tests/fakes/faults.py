@@ -39,6 +39,12 @@ asks for, like `Script` in `tests.fakes`:
 - `resume-refuse`: 400 to a final assistant message or to those fields;
   else the whole text.
 
+A policy's model name cannot start with a digit, so each status fault also
+answers to its name with `status-` in front (`status-429-retry-after`,
+`status-503`). While `raw` is set, every POST, to any path, is answered with exactly those
+bytes (status line and headers included), and the connection closed: the way
+to put arbitrary junk on the wire.
+
 `resume-cut` continues a prefix as `resume-continue` does, so a stream cut
 there can be resumed on the same model. `take_down(model)` makes a model
 (or, without one, the whole server) answer 503 until `bring_back`; `GET
@@ -99,6 +105,7 @@ class Faults:
     hold: float = 30.0  # the longest a silent or stalled answer waits for its client to leave
     resume_words: int = 60
     resume_cut_at: int = 40
+    raw: bytes | None = None
     all_down: bool = False
     down: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
@@ -249,6 +256,10 @@ class Fake:
 
     async def answer(self, connection: Connection, request: Request) -> bool:
         """Answer one request; whether the connection can take another."""
+        if request.method == "POST" and self.faults.raw is not None:
+            connection.writer.write(self.faults.raw)
+            await connection.writer.drain()
+            return False
         if request.method == "GET" and request.path.startswith("/v1/models"):
             await self.models(connection, request.path.removeprefix("/v1/models").strip("/"))
             return True
@@ -293,22 +304,23 @@ class Fake:
                    stream: bool, key: str) -> bool:
         faults = self.faults
         call = len(faults.calls_to(model))
-        if faults.is_down(model) or model == "503":
+        fault = model.removeprefix("status-")  # a policy's model name cannot start with a digit
+        if faults.is_down(model) or fault == "503":
             await connection.json(503, _error("The server is overloaded or not ready yet.",
                                               "server_error"))
             return True
-        if model in ("429-retry-after", "429-retry-after-date") and call == 1:
-            when = f"{faults.retry_after:g}" if model == "429-retry-after" else \
+        if fault in ("429-retry-after", "429-retry-after-date") and call == 1:
+            when = f"{faults.retry_after:g}" if fault == "429-retry-after" else \
                 email.utils.formatdate(time.time() + faults.retry_after, usegmt=True)
             await connection.json(429, _error("Rate limit reached for requests",
                                               "requests", "rate_limit_exceeded"),
                                   {"retry-after": when})
             return True
-        if model == "429":
+        if fault == "429":
             await connection.json(429, _error("You exceeded your current quota.",
                                               "insufficient_quota", "insufficient_quota"))
             return True
-        if model == "500-once" and call == 1:
+        if fault == "500-once" and call == 1:
             await connection.json(500, _error("The server had an error while processing your "
                                               "request.", "server_error"))
             return True

@@ -2,6 +2,12 @@
 
 It answers with a `functionCall` part when the request declares functions and
 the last turn is not a function response; otherwise with text naming the model.
+Besides the models `Script` knows: `too-long` answers Gemini's 400 for an
+input over the model's tokens; `blocked` a 200 whose prompt was blocked
+(`promptFeedback.blockReason`, no candidates); `exhausted` a 429 whose
+`RetryInfo` says when to come back; `cut-after-finish` streams the whole
+answer, finish reason and usage included, then drops the connection;
+`bad-event` streams a malformed event after the first good one.
 """
 
 from __future__ import annotations
@@ -49,6 +55,26 @@ def app(script: Script) -> Starlette:
         failure = await script.failure(model, call)
         if failure:
             return _error(failure[0], f"scripted {failure[0]}", failure[1])
+        if model == "too-long":
+            return _error(400, "The input token count (1200000) exceeds the maximum number of "
+                               "tokens allowed (1048576).")
+        if model == "exhausted":
+            return JSONResponse({"error": {
+                "code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                "status": "RESOURCE_EXHAUSTED", "details": [{
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": "7s"}]}}, 429)
+        if model == "blocked":
+            blocked = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}]},
+                "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
+                "modelVersion": model, "responseId": "resp_blocked"}
+            if method == "generateContent":
+                return JSONResponse(blocked)
+
+            async def refusal() -> AsyncIterator[bytes]:
+                yield f"data: {json.dumps(blocked)}\r\n\r\n".encode()
+            return StreamingResponse(refusal(), media_type="text/event-stream")
         parts = _parts(body, model)
         usage = {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 12}
         answer = {"candidates": [{"content": {"role": "model", "parts": parts},
@@ -77,6 +103,11 @@ def app(script: Script) -> Starlette:
                 if last:
                     piece["usageMetadata"] = usage
                 yield f"data: {json.dumps(piece)}\r\n\r\n".encode()
+                if model == "bad-event" and i == 0:
+                    yield b'data: {"candidates": [{"content": {"role": "mod\r\n\r\n'
+            if model == "cut-after-finish":
+                await asyncio.sleep(0.05)
+                raise ConnectionError("scripted cut after the finish")
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def embed(request: Request) -> Response:

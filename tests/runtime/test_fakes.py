@@ -111,3 +111,38 @@ def test_the_google_genai_sdk_reads_the_gemini_fake(gemini_url: str) -> None:
     assert called.function_calls and called.function_calls[0].args == {"city": "Paris"}
     vectors = client.models.embed_content(model="emb", contents=["a", "b"])
     assert vectors.embeddings is not None and len(vectors.embeddings) == 2
+
+
+def test_the_anthropic_sdk_sees_the_anthropic_fakes_faults(anthropic_url: str) -> None:
+    client = anthropic.Anthropic(base_url=anthropic_url, api_key=API_KEY, max_retries=0)
+    hi: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.BadRequestError) as too_long:
+        client.messages.create(model="too-long", max_tokens=8, messages=hi)
+    assert "prompt is too long" in too_long.value.message
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        client.messages.create(model="overloaded", max_tokens=8, messages=hi)
+    assert overloaded.value.status_code == 529
+    with client.messages.stream(model="no-stop", max_tokens=8, messages=hi) as stream:
+        assert "".join(stream.text_stream) == "hello from no-stop"  # the SDK ends at the body's end
+    with pytest.raises(ValueError), client.messages.stream(  # the SDK does not skip a bad event
+            model="bad-event", max_tokens=8, messages=hi) as stream:
+        "".join(stream.text_stream)
+
+
+def test_the_google_genai_sdk_sees_the_gemini_fakes_faults(gemini_url: str) -> None:
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=gemini_url))
+    with pytest.raises(genai.errors.ClientError) as too_long:
+        client.models.generate_content(model="too-long", contents="hi")
+    assert too_long.value.code == 400 and "maximum number of tokens" in str(too_long.value)
+    with pytest.raises(genai.errors.ClientError) as exhausted:
+        client.models.generate_content(model="exhausted", contents="hi")
+    assert exhausted.value.code == 429 and "RetryInfo" in str(exhausted.value.details)
+    blocked = client.models.generate_content(model="blocked", contents="hi")
+    assert blocked.prompt_feedback is not None and blocked.text is None
+    assert blocked.prompt_feedback.block_reason == types.BlockedReason.SAFETY
+    seen: list[str] = []
+    with pytest.raises(Exception):  # noqa: B017  # the connection drops after the last chunk
+        for chunk in client.models.generate_content_stream(model="cut-after-finish",
+                                                           contents="hi"):
+            seen.append(chunk.text or "")
+    assert "".join(seen) == "hello from cut-after-finish"

@@ -20,12 +20,15 @@ from tests.fakes import API_KEY
 from tests.fakes.faults import Faults, resume_text, serving_faults
 
 HI = [{"role": "user", "content": "hi"}]
+CLIENTS: list[openai.OpenAI] = []  # closed with the fake, so that no socket outlives the tests
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[tuple[str, Faults]]:
     with serving_faults(Faults(first_token_delay=0.4, stall_after=2, hold=5)) as served:
         yield served
+        while CLIENTS:
+            CLIENTS.pop().close()
 
 
 @pytest.fixture
@@ -34,9 +37,11 @@ def faults(fake: tuple[str, Faults]) -> Iterator[Faults]:
     fake[1].bring_back()
 
 
-def client(fake: tuple[str, Faults], timeout: float = 5.0, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=fake[0] + "/v1", api_key=API_KEY, max_retries=0,
-                         timeout=timeout, **options)
+def client(fake: tuple[str, Faults], timeout: float = 5.0, api_key: str = API_KEY,
+           **options: Any) -> openai.OpenAI:
+    CLIENTS.append(openai.OpenAI(base_url=fake[0] + "/v1", api_key=api_key, max_retries=0,
+                                 timeout=timeout, **options))
+    return CLIENTS[-1]
 
 
 def streamed(sdk: openai.OpenAI, model: str, **extra: Any) -> list[Any]:
@@ -102,6 +107,16 @@ def test_500_once_then_an_answer_and_503_always(fake: tuple[str, Faults]) -> Non
         with pytest.raises(openai.InternalServerError) as unavailable:
             streamed(sdk, "503")
         assert unavailable.value.status_code == 503
+
+
+def test_status_faults_answer_to_a_name_a_policy_can_hold(fake: tuple[str, Faults]) -> None:
+    sdk = client(fake)
+    with pytest.raises(openai.InternalServerError):
+        sdk.chat.completions.create(model="status-500-once", messages=HI)  # type: ignore[arg-type]
+    assert sdk.chat.completions.create(model="status-500-once", messages=HI  # type: ignore[arg-type]
+                                       ).choices[0].message.content == "hello from status-500-once"
+    with pytest.raises(openai.RateLimitError):
+        sdk.chat.completions.create(model="status-429", messages=HI)  # type: ignore[arg-type]
 
 
 def test_a_reset_before_the_headers_is_a_connection_error(fake: tuple[str, Faults]) -> None:
@@ -172,8 +187,8 @@ def test_a_content_filter_in_azures_shape(fake: tuple[str, Faults]) -> None:
 def test_a_wrong_key_is_echoed_masked_and_leak_key_echoes_it_whole(
         fake: tuple[str, Faults]) -> None:
     with pytest.raises(openai.AuthenticationError) as masked:
-        openai.OpenAI(base_url=fake[0] + "/v1", api_key="sk-abcdefghijklmnopqrstuvwxyz1234",
-                      max_retries=0).chat.completions.create(model="ok", messages=HI)  # type: ignore[arg-type]
+        client(fake, api_key="sk-abcdefghijklmnopqrstuvwxyz1234").chat.completions.create(
+            model="ok", messages=HI)  # type: ignore[arg-type]
     assert "sk-" in masked.value.message and "****" in masked.value.message
     with pytest.raises(openai.AuthenticationError) as leaked:
         client(fake).chat.completions.create(model="leak-key", messages=HI)  # type: ignore[arg-type]
