@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from compiler.policy import Provider
+from compiler.compiled import Provider
 from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Timeouts
 from runtime.providers.gemini import Gemini

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from compiler.policy import Model
+from compiler.compiled import Model
 from runtime.errors import UpstreamError
 from runtime.providers.base import Adapter, Body, Timeouts
 
@@ -38,22 +38,26 @@ def _vector(text: str) -> list[float]:
 
 
 class Mock(Adapter):
-    async def _behave(self, timeouts: Timeouts) -> None:
-        if self.provider.latency > timeouts.total:
-            await asyncio.sleep(timeouts.total)
-            raise UpstreamError("timeout", f"{self.provider.name}: no answer within "
-                                           f"{timeouts.total:g}s")
+    async def _behave(self, bound: float) -> None:
+        """`latency` is the time to the answer, or to a stream's first chunk: it is
+        bounded by `total` for the one and by `first_byte` for the other."""
+        if self.provider.latency > bound:
+            await asyncio.sleep(bound)
+            raise UpstreamError("timeout", f"{self.provider.name}: no answer within {bound:g}s")
         await asyncio.sleep(self.provider.latency)
         if self.provider.fail_rate and random.random() < self.provider.fail_rate:
             status = self.provider.fail_status
             raise UpstreamError("status", f"{self.provider.name} answered {status}: mock failure",
                                 status=status)
 
+    async def check_health(self, timeout: float) -> None:
+        await self._behave(timeout)
+
     def reply(self, model: Model, body: Body) -> str:
         return f"mock reply from {model.upstream}"
 
     async def complete(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
-        await self._behave(timeouts)
+        await self._behave(timeouts.total)
         text = self.reply(model, body)
         prompt, completion = words(body.get("messages")), len(text.split())
         return {
@@ -66,7 +70,7 @@ class Mock(Adapter):
         }
 
     async def stream(self, model: Model, body: Body, timeouts: Timeouts) -> AsyncIterator[Body]:
-        await self._behave(timeouts)
+        await self._behave(timeouts.first_byte)
         base = {"id": f"chatcmpl-mock-{time.monotonic_ns()}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": model.upstream}
         text = self.reply(model, body).split()
@@ -83,7 +87,7 @@ class Mock(Adapter):
             "total_tokens": prompt + len(text)}}
 
     async def embed(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
-        await self._behave(timeouts)
+        await self._behave(timeouts.total)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         data = [{"object": "embedding", "index": i, "embedding": _vector(str(item))}
