@@ -45,7 +45,7 @@ STAGES: list[Stage] = [
     Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
     Stage("cache", cache.enter),                           # a stored answer, or none
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
-    Stage("usage", usage.enter, usage.leave, usage.chunk),  # tokens and their cost
+    Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost
     Stage("observe", None, observe.leave),                 # metrics and the access log
 ]
 

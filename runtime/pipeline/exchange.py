@@ -68,13 +68,18 @@ class Exchange:
     chunks: AsyncIterator[Body] | None = None
 
     # usage: tokens and their cost, from the answer or the stream's chunks
-    include_usage: bool = False  # the client asked for a stream's usage chunk
     usage: Body = field(default_factory=dict)
     cost: float | None = None
 
     # how it ended
     status: int = 200
     error: GatewayError | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the client asked for a stream's closing usage chunk."""
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
 
     @property
     def answered(self) -> bool:

@@ -12,11 +12,6 @@ from __future__ import annotations
 from runtime.pipeline.exchange import Body, Exchange
 
 
-def enter(exchange: Exchange) -> None:
-    options = exchange.body.get("stream_options")
-    exchange.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-
-
 def chunk(exchange: Exchange, chunk: Body) -> Body | None:
     usage = chunk.get("usage")
     if usage:
