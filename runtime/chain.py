@@ -8,10 +8,13 @@ the chain falls back to the next model, on every failure worth it (see
 `UpstreamError.worth_falling_back`). Two failures are never retried on the
 same model: a context too long (the model would refuse it again) and, while a
 later model is left, a timeout (a silent upstream has already used up the
-client's patience once). A stream falls back only until its first chunk; after
-that, where the provider's `retry { resume = true }` says so, a cut stream
-goes on at the next model that takes an assistant prefill, from the text the
-client already has.
+client's patience once). A Retry-After is waited out as told, up to the
+backoff's ceiling; told to wait longer, the chain goes to the next model at
+once rather than knock early, and only the last model waits (capped). A
+stream falls back only until its first chunk; after that, where the
+provider's `retry { resume = true }` says so, a cut stream goes on at the
+next model that takes an assistant prefill, from the text the client
+already has.
 """
 
 from __future__ import annotations
@@ -122,9 +125,12 @@ class Chain:
                         raise refused(failure) from failure
                     if failure.kind == "timeout" and position < last:
                         break
+                    told = failure.retry_after
+                    if told is not None and told > retry.backoff_max and position < last:
+                        break  # told to wait longer than the policy waits: go elsewhere now
                     if attempt < retry.attempts and failure.matches(retry.on):
                         await self.sleep(backoff.delay(attempt, retry.backoff_min,
-                                                       retry.backoff_max, failure.retry_after))
+                                                       retry.backoff_max, told))
                         continue
                     break
                 except BaseException:

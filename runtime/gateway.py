@@ -75,7 +75,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.breaker_states)
-        self.health = HealthChecks(self.store, self.clock)
+        self.health = HealthChecks(self.store)
 
     # ------------------------------------------------------------ loading
 

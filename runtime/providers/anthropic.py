@@ -245,8 +245,8 @@ class Anthropic(Adapter):
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def health_url(self) -> str:
-        return f"{self.base_url}/v1/models"
+    def health_url(self, model: Model) -> str:
+        return f"{self.base_url}/v1/models/{model.upstream}"
 
     async def complete(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         return await self.post_json(f"{self.base_url}/v1/messages", to_messages(body, model),

@@ -144,16 +144,17 @@ class Adapter(abc.ABC):
     async def embed(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         raise UpstreamError("status", f"provider '{self.name}' has no embeddings", status=400)
 
-    def health_url(self) -> str:
-        """The provider's cheapest call, for health checks: its list of models."""
-        return f"{self.base_url}/models"
+    def health_url(self, model: Model) -> str:
+        """The provider's cheapest call about one model, for health checks: the model's
+        entry in its list of models (OpenAI's, Gemini's and vLLM's path alike)."""
+        return f"{self.base_url}/models/{model.upstream}"
 
-    async def check_health(self, timeout: float) -> None:
-        """One health check within `timeout`: returns if the provider answered, else
-        raises `UpstreamError` as any call would."""
+    async def check_health(self, model: Model, timeout: float) -> None:
+        """One health check within `timeout`: returns if the provider answered for the
+        model, else raises `UpstreamError` as any call would."""
         assert self.session is not None
         try:
-            async with self.session.get(self.health_url(), headers=self.request_headers,
+            async with self.session.get(self.health_url(model), headers=self.request_headers,
                                         timeout=_client_timeout(timeout, min(timeout, 10.0))
                                         ) as response:
                 raw = await response.read()

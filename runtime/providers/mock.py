@@ -50,7 +50,7 @@ class Mock(Adapter):
             raise UpstreamError("status", f"{self.provider.name} answered {status}: mock failure",
                                 status=status)
 
-    async def check_health(self, timeout: float) -> None:
+    async def check_health(self, model: Model, timeout: float) -> None:
         await self._behave(timeout)
 
     def reply(self, model: Model, body: Body) -> str:

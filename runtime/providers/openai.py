@@ -164,7 +164,8 @@ class Azure(OpenAI):
     def payload(self, model: Model, body: Body) -> Body:
         return {k: v for k, v in body.items() if k != "model"}
 
-    def health_url(self) -> str:
+    def health_url(self, model: Model) -> str:
+        """Azure lists models, not deployments, so the check asks for the list."""
         version = self.provider.api_version or self.default_api_version
         return f"{self.base_url}/openai/models?api-version={version}"
 

@@ -260,15 +260,17 @@ def test_a_prefill_model_is_asked_to_continue_the_assistant_message(
 
 
 def test_health_checks_follow_the_upstream(fake: tuple[str, Faults]) -> None:
-    async def check(url: str) -> None:
+    async def check(url: str, name: str = "ok") -> None:
         async with aiohttp.ClientSession() as session:
-            await ADAPTERS["openai"](provider("openai", url), session, {}).check_health(1.0)
+            await ADAPTERS["openai"](provider("openai", url), session, {}).check_health(
+                Model(name, "up", name), 1.0)
     asyncio.run(check(fake[0] + "/v1"))
-    fake[1].take_down()
+    fake[1].take_down("flappy")
     try:
-        with pytest.raises(UpstreamError) as down:
-            asyncio.run(check(fake[0] + "/v1"))
+        with pytest.raises(UpstreamError) as down:  # the check asks about the model itself
+            asyncio.run(check(fake[0] + "/v1", "flappy"))
         assert down.value.status == 503
+        asyncio.run(check(fake[0] + "/v1"))
     finally:
         fake[1].bring_back()
     with pytest.raises(UpstreamError) as refused:

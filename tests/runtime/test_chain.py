@@ -107,6 +107,15 @@ def test_retry_after_is_waited_as_told(policy: CompiledPolicy) -> None:
     assert run.waits == [0.7]
 
 
+def test_a_retry_after_beyond_the_backoffs_ceiling_goes_elsewhere_at_once(
+        policy: CompiledPolicy) -> None:
+    run = Run(policy, {"a": lambda n: status(429, retry_after=30.0), "b": lambda n: "from b"})
+    assert run.plain("a", "b")[0] == "b"
+    assert run.calls == {"a": 1, "b": 1} and run.waits == []
+    last = Run(policy, {"a": lambda n: status(429, retry_after=30.0) if n == 1 else "ok"})
+    assert last.plain("a")[1] == "ok" and last.waits == [1.0]  # the last waits, capped
+
+
 def test_429_without_retry_after_backs_off_exponentially_then_falls_back(
         policy: CompiledPolicy) -> None:
     run = Run(policy, {"a": lambda n: status(429), "b": lambda n: "from b"})
