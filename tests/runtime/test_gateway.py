@@ -75,6 +75,45 @@ def test_azure_and_openai_compatible_providers(stack: Stack) -> None:
     assert "stream_options" not in stack.openai.bodies[-1]
 
 
+def test_the_usage_chunk_only_when_asked_for(stack: Stack) -> None:
+    client = stack.client()
+    plain = list(client.chat.completions.create(model="ok", messages=HI, stream=True))
+    # the openai SDK's standard loop reads choices[0] of every chunk
+    assert all(c.choices for c in plain)
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == "hello from ok"
+    assert stack.openai.bodies[-1]["stream_options"] == {"include_usage": True}  # asked anyway
+    asked = list(client.chat.completions.create(model="ok", messages=HI, stream=True,
+                                                stream_options={"include_usage": True}))
+    assert not asked[-1].choices and asked[-1].usage is not None
+    assert asked[-1].usage.total_tokens == 12
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("stream", "yes"), ("stream", 1), ("temperature", "0.5"), ("max_tokens", 2.5),
+    ("model", 7), ("messages", {"role": "user"}),
+])
+def test_types_are_as_strict_as_openais(stack: Stack, field: str, value: object) -> None:
+    answer = httpx.post(stack.url + "/v1/chat/completions",
+                        json={"model": "ok", "messages": HI, field: value})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_type" and error["param"] == field
+    assert answer.headers["x-gw-request-id"]
+
+
+def test_json_too_deep_to_forward_is_a_400(stack: Stack) -> None:
+    deep = "[" * 300 + "]" * 300
+    body = b'{"model": "ok", "messages": [{"role": "user", "content": "hi"}], "extra": ' + \
+        deep.encode() + b"}"
+    answer = httpx.post(stack.url + "/v1/chat/completions", content=body,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+    fine = b'{"model": "ok", "messages": [{"role": "user", "content": "hi"}], "extra": ' + \
+        ("[" * 150 + "]" * 150).encode() + b"}"
+    assert httpx.post(stack.url + "/v1/chat/completions", content=fine,
+                      headers={"content-type": "application/json"}).status_code == 200
+
+
 def test_a_pool_spreads_over_its_members(stack: Stack) -> None:
     served = {stack.client().chat.completions.with_raw_response.create(
         model="spread", messages=HI).headers["x-gw-model"] for _ in range(4)}
@@ -307,7 +346,8 @@ def test_health_metrics_and_admin(stack: Stack) -> None:
     assert httpx.get(stack.url + "/readyz").json()["policy"] == stack.gateway.version
     stack.client().chat.completions.create(model="ok", messages=HI)
     metrics = httpx.get(stack.url + "/metrics").text
-    assert 'gw_requests_total{cache="bypass",model="ok",provider="fake"' in metrics
+    assert 'gw_requests_total{cache="bypass",model="ok",provider="fake",route="policy.gw:' \
+        in metrics  # the rule by its file:line relative to the policy, not an absolute path
     assert "gw_upstream_seconds_bucket" in metrics and "gw_breaker_state" in metrics
     assert httpx.get(stack.url + "/admin/policy").status_code == 401
     policy = httpx.get(stack.url + "/admin/policy",
