@@ -32,12 +32,11 @@ from policies.breaker import Settings
 from policies.store import Store
 from runtime.errors import GatewayError, UpstreamError
 from runtime.pipeline.exchange import Attempt, Body
-from runtime.providers import base
 from runtime.providers.base import Adapter
 
 T = TypeVar("T")
-Call = Callable[[Adapter, Deployment, base.Timeouts], Awaitable[T]]
-Opener = Callable[[Adapter, Deployment, Body, base.Timeouts], AsyncIterator[Body]]
+Call = Callable[[Adapter, Deployment, Timeouts], Awaitable[T]]
+Opener = Callable[[Adapter, Deployment, Body, Timeouts], AsyncIterator[Body]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,11 +46,6 @@ def _settings(b: PolicyBreaker) -> Settings:
     `policies/` imports nothing of ours, so it keeps its own settings type.
     """
     return Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate, b.min_requests)
-
-
-@functools.lru_cache(maxsize=256)
-def _bounds(t: Timeouts) -> base.Timeouts:
-    return base.Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle, total=t.total)
 
 
 class Chain:
@@ -116,7 +110,7 @@ class Chain:
                 figures.in_flight += 1
                 started = self.clock()
                 try:
-                    result = await call(adapter, deployment, _bounds(deployment.timeouts))
+                    result = await call(adapter, deployment, deployment.timeouts)
                 except UpstreamError as failure:
                     breaker.record(failed=failure.counts_against_upstream)  # before the gauge
                     self.note(Attempt(deployment.name, deployment.provider.name, failure.label,
@@ -234,7 +228,7 @@ class _Text:
 
 def _first_chunk(opener: Opener, body: Body, continuing: bool = False
                  ) -> Call[tuple[Body, AsyncIterator[Body]]]:
-    async def first(adapter: Adapter, deployment: Deployment, timeouts: base.Timeouts
+    async def first(adapter: Adapter, deployment: Deployment, timeouts: Timeouts
                     ) -> tuple[Body, AsyncIterator[Body]]:
         chunks = opener(adapter, deployment, body, timeouts)
         try:

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from compiler.compiled import Deployment
-from runtime.providers.base import Adapter, Body, Timeouts
+from compiler.compiled import Deployment, Timeouts
+from runtime.providers.base import Adapter, Body
 from runtime.schemas import ChatRequest, EmbeddingsRequest
 
 GATEWAY_FIELDS = ("metadata",)  # read by the gateway, not passed upstream

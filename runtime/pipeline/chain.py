@@ -7,10 +7,10 @@ the HTTP layer sends it on. The exit half lets the upstream connection go
 
 from __future__ import annotations
 
-from compiler.compiled import Deployment
+from compiler.compiled import Deployment, Timeouts
 from runtime.chain import Chain
 from runtime.pipeline.exchange import Body, Exchange
-from runtime.providers.base import Adapter, Timeouts
+from runtime.providers.base import Adapter
 
 
 async def enter(exchange: Exchange) -> None:

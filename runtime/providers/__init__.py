@@ -6,7 +6,7 @@ import aiohttp
 
 from compiler.compiled import Provider
 from runtime.providers.anthropic import Anthropic
-from runtime.providers.base import Adapter, Timeouts
+from runtime.providers.base import Adapter
 from runtime.providers.gemini import Gemini
 from runtime.providers.mock import Mock
 from runtime.providers.openai import Azure, OpenAI
@@ -22,4 +22,4 @@ def adapter(provider: Provider, session: aiohttp.ClientSession,
     return ADAPTERS[provider.type](provider, session, env)
 
 
-__all__ = ["ADAPTERS", "Adapter", "Timeouts", "adapter"]
+__all__ = ["ADAPTERS", "Adapter", "adapter"]

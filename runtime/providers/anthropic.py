@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from compiler.compiled import Model
+from compiler.compiled import Model, Timeouts
 from runtime.errors import UpstreamError
 from runtime.providers import chat
-from runtime.providers.base import Adapter, Body, Decoder, Timeouts, error_fields
+from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_obj, text
 
 VERSION = "2023-06-01"

@@ -32,13 +32,12 @@ import functools
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from compiler.compiled import EnvValue, Model, Provider
+from compiler.compiled import EnvValue, Model, Provider, Timeouts
 from policies.backoff import parse_retry_after
 from runtime.errors import UpstreamError
 from runtime.providers.sse import Parser, Stalled, Watch
@@ -62,29 +61,14 @@ def resolve(value: str | EnvValue | None, env: dict[str, str]) -> str | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """The bounds on one upstream call, in seconds.
+def call_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp's bounds on a plain call: connecting, and the whole call."""
+    return _client_timeout(timeouts.total, timeouts.connect)
 
-    - `connect`: opening the connection (both kinds of call);
-    - `first_byte`: a stream's response headers and its first event;
-    - `idle`: the longest gap between two events of a stream;
-    - `total`: a whole non-streamed call. Its first byte is the whole answer
-      (an upstream sends nothing until it is done), so it has no other bound;
-      a stream has no total, so a long generation is never cut while it flows.
-    """
 
-    connect: float
-    first_byte: float
-    idle: float
-    total: float
-
-    def client(self) -> aiohttp.ClientTimeout:
-        return _client_timeout(self.total, self.connect)
-
-    def stream_client(self) -> aiohttp.ClientTimeout:
-        """aiohttp's part of a stream's bounds: connecting. The rest is kept by `Watch`."""
-        return _client_timeout(None, self.connect)
+def stream_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp's part of a stream's bounds: connecting. The rest is kept by `Watch`."""
+    return _client_timeout(None, timeouts.connect)
 
 
 @functools.lru_cache(maxsize=256)
@@ -229,7 +213,7 @@ class Adapter(abc.ABC):
     async def post_json(self, url: str, payload: Body, timeouts: Timeouts,
                         read: Callable[[Body], Body]) -> Body:
         """A non-streamed call under `timeouts.total`, its answer checked by `read`."""
-        response = await self.send(url, payload, timeouts.client())
+        response = await self.send(url, payload, call_timeout(timeouts))
         try:
             raw = await response.read()
         except TimeoutError as exc:
@@ -263,7 +247,7 @@ class Adapter(abc.ABC):
         began = loop.time()
         try:
             async with asyncio.timeout(timeouts.first_byte):
-                response = await self.send(url, body, timeouts.stream_client())
+                response = await self.send(url, body, stream_timeout(timeouts))
         except TimeoutError as exc:
             raise UpstreamError("timeout", f"{self.name}: no response within "
                                            f"{timeouts.first_byte:g}s") from exc

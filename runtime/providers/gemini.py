@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from compiler.compiled import Model
+from compiler.compiled import Model, Timeouts
 from runtime.errors import UpstreamError
 from runtime.providers import chat
-from runtime.providers.base import Adapter, Body, Decoder, Timeouts, error_fields
+from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.openai import expected_choices
 from runtime.providers.wire import Malformed, count, lst, obj, opt_lst, opt_obj, text
 

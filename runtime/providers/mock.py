@@ -14,9 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from compiler.compiled import Model
+from compiler.compiled import Model, Timeouts
 from runtime.errors import UpstreamError
-from runtime.providers.base import Adapter, Body, Timeouts
+from runtime.providers.base import Adapter, Body
 
 
 def words(messages: Any) -> int:

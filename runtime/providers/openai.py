@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from compiler.compiled import Model
+from compiler.compiled import Model, Timeouts
 from runtime.errors import UpstreamError
-from runtime.providers.base import Adapter, Body, Decoder, Timeouts, error_fields
+from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, openai_usage
 
 

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.compiled import Model, Provider
+from compiler.compiled import Model, Provider, Timeouts
 from runtime.errors import GatewayError, UpstreamError
 from runtime.providers import ADAPTERS, anthropic, gemini
-from runtime.providers.base import Adapter, Body, Decoder, Timeouts
+from runtime.providers.base import Adapter, Body, Decoder
 from runtime.providers.openai import Chunks as OpenAIChunks
 from runtime.providers.openai import OpenAI, expected_choices, read_completion, read_embeddings
 from runtime.providers.sse import Parser

@@ -19,10 +19,10 @@ import aiohttp
 import orjson
 import pytest
 
-from compiler.compiled import Model, Provider
+from compiler.compiled import Model, Provider, Timeouts
 from runtime.errors import GatewayError, UpstreamError
 from runtime.providers import ADAPTERS, anthropic, gemini
-from runtime.providers.base import Body, Timeouts
+from runtime.providers.base import Body
 from runtime.providers.mock import Mock
 from tests.fakes import API_KEY, Script, anthropic_fake, free_port, gemini_fake, serving
 from tests.fakes.faults import Faults, resume_text, serving_faults
