@@ -33,7 +33,8 @@ def test_a_reload_never_pauses_the_loops_collector_nor_collects_on_it(
     write(policy, 2000)  # a compile long enough to be watched
     collections: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or 0)
-    gateway = Gateway(str(policy), {}, log=AccessLog(open(tmp_path / "log", "wb")))  # noqa: SIM115
+    log = (tmp_path / "log").open("wb")
+    gateway = Gateway(str(policy), {}, log=AccessLog(log))
     paused: list[bool] = []
 
     async def watch(done: asyncio.Event) -> None:
@@ -58,11 +59,13 @@ def test_a_reload_never_pauses_the_loops_collector_nor_collects_on_it(
     assert len(paused) > 10 and not any(paused)
     assert collections == []
     gateway.log.close()
+    log.close()
 
 
 def test_reloads_free_the_policies_they_replace(tmp_path: Path) -> None:
     policy = tmp_path / "policy.gw"
-    gateway = Gateway(str(policy), {}, log=AccessLog(open(tmp_path / "log", "wb")))  # noqa: SIM115
+    log = (tmp_path / "log").open("wb")
+    gateway = Gateway(str(policy), {}, log=AccessLog(log))
 
     async def main() -> list[int]:
         write(policy, 300)
@@ -80,3 +83,4 @@ def test_reloads_free_the_policies_they_replace(tmp_path: Path) -> None:
     # each reload freezes its own policy; the one it replaced is freed, not kept
     assert max(frozen[2:]) - min(frozen[2:]) < frozen[1] * 0.05, frozen
     gateway.log.close()
+    log.close()
