@@ -1,4 +1,5 @@
-"""JSON-lines access logs: one line per request, never a prompt or a key.
+"""JSON-lines access logs: one line per request, never a prompt or a key; and the one
+writer of everything else the gateway says on standard error.
 
 The serving thread only appends each line to a list; a writer thread of its
 own wakes ten times a second, takes the list whole and hands its lines to a
@@ -9,13 +10,22 @@ So a slow or blocked sink (a full pipe, a stalled disk) cannot stall the event
 loop, and the two threads do not trade the GIL once per request. Past
 MAX_PENDING unwritten lines, new ones are dropped and counted, and the count
 is logged once the sink drains.
+
+Lifecycle messages (`event`: serving, reloads, stopping) and Python logging
+records (`LogHandler`, installed with `capture`) are lines of the same list, so
+they leave by the same writer, each line whole, never spliced into an access
+line as two writers on one stream would. Every line is a JSON object: an
+access line has a `request_id`; any other has an `event` and a `message`
+meant for people.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import orjson
@@ -45,6 +55,17 @@ class AccessLog:
         self.pending.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
         self.appended += 1
 
+    def event(self, event: str, message: str, **fields: Any) -> None:
+        """Log one line that is not a request's: `{"event", "message", **fields, "ts"}`.
+        `message` is for people (e.g. "gwc: reload loaded: 3f2a..."); any thread may call
+        this. Past MAX_PENDING unwritten lines it is dropped and counted, like a request's."""
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        line = {"event": event, "message": message, **fields, "ts": _now()}
+        self.pending.append(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
+        self.appended += 1
+
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every line written so far has reached the sink."""
         target = self.appended
@@ -65,14 +86,72 @@ class AccessLog:
         lines, self.pending = self.pending, []
         if self.dropped:
             dropped, self.dropped = self.dropped, 0
-            lines.append(orjson.dumps({"ts": _now(), "dropped_lines": dropped},
-                                      option=orjson.OPT_APPEND_NEWLINE))
+            lines.append(orjson.dumps(
+                {"event": "dropped", "message": f"gwc: {dropped} log lines dropped: the sink "
+                 "is not keeping up", "dropped_lines": dropped, "ts": _now()},
+                option=orjson.OPT_APPEND_NEWLINE))
         if lines:
-            self.stream.writelines(lines)
-            self.stream.flush()
+            try:
+                self.stream.writelines(lines)
+                self.stream.flush()
+            except (OSError, ValueError):  # a broken or closed sink: the thread carries on
+                self.dropped += len(lines)
             self.written += len(lines)
 
 
 def _now() -> float:
     """Seconds since the epoch to the millisecond (round() is several times slower)."""
     return int(time.time() * 1000) / 1000
+
+
+class LogHandler(logging.Handler):
+    """Hands Python logging records to an AccessLog, as `"event": "log"` lines with the
+    level, the logger's name and, where there is one, the traceback as one string."""
+
+    def __init__(self, log: AccessLog, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.log = log
+        self.traceback = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = f"{record.msg!r} % {record.args!r}"
+        fields: dict[str, Any] = {"level": record.levelname.lower(), "logger": record.name}
+        if record.exc_info:
+            fields["exception"] = self.traceback.formatException(record.exc_info)
+        if record.stack_info:
+            fields["stack"] = record.stack_info
+        self.log.event("log", message, **fields)
+
+
+def capture(log: AccessLog, level: int = logging.WARNING) -> Callable[[], None]:
+    """Make `log` the writer of every line the process would write to standard error:
+    logging records (a handler on the root logger, taking `level` and above), warnings,
+    and exceptions that escape a thread or cannot be raised. Returns what undoes it."""
+    handler = LogHandler(log, level)
+    root = logging.getLogger()
+    saved_hooks = threading.excepthook, sys.unraisablehook
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    errors = logging.getLogger("gwc")
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        errors.error("exception in thread %s", args.thread.name if args.thread else "?",
+                     exc_info=args.exc_value)
+
+    def unraisable(args: sys.UnraisableHookArgs) -> None:
+        errors.error("%s: %r", args.err_msg or "Exception ignored in", args.object,
+                     exc_info=args.exc_value)
+
+    threading.excepthook, sys.unraisablehook = thread_failed, unraisable
+
+    def undo() -> None:
+        threading.excepthook, sys.unraisablehook = saved_hooks
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+
+    return undo
