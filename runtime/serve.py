@@ -1,5 +1,12 @@
 """`gwc serve FILE`: the gateway on uvicorn, with hot reload on --watch, SIGHUP and
-`POST /admin/reload`, and a graceful drain on SIGTERM."""
+`POST /admin/reload`, and a graceful drain on SIGTERM.
+
+uvicorn runs gwc's own HTTP protocol (runtime/http_limits.py: a head size limit
+and a read timeout). Once the gateway exists, everything the process says on
+standard error leaves through its log's one writer, as JSON lines: access lines,
+lifecycle events (serving, reload, stopping, stopped) and logging records, uvicorn's
+included (runtime/access_log.py).
+"""
 
 from __future__ import annotations
 
@@ -8,30 +15,42 @@ import contextlib
 import ipaddress
 import os
 import signal
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 import uvloop
 
 from compiler.driver import check
+from runtime.access_log import AccessLog, capture
 from runtime.app import create_app
 from runtime.gateway import Gateway
+from runtime.http_limits import Limits, protocol
 from runtime.proxy import MAX_BODY_BYTES
 
 DRAIN_SECONDS = 30
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with the signals left to `gwc serve`.
+    """uvicorn's server, with the signals left to `gwc serve`, and a word once it listens.
 
     uvicorn re-raises SIGTERM after a graceful shutdown, so a gateway that
     drained cleanly would still die by the signal; here a drain ends in exit 0.
     """
 
+    def __init__(self, config: uvicorn.Config, listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.listening = listening
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening()
 
 
 def is_loopback(host: str) -> bool:
@@ -43,7 +62,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def watch(gateway: Gateway) -> None:
+async def reload(gateway: Gateway, log: AccessLog, trigger: str) -> None:
+    outcome = await gateway.reload()
+    log.event("reload", f"gwc: reload {outcome['outcome']}: "
+              f"{outcome.get('message') or outcome['version']}", trigger=trigger,
+              outcome=outcome["outcome"], policy=outcome["version"])
+
+
+async def watch(gateway: Gateway, log: AccessLog) -> None:
     """Reload whenever the policy file or one it imports changes."""
     import watchfiles
 
@@ -53,9 +79,7 @@ async def watch(gateway: Gateway) -> None:
         watched = {os.path.abspath(f) for f in files}
         async for changes in watchfiles.awatch(*folders, debounce=200, step=50):
             if any(os.path.abspath(path) in watched for _, path in changes):
-                outcome = await gateway.reload()
-                print(f"gwc: reload {outcome['outcome']}: "
-                      f"{outcome.get('message') or outcome['version']}", file=sys.stderr)
+                await reload(gateway, log, "watch")
                 break  # the imports may have changed: watch the new set of files
 
 
@@ -73,24 +97,32 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
               "without --insecure", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    try:
+        limits = Limits.from_env(env)
+    except ValueError as exc:
+        print(f"gwc: {exc}", file=sys.stderr)
+        return 2
     gateway = Gateway(path, env)
     max_body = int(env.get("GW_MAX_BODY_BYTES", MAX_BODY_BYTES))
     app = create_app(gateway, max_body=max_body, admin_key=env.get("GW_ADMIN_KEY") or None)
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
-                            log_level="warning", access_log=False,
+    log = gateway.log
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop",
+                            http=protocol(limits, log, lambda: gateway.version), ws="none",
+                            log_config=None, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=DRAIN_SECONDS)
-    server = _Server(config)
-
-    version = ctx.graph.version
+    url = f"http://{host}:{port}"
+    server = _Server(config, lambda: log.event(
+        "serving", f"gwc: serving {path} on {url} (policy {gateway.version})", file=path,
+        url=url, policy=gateway.version, max_header_bytes=limits.max_header_bytes,
+        read_timeout=limits.read_timeout))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload()))
+        loop.add_signal_handler(signal.SIGHUP,
+                                lambda: loop.create_task(reload(gateway, log, "sighup")))
         for stop in (signal.SIGTERM, signal.SIGINT):  # stop accepting, drain, exit 0
-            loop.add_signal_handler(stop, lambda: setattr(server, "should_exit", True))
-        watcher = loop.create_task(watch(gateway)) if watch_files else None
-        print(f"gwc: serving {path} on http://{host}:{port} (policy {version})",
-              file=sys.stderr)
+            loop.add_signal_handler(stop, stopping, stop)
+        watcher = loop.create_task(watch(gateway, log)) if watch_files else None
         try:
             await server.serve()
         finally:
@@ -99,5 +131,17 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    uvloop.run(main())  # uvicorn's own loop setting applies only when uvicorn makes the loop
+    def stopping(by: signal.Signals) -> None:
+        if not server.should_exit:
+            log.event("stopping", f"gwc: {by.name}: no new connections; waiting up to "
+                      f"{DRAIN_SECONDS} s for requests in flight", signal=by.name)
+        server.should_exit = True
+
+    release = capture(log)
+    try:
+        uvloop.run(main())  # uvicorn's own loop setting applies only when uvicorn makes the loop
+        log.event("stopped", "gwc: stopped")
+    finally:
+        release()
+        log.close()
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -182,3 +184,92 @@ def test_a_keys_policy_answers_401_with_the_sdks_class(
             return
         assert time.monotonic() < deadline, "the keys policy was not loaded"
         time.sleep(0.05)
+
+
+def test_every_line_on_stderr_is_whole_json(tmp_path: Path,
+                                            server: tuple[str, Path, subprocess.Popen[str]]
+                                            ) -> None:
+    """Access lines, reload messages (from --watch and SIGHUP) and the lifecycle, all
+    through the one writer: none splices into another."""
+    url, path, process = server
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                http.post(url + "/v1/chat/completions", json={"model": "x", **HI})
+
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    try:
+        for i in range(3):
+            write(path, policy("b" if i % 2 else "a", latency=f"{i}ms"))
+            time.sleep(0.3)
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()]
+    assert lines[0]["event"] == "serving" and lines[0]["url"] == url
+    assert lines[0]["message"].startswith("gwc: serving ") and url in lines[0]["message"]
+    reloads = [line for line in lines if line.get("event") == "reload"]
+    assert {line["trigger"] for line in reloads} == {"watch", "sighup"}
+    assert all(line["message"].startswith("gwc: reload loaded: ") for line in reloads)
+    assert sum("request_id" in line for line in lines) > 50
+    assert [line["event"] for line in lines[-2:]] == ["stopping", "stopped"]
+
+
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """`gwc serve` with small HTTP limits: a 2 KiB head, a half-second read timeout."""
+    path = tmp_path / "policy.gw"
+    path.write_text(policy("a"))
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compiler.cli", "serve", str(path), "--port", str(port)],
+            env={**os.environ, "GW_MAX_HEADER_BYTES": "2048", "GW_REQUEST_READ_TIMEOUT": "0.5"},
+            stderr=stderr, text=True)
+        deadline = time.monotonic() + 20
+        while not log.read_text().strip():
+            assert time.monotonic() < deadline and process.poll() is None, \
+                "gwc serve did not start"
+            time.sleep(0.05)
+        yield port, log
+        process.terminate()
+        process.wait(30)
+
+
+def test_serve_applies_its_http_limits(limited: tuple[int, Path]) -> None:
+    port, log = limited
+    version = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["policy"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 2048 + b"\r\n\r\n")
+        reply = sock.recv(65536).decode()
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 431 ")
+    assert f"x-gw-policy: {version}" in head and "x-gw-request-id: " in head
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and no more
+        reply = sock.recv(65536).decode()
+        assert reply.startswith("HTTP/1.1 408 ") and time.monotonic() - started < 3
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["max_header_bytes"] == 2048 and first["read_timeout"] == 0.5
+
+
+def test_serve_refuses_a_malformed_limit(tmp_path: Path) -> None:
+    path = tmp_path / "policy.gw"
+    path.write_text(policy("a"))
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(path),
+                             "--port", str(free_port())],
+                            env={**os.environ, "GW_REQUEST_READ_TIMEOUT": "30s"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "GW_REQUEST_READ_TIMEOUT" in result.stderr
