@@ -1,22 +1,20 @@
 """The typed syntax tree of a `.gw` file.
 
-Nodes are frozen dataclasses. Each carries its `span`, which is left out of
-equality and repr so that two parses of the same policy compare equal however
-they were laid out: that is what the formatter's round-trip property is
-stated in.
+Nodes are frozen records (`dsl.record`: dataclasses, made cheaply). Each
+carries its `span`, which is left out of equality and repr so that two
+parses of the same policy compare equal however they were laid out: that is
+what the formatter's round-trip property is stated in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from dsl.record import Record, field
 from dsl.span import Span
 
 # ----------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+class Quantity(Record):
     """A number as written, with its suffix: `3`, `0.92`, `100k`, `250ms`, `80%`, `5xx`."""
 
     span: Span = field(compare=False, repr=False)
@@ -28,8 +26,7 @@ class Quantity:
         return self.number + self.suffix
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
+class Money(Record):
     span: Span = field(compare=False, repr=False)
     amount: str
     suffix: str
@@ -39,8 +36,7 @@ class Money:
         return f"${self.amount}{self.suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+class Price(Record):
     """Money per a count of tokens: `$2.50/1M`."""
 
     span: Span = field(compare=False, repr=False)
@@ -48,8 +44,7 @@ class Price:
     per: Quantity
 
 
-@dataclass(frozen=True, slots=True)
-class Str:
+class Str(Record):
     """A string's value; `raw` keeps it as written, for the formatter."""
 
     span: Span = field(compare=False, repr=False)
@@ -57,27 +52,23 @@ class Str:
     raw: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Ident:
+class Ident(Record):
     span: Span = field(compare=False, repr=False)
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Bool:
+class Bool(Record):
     span: Span = field(compare=False, repr=False)
     value: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
+class Range(Record):
     span: Span = field(compare=False, repr=False)
     low: Scalar
     high: Scalar
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
+class Rate(Record):
     """An amount per period: `60 per minute`, `$500 per month`."""
 
     span: Span = field(compare=False, repr=False)
@@ -85,34 +76,29 @@ class Rate:
     unit: Ident
 
 
-@dataclass(frozen=True, slots=True)
-class Weighted:
+class Weighted(Record):
     span: Span = field(compare=False, repr=False)
     name: Ident
     weight: Quantity
 
 
-@dataclass(frozen=True, slots=True)
-class ListValue:
+class ListValue(Record):
     span: Span = field(compare=False, repr=False)
     items: tuple[Value | Weighted, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Pair:
+class Pair(Record):
     span: Span = field(compare=False, repr=False)
     key: Str
     value: Value
 
 
-@dataclass(frozen=True, slots=True)
-class MapValue:
+class MapValue(Record):
     span: Span = field(compare=False, repr=False)
     pairs: tuple[Pair, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(Record):
     """`env("NAME")`, `downgrade(gpt-4o-mini)`."""
 
     span: Span = field(compare=False, repr=False)
@@ -127,8 +113,7 @@ Value = Quantity | Money | Str | Ident | Bool | Price | Range | Rate | ListValue
 # ------------------------------------------------------------- conditions
 
 
-@dataclass(frozen=True, slots=True)
-class AttrRef:
+class AttrRef(Record):
     """A request attribute: `team`, `budget.team`, `header["x-feature"]`."""
 
     span: Span = field(compare=False, repr=False)
@@ -136,49 +121,42 @@ class AttrRef:
     key: Str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Compare:
+class Compare(Record):
     span: Span = field(compare=False, repr=False)
     attr: AttrRef
     op: str
     value: Scalar
 
 
-@dataclass(frozen=True, slots=True)
-class InTest:
+class InTest(Record):
     span: Span = field(compare=False, repr=False)
     attr: AttrRef
     values: ListValue
     negated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Matches:
+class Matches(Record):
     span: Span = field(compare=False, repr=False)
     attr: AttrRef
     pattern: Str
 
 
-@dataclass(frozen=True, slots=True)
-class Truth:
+class Truth(Record):
     span: Span = field(compare=False, repr=False)
     attr: AttrRef
 
 
-@dataclass(frozen=True, slots=True)
-class And:
+class And(Record):
     span: Span = field(compare=False, repr=False)
     items: tuple[Cond, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
+class Or(Record):
     span: Span = field(compare=False, repr=False)
     items: tuple[Cond, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(Record):
     span: Span = field(compare=False, repr=False)
     item: Cond
 
@@ -189,15 +167,13 @@ Cond = Compare | InTest | Matches | Truth | And | Or | Not
 # ---------------------------------------------------------------- members
 
 
-@dataclass(frozen=True, slots=True)
-class Attribute:
+class Attribute(Record):
     span: Span = field(compare=False, repr=False)
     name: Ident
     value: Value
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
+class Body(Record):
     """A `{ ... }` of attributes and nested blocks; its span covers the braces."""
 
     span: Span = field(compare=False, repr=False)
@@ -211,8 +187,7 @@ class Body:
         return {m.name.name: m for m in self.members if isinstance(m, Nested)}
 
 
-@dataclass(frozen=True, slots=True)
-class Nested:
+class Nested(Record):
     """A block inside a block: `retry {}` in a provider, `given {}` in a test."""
 
     span: Span = field(compare=False, repr=False)
@@ -223,14 +198,12 @@ class Nested:
 # ----------------------------------------------------------- declarations
 
 
-@dataclass(frozen=True, slots=True)
-class Import:
+class Import(Record):
     span: Span = field(compare=False, repr=False)
     path: Str
 
 
-@dataclass(frozen=True, slots=True)
-class NamedDecl:
+class NamedDecl(Record):
     """`provider`, `model`, `pool` and `notify`: declarations others refer to by name."""
 
     span: Span = field(compare=False, repr=False)
@@ -239,8 +212,7 @@ class NamedDecl:
     body: Body
 
 
-@dataclass(frozen=True, slots=True)
-class UnnamedDecl:
+class UnnamedDecl(Record):
     """`retry`, `breaker` and `auth`: one of each per policy."""
 
     span: Span = field(compare=False, repr=False)
@@ -248,19 +220,16 @@ class UnnamedDecl:
     body: Body
 
 
-@dataclass(frozen=True, slots=True)
-class ModelTarget:
+class ModelTarget(Record):
     span: Span = field(compare=False, repr=False)
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Requested:
+class Requested(Record):
     span: Span = field(compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+class Deny(Record):
     span: Span = field(compare=False, repr=False)
     message: Str
 
@@ -268,8 +237,7 @@ class Deny:
 Target = ModelTarget | Requested | Deny
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Record):
     """`when COND -> targets`, or `otherwise -> targets` when `cond` is None."""
 
     span: Span = field(compare=False, repr=False)
@@ -277,21 +245,18 @@ class Rule:
     targets: tuple[Target, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class RouteDecl:
+class RouteDecl(Record):
     span: Span = field(compare=False, repr=False)
     rules: tuple[Rule, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CacheDecl:
+class CacheDecl(Record):
     span: Span = field(compare=False, repr=False)
     cond: Cond | None
     body: Body
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+class Subject(Record):
     """`per team`, `global`, or one identity such as `team "research"`."""
 
     span: Span = field(compare=False, repr=False)
@@ -300,8 +265,7 @@ class Subject:
     value: Str | None
 
 
-@dataclass(frozen=True, slots=True)
-class LimitDecl:
+class LimitDecl(Record):
     """`budget` and `quota` share their shape: a subject, an optional `when`, a body."""
 
     span: Span = field(compare=False, repr=False)
@@ -311,8 +275,7 @@ class LimitDecl:
     body: Body
 
 
-@dataclass(frozen=True, slots=True)
-class TestDecl:
+class TestDecl(Record):
     span: Span = field(compare=False, repr=False)
     name: Str
     body: Body
@@ -321,14 +284,12 @@ class TestDecl:
 Decl = Import | NamedDecl | UnnamedDecl | RouteDecl | CacheDecl | LimitDecl | TestDecl
 
 
-@dataclass(frozen=True, slots=True)
-class Comment:
+class Comment(Record):
     span: Span = field(compare=False, repr=False)
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Module:
+class Module(Record):
     """One parsed file. Comments sit beside the tree, for the formatter."""
 
     file: str = field(default="", compare=False)

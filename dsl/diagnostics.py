@@ -7,11 +7,10 @@ final period, user input quoted, advice in `help` rather than in the message.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dsl.record import Record, field
 from dsl.span import Span
 
 
@@ -20,16 +19,14 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
-class Related:
+class Related(Record):
     """A second place that explains the first ("taken by the rule at 13:3")."""
 
     span: Span
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
+class Diagnostic(Record):
     code: str
     severity: Severity
     message: str
@@ -54,6 +51,8 @@ def warning(code: str, message: str, span: Span, help: str,
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate to a misspelt word, if any is close enough to suggest."""
+    import difflib  # only when something is misspelt: it is not free to import
+
     matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

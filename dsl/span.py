@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Span:
-    """A range in one file; lines and columns start at 1, the end is exclusive."""
+class Span(NamedTuple):
+    """A range in one file; lines and columns start at 1, the end is exclusive.
+
+    A named tuple: made for every node of every parse, it is built, hashed and
+    ordered (by file, then position) in C.
+    """
 
     file: str
     line: int

@@ -9,9 +9,8 @@ code and advice, in the spirit of lark's `match_examples` and Cedar's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dsl.diagnostics import did_you_mean
+from dsl.record import Record
 
 KEYWORDS = {
     "IMPORT": "import", "PROVIDER": "provider", "MODEL": "model", "POOL": "pool",
@@ -91,8 +90,7 @@ def describe_expected(expected: set[str]) -> str:
     return ", ".join(phrases[:-1]) + " or " + phrases[-1]
 
 
-@dataclass(frozen=True, slots=True)
-class Mistake:
+class Mistake(Record):
     code: str
     message: str
     help: str

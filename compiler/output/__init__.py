@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from dsl.diagnostics import Diagnostic
+from dsl.record import Record
 
 FORMATS = ("text", "json", "sarif", "github")
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Record):
     diagnostics: list[Diagnostic]
     sources: dict[str, str]  # file -> text, to show the lines diagnostics point at
     color: bool = False
