@@ -42,6 +42,7 @@ than a reset.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -62,6 +63,7 @@ MAX_HEADER_BYTES = 64 * 1024
 READ_TIMEOUT = 30.0  # seconds
 LINGER = 2.0  # seconds a refused connection stays half-closed before it is closed
 END_OF_HEAD = b"\r\n\r\n"
+logger = logging.getLogger("gwc")
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,15 @@ class ReadClock:
 
     def sweep(self) -> None:
         began = self.loop.time() - self.timeout
-        for protocol in [p for p, since in self.since.items() if since <= began]:
-            del self.since[protocol]
-            protocol.read_timed_out()
-        self.timer = self.loop.call_later(self.period, self.sweep) if self.since else None
+        try:
+            for protocol in [p for p, since in self.since.items() if since <= began]:
+                del self.since[protocol]
+                try:
+                    protocol.read_timed_out()
+                except Exception:  # a bug of ours must not stop the clock for the others
+                    logger.exception("the read timeout failed")
+        finally:
+            self.timer = self.loop.call_later(self.period, self.sweep) if self.since else None
 
 
 def no_version() -> str:
