@@ -159,7 +159,8 @@ class Checker:
         number = units.count_value(value.number, value.suffix)
         if not number.is_integer():
             return self.out_of_range(value, f"'{value.text}' is not a whole count")
-        return int(self.bounded(value, number, spec, f"'{value.text}'"))
+        result = self.bounded(value, number, spec, f"'{value.text}'")
+        return result if result is INVALID else int(result)
 
     def check_int(self, value: ast.Value, spec: Field) -> Any:
         if not isinstance(value, ast.Quantity) or value.suffix or "." in value.number:

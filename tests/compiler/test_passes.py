@@ -143,6 +143,7 @@ def test_an_unreadable_import_blames_nothing_on_what_it_lacks(compile_text) -> N
                          "(did you mean '\"OPENAI\"'?)"),
     ("fail_rate = 150%", "'150%' is outside 0 to 1"),
     ("fail_status = 700", "'700' is above the most allowed, 599"),
+    ("max_concurrency = 0", "'0' is below the least allowed, 1"),
     ("timeout = 30sec", "unknown unit 'sec' in '30sec' (did you mean 's'?)"),
     ("timout = 30s", "unknown attribute 'timout' in provider (did you mean 'timeout'?)"),
     ("type = openia", "unknown value 'openia' (did you mean 'openai'?)"),
