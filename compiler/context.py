@@ -20,7 +20,7 @@ from compiler.graph import Graph
 from compiler.policy import Policy
 from dsl import ast
 from dsl.diagnostics import Diagnostic
-from dsl.parser import Dropped
+from dsl.dropped import Dropped
 
 
 @dataclass
