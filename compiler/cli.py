@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("files", nargs="+", metavar="FILE")
 
     serve = commands.add_parser("serve", help="run the gateway on a policy")
-    serve.add_argument("file", metavar="FILE")
+    serve.add_argument("file", metavar="FILE", help="a policy, or a graph from `gwc compile`")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")

@@ -25,7 +25,8 @@ from runtime.endpoints import ENDPOINTS
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
-from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error, new_request_id
+from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error
+from runtime.request_ids import new_request_id
 
 logger = logging.getLogger("gwc")
 

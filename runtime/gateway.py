@@ -87,7 +87,7 @@ class Gateway:
         if compiled is not None:
             self.swap(compiled)
             return
-        outcome = await self.reload()
+        outcome = await self._reload()
         if self.current is None:
             raise SystemExit(outcome["message"])
 
@@ -99,8 +99,16 @@ class Gateway:
             await self.session.close()
         self.log.flush()
 
-    async def reload(self) -> dict[str, Any]:
-        """Compile the policy again and swap it in, or refuse it and keep the old one."""
+    async def reload(self, trigger: str = "admin") -> dict[str, Any]:
+        """Compile the policy again and swap it in, or refuse it and keep the old one;
+        either way the outcome is a line of the log, saying what asked for it."""
+        outcome = await self._reload()
+        self.log.event("reload", f"gwc: reload {outcome['outcome']}: "
+                       f"{outcome.get('message') or outcome['version']}", trigger=trigger,
+                       outcome=outcome["outcome"], policy=outcome["version"])
+        return outcome
+
+    async def _reload(self) -> dict[str, Any]:
         async with self.reload_lock:
             if self.compiler is None:
                 self.compiler = concurrent.futures.ProcessPoolExecutor(

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from runtime.access_log import AccessLog
+from runtime.request_ids import new_request_id
 
 MAX_HEADER_BYTES = 64 * 1024
 READ_TIMEOUT = 30.0  # seconds
@@ -100,12 +100,6 @@ class Limits:
             raise ValueError(f"GW_REQUEST_READ_TIMEOUT must be a number of seconds over 0, "
                              f"not {timeout!r}") from None
         return cls(max_header_bytes, read_timeout)
-
-
-def new_request_id() -> str:
-    """As runtime.proxy.new_request_id (unique, not secret); not imported from there so
-    that the HTTP layer does not pull in the request pipeline."""
-    return f"{random.getrandbits(128):032x}"
 
 
 class ReadClock:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from runtime.gateway import Gateway
 from runtime.hangups import Hangups
 from runtime.pipeline import PIPELINE
 from runtime.pipeline.exchange import Exchange
+from runtime.request_ids import new_request_id
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # orjson reads JSON 1,024 levels deep but writes only 255, and a translation for
@@ -40,10 +40,6 @@ logger = logging.getLogger("gwc")
 class StreamBroken(Exception):
     """Raised after the error event of a stream that failed mid-way: it makes the
     server drop the connection, so no client mistakes the stream for complete."""
-
-
-def new_request_id() -> str:
-    return f"{random.getrandbits(128):032x}"  # unique, not secret
 
 
 def internal_error() -> GatewayError:

@@ -1,6 +1,9 @@
 """`gwc serve FILE`: the gateway on uvicorn, with hot reload on --watch, SIGHUP and
 `POST /admin/reload`, and a graceful drain on SIGTERM.
 
+FILE is a policy (compiled here, once, and handed to the gateway to start on)
+or a `graph.json` from `gwc compile` (validated, not recompiled).
+
 uvicorn runs gwc's own HTTP protocol (runtime/http_limits.py: a head size limit
 and a read timeout). Once the gateway exists, everything the process says on
 standard error leaves through its log's one writer, as JSON lines: access lines,
@@ -22,8 +25,8 @@ from collections.abc import Callable, Iterator
 import uvicorn
 import uvloop
 
-from compiler.driver import check
-from runtime.access_log import AccessLog, capture
+from compiler.compiled import Refused, load
+from runtime.access_log import capture
 from runtime.app import create_app
 from runtime.gateway import Gateway
 from runtime.http_limits import Limits, protocol
@@ -62,14 +65,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def reload(gateway: Gateway, log: AccessLog, trigger: str) -> None:
-    outcome = await gateway.reload()
-    log.event("reload", f"gwc: reload {outcome['outcome']}: "
-              f"{outcome.get('message') or outcome['version']}", trigger=trigger,
-              outcome=outcome["outcome"], policy=outcome["version"])
-
-
-async def watch(gateway: Gateway, log: AccessLog) -> None:
+async def watch(gateway: Gateway) -> None:
     """Reload whenever the policy file or one it imports changes."""
     import watchfiles
 
@@ -79,24 +75,21 @@ async def watch(gateway: Gateway, log: AccessLog) -> None:
         watched = {os.path.abspath(f) for f in files}
         async for changes in watchfiles.awatch(*folders, debounce=200, step=50):
             if any(os.path.abspath(path) in watched for _, path in changes):
-                await reload(gateway, log, "watch")
+                await gateway.reload("watch")
                 break  # the imports may have changed: watch the new set of files
 
 
 def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> int:
-    ctx = check(path)
-    errors = [d for d in ctx.diagnostics if d.is_error]
-    if errors:
-        from compiler.output import Report, render
-
-        sys.stderr.write(render(Report(errors, ctx.sources), "text"))
+    env = dict(os.environ)
+    try:
+        compiled = load(path, env)
+    except Refused as refusal:
+        sys.stderr.write(refusal.report)
         return 1
-    assert ctx.graph is not None
-    if ctx.graph.policy.auth.mode == "none" and not is_loopback(host) and not insecure:
+    if compiled.auth.mode == "none" and not is_loopback(host) and not insecure:
         print(f"gwc: this policy has auth {{ mode = none }}; refusing to listen on {host} "
               "without --insecure", file=sys.stderr)
         return 2
-    env = dict(os.environ)
     try:
         limits = Limits.from_env(env)
     except ValueError as exc:
@@ -104,7 +97,8 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
         return 2
     gateway = Gateway(path, env)
     max_body = int(env.get("GW_MAX_BODY_BYTES", MAX_BODY_BYTES))
-    app = create_app(gateway, max_body=max_body, admin_key=env.get("GW_ADMIN_KEY") or None)
+    app = create_app(gateway, max_body=max_body, admin_key=env.get("GW_ADMIN_KEY") or None,
+                     compiled=compiled)
     log = gateway.log
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop",
                             http=protocol(limits, log, lambda: gateway.version), ws="none",
@@ -118,11 +112,16 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP,
-                                lambda: loop.create_task(reload(gateway, log, "sighup")))
+        reloads: set[asyncio.Task[object]] = set()  # held, so none is collected mid-way
+
+        def on_sighup() -> None:
+            task = loop.create_task(gateway.reload("sighup"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         for stop in (signal.SIGTERM, signal.SIGINT):  # stop accepting, drain, exit 0
             loop.add_signal_handler(stop, stopping, stop)
-        watcher = loop.create_task(watch(gateway, log)) if watch_files else None
+        watcher = loop.create_task(watch(gateway)) if watch_files else None
         try:
             await server.serve()
         finally:

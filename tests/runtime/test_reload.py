@@ -84,3 +84,24 @@ def test_reloads_free_the_policies_they_replace(tmp_path: Path) -> None:
     assert max(frozen[2:]) - min(frozen[2:]) < frozen[1] * 0.05, frozen
     gateway.log.close()
     log.close()
+
+
+def test_a_gateway_given_its_policy_compiled_starts_without_compiling_again(
+        tmp_path: Path) -> None:
+    from compiler.compiled import load
+
+    policy = tmp_path / "policy.gw"
+    write(policy, 3)
+    compiled = load(str(policy), {})
+    log = (tmp_path / "log").open("wb")
+    gateway = Gateway(str(policy), {}, log=AccessLog(log))
+
+    async def main() -> None:
+        await gateway.start(compiled)
+        assert gateway.current is not None and gateway.current.policy is compiled
+        assert gateway.compiler is None  # no compiling process was started
+        await gateway.close()
+
+    asyncio.run(main())
+    gateway.log.close()
+    log.close()

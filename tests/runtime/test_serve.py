@@ -273,3 +273,50 @@ def test_serve_refuses_a_malformed_limit(tmp_path: Path) -> None:
                             env={**os.environ, "GW_REQUEST_READ_TIMEOUT": "30s"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "GW_REQUEST_READ_TIMEOUT" in result.stderr
+
+
+def test_a_compiled_graph_is_served_and_watched(tmp_path: Path) -> None:
+    source = tmp_path / "policy.gw"
+    source.write_text(policy("a"))
+    graph = tmp_path / "graph.json"
+    compiled = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(source),
+                               "-o", str(graph)], capture_output=True, text=True, timeout=60)
+    assert compiled.returncode == 0, compiled.stderr
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "serve", str(graph), "--port", str(port),
+         "--watch"], stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, \
+                (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        assert served_by(url) == "a"
+        source.write_text(policy("b"))  # recompiled and rewritten: the watch reloads it
+        assert subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(source),
+                               "-o", str(graph)], capture_output=True, timeout=60).returncode == 0
+        deadline = time.monotonic() + 10
+        while served_by(url) != "b":
+            assert time.monotonic() < deadline, "the new graph was not loaded"
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def test_a_graph_file_that_is_not_one_is_refused_at_start(tmp_path: Path) -> None:
+    graph = tmp_path / "graph.json"
+    graph.write_text('{"format": "gwc-graph/1", "nodes": "no"}')
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(graph),
+                             "--port", str(free_port())], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1 and "not a gwc graph" in result.stderr
