@@ -16,10 +16,9 @@ sub-graphs are shared and the result is a DAG.
 from __future__ import annotations
 
 import functools
-import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from operator import itemgetter
 
 from compiler.conditions import (
     FALSE,
@@ -48,6 +47,7 @@ from compiler.graph.nodes import (
 from compiler.interpreter import Plan
 from compiler.policy import Policy, Subject
 from compiler.request import Scalar, attr_kind
+from dsl.record import Record
 
 UNDECIDED = -1
 ROUTE, CACHE, QUOTA, BUDGET = range(4)  # the matrix's groups, in matrix order
@@ -56,10 +56,10 @@ OTHER = object()  # a string no rule names: equal to none, regex still unknown
 Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
 State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...]]
 Key = tuple[str, ...]  # ("attr", name) or ("regex", name, pattern)
+_position = itemgetter(0)
 
 
-@dataclass(frozen=True, slots=True)
-class Matrix:
+class Matrix(Record):
     """How many entries of each group the matrix holds, in matrix order."""
 
     routes: int
@@ -209,16 +209,18 @@ class Builder:
         decided = (route, cache, quotas, budgets)
         if key[0] == "regex":
             _, attr, pattern = key
-            yes = self.branch(entries, decided, key, regex_decider(attr, pattern, True))
-            no = self.branch(entries, decided, key, regex_decider(attr, pattern, False))
+            touched = self.touching(entries, key)
+            yes = self.branch(entries, decided, touched, regex_decider(attr, pattern, True))
+            no = self.branch(entries, decided, touched, regex_decider(attr, pattern, False))
             if yes == no:
                 return yes
             return self.intern(RegexTest(attr, pattern, yes, no), ("regex", attr, pattern, yes, no))
         attr = key[1]
         kind = attr_kind(attr)
         if kind == "bool":
-            yes = self.branch(entries, decided, key, decider(attr, True))
-            no = self.branch(entries, decided, key, decider(attr, False))
+            touched = self.touching(entries, key)
+            yes = self.branch(entries, decided, touched, decider(attr, True))
+            no = self.branch(entries, decided, touched, decider(attr, False))
             if yes == no:
                 return yes
             return self.intern(BoolSwitch(attr, yes, no), ("bool", attr, yes, no))
@@ -242,22 +244,30 @@ class Builder:
         counts = Counter(k for _, cond in entries for k in keys_of(cond) if k in needed)
         return max(sorted(needed), key=lambda k: counts[k])
 
+    @staticmethod
+    def touching(entries: Sequence[Entry], key: Key) -> list[int]:
+        """Where in `entries` the conditions that test `key` are: the only ones a
+        branch on it changes, found once for all the branches."""
+        return [i for i, (_, cond) in enumerate(entries) if key in keys_of(cond)]
+
     def branch(self, entries: Sequence[Entry], decided: tuple[int | None, int | None,
-               tuple[int, ...], tuple[int, ...]], key: Key,
+               tuple[int, ...], tuple[int, ...]], touched: list[int],
                decide: Callable[[Atom], bool | None]) -> int:
-        specialised = [(pos, restrict(cond, decide) if key in keys_of(cond) else cond)
-                       for pos, cond in entries]
+        specialised = list(entries)
+        for i in touched:
+            pos, cond = specialised[i]
+            specialised[i] = (pos, restrict(cond, decide))
         return self.node(self.normalize(specialised, decided))
 
     def num_switch(self, attr: str, entries: tuple[Entry, ...],
                    decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
                    ) -> int:
-        bounds = tuple(sorted({float(v) for _, c in entries for a in atoms(c)  # type: ignore[arg-type]
+        touched = self.touching(entries, ("attr", attr))
+        bounds = tuple(sorted({float(v) for i in touched for a in atoms(entries[i][1])  # type: ignore[arg-type]
                                if a.attr == attr for v in constants(a)}))
-        key = ("attr", attr)
-        children = tuple(self.branch(entries, decided, key, decider(attr, value))
+        children = tuple(self.branch(entries, decided, touched, decider(attr, value))
                          for value in representatives(bounds))
-        absent = self.branch(entries, decided, key, decider(attr, None))
+        absent = self.branch(entries, decided, touched, decider(attr, None))
         if all(c == absent for c in children):
             return absent
         return self.intern(NumSwitch(attr, bounds, children, absent),
@@ -306,7 +316,7 @@ class Builder:
                     yield pos, restrict(cond, decider(attr, value))
 
         def child(extra: Sequence[Entry]) -> int:
-            merged = list(heapq.merge(untouched, extra, key=lambda e: e[0]))
+            merged = sorted([*untouched, *extra], key=_position)  # two sorted runs: one merge
             return self.node(self.normalize(merged, decided))
 
         cases = {}

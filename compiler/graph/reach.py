@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from compiler.conditions import FALSE, TRUE, Cond, Match, atoms, constants, restrict
+from compiler.conditions import Cond, Const, Match, atoms, constants, restrict
 from compiler.graph import Graph
 from compiler.graph.build import OTHER, Builder, Matrix, decider, regex_decider, representatives
 from compiler.graph.nodes import (
@@ -34,7 +34,7 @@ def rules_reached(graph: Graph, cond: Cond) -> set[int | None]:
     stack: list[tuple[int, Cond]] = [(graph.root, cond)]
     while stack:
         index, residual = stack.pop()
-        if residual == FALSE or (index, residual) in seen:
+        if _false(residual) or (index, residual) in seen:
             continue
         seen.add((index, residual))
         node = graph.nodes[index]
@@ -83,17 +83,22 @@ def _branches(node: StrSwitch | NumSwitch, residual: Cond) -> list[tuple[int, Co
         out += [(child, restrict(residual, decider(attr, value)))
                 for value, child in node.cases.items() if value not in own]
         out.append((node.other, rest))
-    elif rest != FALSE:
+    elif not _false(rest):
         others = {child for value, child in node.cases.items() if value not in own}
         out += [(child, rest) for child in {*others, node.other}]
     return out
 
 
+def _false(cond: Cond) -> bool:
+    """`cond == FALSE`, without the dataclass's comparison: this is asked at every step."""
+    return type(cond) is Const and cond.value is False
+
+
 @functools.lru_cache(maxsize=4096)
 def satisfiable(cond: Cond) -> bool:
     """Whether some request satisfies a condition (regexes read as free)."""
-    if cond == TRUE:
-        return True
+    if type(cond) is Const:
+        return cond.value
     builder = Builder(Matrix(1, 0, 0, 0), [cond])
     builder.build()
     return any(plan.rule == 0 for plan in builder.plans)
