@@ -42,7 +42,7 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("identity", identity.enter),                     # who calls: auth
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
-    Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
+    Stage("limits", None, limits.leave),                   # reserve before, settle after
     Stage("cache", cache.enter),                           # a stored answer, or none
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
     Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost

@@ -55,7 +55,7 @@ class Exchange:
     request: Request | None = None
     decision: Decision | None = None
 
-    # limits: what was reserved before the call, to settle after it
+    # limits: what was reserved before the call, to settle after it (limits.Reservation)
     reservations: list[Any] = field(default_factory=list)
 
     # cache: hit, miss or bypass
