@@ -20,6 +20,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
+from dsl.lark_loader import load  # first: it imports lark, without interegular
+
+# isort: split
 from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import UnexpectedInput
 
@@ -97,18 +100,22 @@ def _grammar() -> str:
 @functools.cache
 def _plain() -> Lark:
     """The parser without callbacks: a lexer with no side effects."""
-    return Lark(_grammar(), start="module", parser="lalr", cache=True)
+    return load(_grammar(), "plain", start="module")
 
 
 @functools.cache
 def _parser(tuned: bool = True) -> Lark:
-    """The parser, built once; `tuned=False` is lark's own, for tests to compare with."""
+    """The parser, built once; `tuned=False` is lark's own, for tests to compare with.
+
+    Built without lark's strict mode, whose checks need interegular loaded
+    (see `dsl.lark_loader`); `tests/dsl/test_parser.py` builds the grammar in
+    strict mode, so no conflict or terminal collision goes unnoticed.
+    """
     watched = (*OPENERS, *CLOSERS, "COMMENT", "BAD_STRING")
     callbacks: dict[str, Callable[[Token], Token]] = dict.fromkeys(watched, _on_token)
     callbacks["NAME"] = _on_name
-    parser = Lark(_grammar(), start="module", parser="lalr", strict=True,
-                  maybe_placeholders=True, cache=True, lexer_callbacks=callbacks,
-                  transformer=_BUILD)
+    parser = load(_grammar(), "parser", start="module", maybe_placeholders=True,
+                  lexer_callbacks=callbacks, transformer=_BUILD)
     return tune(parser) if tuned else parser
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from dsl import ast
+from dsl import ast, lark_loader
 from dsl.parser import parse, parse_bytes, parse_partial, unescape
+from tests.conftest import ROOT
 
 
 def errors(text: str) -> list[tuple[int, int, str, str]]:
@@ -229,3 +233,32 @@ def test_a_long_chain_of_and_is_one_level_deep() -> None:
 def test_unprintable_characters_are_named_escaped() -> None:
     assert errors("route \x1b{ otherwise -> a }") == [
         (1, 7, "GW002", "unexpected character '\\x1b'")]
+
+
+# ------------------------------------------------------ how the parser loads
+
+def test_the_grammar_passes_lark_strict_mode() -> None:
+    """The parser is built without strict mode's checks (they need interegular
+    loaded, see dsl/lark_loader.py), so they are made here: no shift/reduce
+    conflict, no terminals that collide."""
+    code = ("import lark, interegular\n"
+            "grammar = open('dsl/grammar.lark', encoding='utf-8').read()\n"
+            "lark.Lark(grammar, start='module', parser='lalr', strict=True,"
+            " maybe_placeholders=True)\n"
+            "lark.Lark(grammar, start='module', parser='lalr', strict=True)\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.stdout == "ok\n", result.stderr
+
+
+def test_the_parse_table_is_cached_where_the_package_or_the_user_may_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = os.path.join(os.path.dirname(lark_loader.__file__), "__pycache__")
+    assert lark_loader.cache_file("parser") == os.path.join(package, "parser.lark-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(lark_loader, "_writable", lambda folder: folder.startswith(str(tmp_path)))
+    assert lark_loader.cache_file("never-built") == str(tmp_path / "gwc" / "never-built.lark-cache")
+    monkeypatch.setattr(lark_loader, "_writable", lambda folder: False)
+    assert lark_loader.cache_file("never-built") is False  # a read-only install, no home
+    assert not (tmp_path / "never-built.lark-cache").exists()
