@@ -103,8 +103,13 @@ def _plain() -> Lark:
     return load(_grammar(), "plain", start="module")
 
 
-@functools.cache
 def _parser(tuned: bool = True) -> Lark:
+    """The parser, built once; `tuned=False` is lark's own, for tests to compare with."""
+    return _built(tuned)  # one cache key however it is called
+
+
+@functools.cache
+def _built(tuned: bool) -> Lark:
     """The parser, built once; `tuned=False` is lark's own, for tests to compare with.
 
     Built without lark's strict mode, whose checks need interegular loaded
