@@ -263,11 +263,22 @@ class Builder:
                    decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
                    ) -> int:
         touched = self.touching(entries, ("attr", attr))
-        bounds = tuple(sorted({float(v) for i in touched for a in atoms(entries[i][1])  # type: ignore[arg-type]
-                               if a.attr == attr for v in constants(a)}))
-        children = tuple(self.branch(entries, decided, touched, decider(attr, value))
-                         for value in representatives(bounds))
-        absent = self.branch(entries, decided, touched, decider(attr, None))
+        mine = [a for i in touched for a in atoms(entries[i][1]) if a.attr == attr]
+        bounds = tuple(sorted({float(v) for a in mine for v in constants(a)}))  # type: ignore[arg-type]
+        # What a branch makes of the entries depends only on which of these atoms
+        # hold there: neighbouring intervals that agree on all of them share a child.
+        made: dict[tuple[bool, ...], int] = {}
+
+        def child(value: float | None) -> int:
+            holds = tuple([atom_holds(a, value) for a in mine])
+            found = made.get(holds)
+            if found is None:
+                found = made[holds] = self.branch(entries, decided, touched,
+                                                  decider(attr, value))
+            return found
+
+        children = tuple(child(value) for value in representatives(bounds))
+        absent = child(None)
         if all(c == absent for c in children):
             return absent
         return self.intern(NumSwitch(attr, bounds, children, absent),
