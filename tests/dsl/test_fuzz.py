@@ -41,6 +41,9 @@ def test_mutated_policies_only_ever_give_diagnostics(tmp_path: Path, text: str) 
     path.write_text(text)
     ctx = check(str(path), env={})
     assert all(d.code.startswith("GW") and d.help for d in ctx.diagnostics)
+    if not ctx.syntax_ok:  # the rest is checked, but nothing is built from part of a policy
+        assert ctx.graph is None and any(d.code < "GW100" or d.code == "GW110"
+                                         for d in ctx.diagnostics)
 
 
 @settings(max_examples=300, deadline=None)
