@@ -12,8 +12,11 @@ last chunk has gone, or it broke, or its client left, so plain and streamed
 answers leave by the same path; on the way, each stream chunk passes the
 stages' chunk halves.
 
-Adding a stage is one module and one line here. Input and output guards go
-before limits and after the chain.
+The order is the onion's: `observe` wraps everything, so its exit half runs
+last and sees what every other stage did; `usage` sits innermost, so its exit
+half prices the answer first, before `limits` settles to that price (and the
+cache, later, stores it). Adding a stage is one module and one line here.
+Input guards go before `limits`, output guards between `chain` and `usage`.
 """
 
 from __future__ import annotations
@@ -40,13 +43,13 @@ class Stage:
 
 
 STAGES: list[Stage] = [
+    Stage("observe", None, observe.leave),                 # metrics and the access log
     Stage("identity", identity.enter),                     # who calls: auth
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
     Stage("limits", None, limits.leave),                   # reserve before, settle after
     Stage("cache", cache.enter),                           # a stored answer, or none
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
     Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost
-    Stage("observe", None, observe.leave),                 # metrics and the access log
 ]
 
 

@@ -364,6 +364,8 @@ def test_logs_hold_no_prompt_and_no_key(stack: Stack) -> None:
     assert secret not in log and "test-key" not in log and ADMIN_KEY not in log
     last = json.loads(log.strip().splitlines()[-1])
     assert last["status"] == 200 and last["model"] == "ok" and len(last["request_id"]) == 32
+    # the line is written last on the way out: the answer's tokens and cost are in it
+    assert last["tokens"]["total_tokens"] == 12 and last["cost"] == pytest.approx(15e-6)
 
 
 def test_the_routers_own_answers_are_in_openais_shape(stack: Stack) -> None:
