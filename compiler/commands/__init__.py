@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -20,22 +19,21 @@ def fail(message: str, code: int = 2) -> int:
 def load(path: str) -> Graph | int:
     """A runnable graph from a policy or a compiled graph file, or an exit code
     after saying on standard error what is wrong with it."""
-    if not os.path.isfile(path):
-        return fail(f"cannot read '{path}'")
-    if path.endswith(".json"):
-        from compiler.graph.document import GraphFileError, from_json
+    from compiler.compiled import Refused
+    from compiler.compiled import load as load_policy
+
+    if path.endswith(".json"):  # a graph can be larger than any policy
+        if not os.path.isfile(path):
+            return fail(f"cannot read '{path}'")
+    else:
+        from dsl.source import SourceError, read_source
 
         try:
-            with open(path, encoding="utf-8") as handle:
-                return from_json(json.load(handle))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, GraphFileError) as exc:
-            return fail(f"{path}: {exc}", 1)
-    from compiler.driver import check
-    from compiler.output import Report, render
-
-    ctx = check(os.path.normpath(path))
-    if ctx.has_errors or ctx.graph is None:
-        errors = [d for d in ctx.diagnostics if d.is_error]
-        sys.stderr.write(render(Report(errors, ctx.sources), "text"))
+            read_source(path)  # a FIFO, a device or a huge file is refused, not read
+        except SourceError as exc:
+            return fail(f"cannot read '{path}': {exc}")
+    try:
+        return load_policy(path, os.environ).graph
+    except Refused as refusal:
+        sys.stderr.write(refusal.report)
         return 1
-    return ctx.graph

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from compiler.output import Report
+from compiler.output.text_format import shown
 
 
 def _data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A command's value: its own line breaks encoded as the runner decodes them, and
+    any other control character from the source escaped, as in text output."""
+    lines = [shown(line) for line in text.split("\n")]
+    return "%0A".join(line.replace("%", "%25") for line in lines)
 
 
 def _property(text: str) -> str:

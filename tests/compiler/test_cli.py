@@ -68,6 +68,17 @@ def test_a_file_on_the_command_line_must_be_a_regular_file_of_policy_size(
         assert result.stderr == f"gwc: cannot read '{path}': {reason}\n"
 
 
+@pytest.mark.parametrize("command", [["compile"], ["explain", "--request", "{}"]])
+def test_a_graph_command_refuses_what_is_not_a_policy_file(tmp_path: Path,
+                                                          command: list[str]) -> None:
+    big = tmp_path / "big.gw"
+    with open(big, "wb") as handle:
+        handle.truncate(5 << 20)
+    for path in (big, "/dev/zero"):
+        result = gwc(command[0], str(path), *command[1:], timeout=20)
+        assert result.returncode == 2 and result.stderr.startswith(f"gwc: cannot read '{path}'")
+
+
 def test_syntax_errors_do_not_hide_the_other_problems(policy) -> None:  # type: ignore[no-untyped-def]
     path = policy('provider local {\n  type    = mock\n  timeout = 5M\n}\n'
                   'model fast { provider = local }\nmodel smart {\n  provider = local\n\n'
