@@ -118,6 +118,17 @@ def arguments(value: Any) -> Body:
     return {}
 
 
+def _function(holder: Body, where: str) -> tuple[Body, str]:
+    """A tool's or a tool call's `function` object and its name, both checked."""
+    function = holder.get("function")
+    if not isinstance(function, dict):
+        raise invalid(f"{where}.function", "must be an object")
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid(f"{where}.function.name", "must be a non-empty string")
+    return function, name
+
+
 def tool_calls(message: Body, where: str) -> list[Call]:
     found = message.get("tool_calls")
     if found is None:
@@ -129,12 +140,7 @@ def tool_calls(message: Body, where: str) -> list[Call]:
         here = f"{where}.tool_calls[{k}]"
         if not isinstance(call, dict):
             raise invalid(here, "must be an object")
-        function = call.get("function")
-        if not isinstance(function, dict):
-            raise invalid(f"{here}.function", "must be an object")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise invalid(f"{here}.function.name", "must be a non-empty string")
+        function, name = _function(call, here)
         ident = call.get("id")
         if ident is not None and not isinstance(ident, str):
             raise invalid(f"{here}.id", "must be a string")
@@ -156,12 +162,7 @@ def tools(body: Body) -> list[Tool]:
         if tool.get("type", "function") != "function":
             raise invalid(f"{where}.type", f"tools of type `{tool.get('type')}` cannot be sent "
                                            "to this provider")
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise invalid(f"{where}.function", "must be an object")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise invalid(f"{where}.function.name", "must be a non-empty string")
+        function, name = _function(tool, where)
         description = function.get("description")
         if description is not None and not isinstance(description, str):
             raise invalid(f"{where}.function.description", "must be a string")

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import httpx
 import uvicorn
 
 API_KEY = "test-key"
@@ -47,6 +52,25 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def gwc_serve(file: str, port: int, log: IO[str], *flags: str,
+              env: dict[str, str] | None = None, wait: float = 30) -> subprocess.Popen[str]:
+    """`gwc serve FILE` as a process on 127.0.0.1:port, once it answers /readyz."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "serve", file, "--port", str(port), *flags],
+        env={**os.environ, **(env or {})}, stderr=log, text=True)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("gwc serve did not start: " + Path(log.name).read_text())
+        time.sleep(0.1)
 
 
 @dataclass

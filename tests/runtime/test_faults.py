@@ -10,19 +10,15 @@ client got (a whole answer or a clean, bounded error) and what the fake saw
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.fakes import API_KEY, free_port
+from tests.fakes import API_KEY, free_port, gwc_serve
 from tests.fakes.faults import Faults, resume_text, serving_faults
 
 ADMIN = {"authorization": "Bearer fault-admin"}
@@ -127,21 +123,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         path.write_text(POLICY.format(url=url, key=API_KEY, models=models))
         port = free_port()
         log = (folder / "serve.log").open("w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "compiler.cli", "serve", str(path), "--port", str(port)],
-            env={**os.environ, "GW_ADMIN_KEY": "fault-admin"}, stderr=log, text=True)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, \
-                "gwc serve did not start: " + Path(log.name).read_text()
-            time.sleep(0.1)
-        yield Gateway(base, faults)
+        process = gwc_serve(str(path), port, log, env={"GW_ADMIN_KEY": "fault-admin"})
+        yield Gateway(f"http://127.0.0.1:{port}", faults)
         process.terminate()
         assert process.wait(30) == 0
         log.close()

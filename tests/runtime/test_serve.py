@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes import free_port
+from tests.fakes import free_port, gwc_serve
 
 ADMIN = {"authorization": "Bearer admin-secret"}
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -51,19 +51,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     path.write_text(policy("a", latency="5ms"))
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "serve", str(path), "--port", str(port),
-         "--watch"], env={**os.environ, "GW_ADMIN_KEY": "admin-secret"}, stderr=log, text=True)
+    process = gwc_serve(str(path), port, log, "--watch", env={"GW_ADMIN_KEY": "admin-secret"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and process.poll() is None, "gwc serve did not start"
-        time.sleep(0.1)
     yield url, path, process
     if process.poll() is None:
         process.terminate()
@@ -284,21 +273,9 @@ def test_a_compiled_graph_is_served_and_watched(tmp_path: Path) -> None:
     assert compiled.returncode == 0, compiled.stderr
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "serve", str(graph), "--port", str(port),
-         "--watch"], stderr=log, text=True)
+    process = gwc_serve(str(graph), port, log, "--watch")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, \
-                (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
         assert served_by(url) == "a"
         source.write_text(policy("b"))  # recompiled and rewritten: the watch reloads it
         assert subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(source),
