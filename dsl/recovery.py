@@ -203,12 +203,7 @@ class Recovery:
         keyword = Token.new_borrow_pos(KEYWORD_TYPES[str(token)], token, token)
         where = (token.start_pos or 0, token.end_pos or 0)
         if session.open_brackets:
-            opener = session.open_brackets[-1]
-            closer = CLOSERS[OPENERS[opener.type]]
-            session.points.append(start_of(opener))
-            keep_going = self.report(error(
-                "GW006", f"unclosed '{opener}': '{token}' starts before its '{closer}'",
-                span_of(session.file, opener), help=f"add the missing '{closer}'"), *where)
+            keep_going = self.unclosed(f"'{token}' starts", *where)
         else:
             what, wanted = found(keyword.type, token), describe_expected(set(exc.expected))
             keep_going = self.report(error(
@@ -253,16 +248,21 @@ class Recovery:
             return True
         return False
 
+    def unclosed(self, what: str, start: int, end: int) -> bool:
+        """GW006 at the innermost open bracket, which `what` comes before the close of."""
+        session = self.session
+        opener = session.open_brackets[-1]
+        closer = CLOSERS[OPENERS[opener.type]]
+        session.points.append(start_of(opener))
+        return self.report(error(
+            "GW006", f"unclosed '{opener}': {what} before its '{closer}'",
+            span_of(session.file, opener), help=f"add the missing '{closer}'"), start, end)
+
     def at_end(self, exc: UnexpectedToken) -> bool:
         session, parser = self.session, exc.interactive_parser
         end = len(self.text)
         if session.open_brackets:
-            opener = session.open_brackets[-1]
-            closer = CLOSERS[OPENERS[opener.type]]
-            session.points.append(start_of(opener))
-            reported = self.report(error(
-                "GW006", f"unclosed '{opener}': the file ends before its '{closer}'",
-                span_of(session.file, opener), help=f"add the missing '{closer}'"), end, end)
+            reported = self.unclosed("the file ends", end, end)
         else:
             lines = self.text.split("\n")
             point = Span.point(session.file, len(lines), len(lines[-1]) + 1)

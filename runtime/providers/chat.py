@@ -40,16 +40,23 @@ class Tool:
     parameters: Body | None
 
 
+def _objects(found: Any, name: str) -> list[tuple[Body, str]]:
+    """A list field's items, each checked to be an object, with where it stands."""
+    if not isinstance(found, list):
+        raise invalid(name, "must be a list")
+    out = []
+    for i, item in enumerate(found):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            raise invalid(where, "must be an object")
+        out.append((item, where))
+    return out
+
+
 def messages(body: Body) -> list[tuple[str, Body, str]]:
     """(role, message, where) for each message."""
-    found = body.get("messages")
-    if not isinstance(found, list):
-        raise invalid("messages", "must be a list")
     out = []
-    for i, message in enumerate(found):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise invalid(where, "must be an object")
+    for message, where in _objects(body.get("messages"), "messages"):
         role = message.get("role")
         if not isinstance(role, str):
             raise invalid(f"{where}.role", "must be a string")
@@ -133,13 +140,8 @@ def tool_calls(message: Body, where: str) -> list[Call]:
     found = message.get("tool_calls")
     if found is None:
         return []
-    if not isinstance(found, list):
-        raise invalid(f"{where}.tool_calls", "must be a list")
     out = []
-    for k, call in enumerate(found):
-        here = f"{where}.tool_calls[{k}]"
-        if not isinstance(call, dict):
-            raise invalid(here, "must be an object")
+    for call, here in _objects(found, f"{where}.tool_calls"):
         function, name = _function(call, here)
         ident = call.get("id")
         if ident is not None and not isinstance(ident, str):
@@ -152,13 +154,8 @@ def tools(body: Body) -> list[Tool]:
     found = body.get("tools")
     if found is None:
         return []
-    if not isinstance(found, list):
-        raise invalid("tools", "must be a list")
     out = []
-    for i, tool in enumerate(found):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise invalid(where, "must be an object")
+    for tool, where in _objects(found, "tools"):
         if tool.get("type", "function") != "function":
             raise invalid(f"{where}.type", f"tools of type `{tool.get('type')}` cannot be sent "
                                            "to this provider")
