@@ -16,6 +16,13 @@ Measured on a 10,000-rule policy (0.6 MB, 123,000 tokens), parsing took
   and equality are Python code, on every reduction. `_by_identity` puts in a
   stand-in with the same `origin` and `expansion` that hashes by identity.
 
+- **The parse loop.** lark's loop calls `ParserState.feed_token` once per
+  token, which reads five attributes before it looks at the table.
+  `_FusedParser.parse_from_state` is the same loop with `feed_token`'s body
+  in it, its lookups done once per parse. Where the table has no action for
+  a token, it calls lark's `feed_token`, which raises lark's own error from
+  the very same state; the end of input is fed by lark's `feed_token` too.
+
 `tests/dsl/test_lark_speedups.py` holds the tuned parser to lark's own on
 random and broken input: the same trees, spans, comments and diagnostics.
 If lark's internals are not what these expect, the parser is left as it is.
@@ -28,8 +35,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import ContextualLexer
+from lark.parsers.lalr_analysis import Shift
+from lark.parsers.lalr_interactive_parser import InteractiveParser
+from lark.parsers.lalr_parser import _Parser
 
 _BLANK = re.compile(r"[ \t\r\n\f]+")  # the grammar's %ignore'd whitespace
 
@@ -40,7 +50,10 @@ def tune(parser: Lark) -> Lark:
     if type(lexer) is ContextualLexer and hasattr(lexer, "lexers") and \
             hasattr(lexer, "root_lexer"):
         lexer.__class__ = _FastContextualLexer
-    _by_identity(getattr(getattr(frontend, "parser", None), "parser", None))
+    inner = getattr(getattr(frontend, "parser", None), "parser", None)
+    _by_identity(inner)
+    if type(inner) is _Parser:
+        inner.__class__ = _FusedParser
     return parser
 
 
@@ -141,3 +154,40 @@ class _FastContextualLexer(ContextualLexer):
                 raise exc from None
         lexer_state.last_token = token
         return token
+
+
+class _FusedParser(_Parser):
+    """lark's LALR loop with `ParserState.feed_token` written into it."""
+
+    def parse_from_state(self, state: Any, last_token: Token | None = None) -> Any:
+        conf = state.parse_conf
+        states, callbacks = conf.states, conf.callbacks
+        state_stack, value_stack = state.state_stack, state.value_stack
+        try:
+            token = last_token
+            for token in state.lexer.lex(state):
+                kind = token.type
+                while True:
+                    actions = states[state_stack[-1]]
+                    if kind not in actions:
+                        state.feed_token(token)  # raises lark's UnexpectedToken from here
+                        break
+                    action, arg = actions[kind]
+                    if action is Shift:
+                        state_stack.append(arg)
+                        value_stack.append(callbacks[kind](token) if kind in callbacks else token)
+                        break
+                    size = len(arg.expansion)
+                    if size:
+                        children = value_stack[-size:]
+                        del state_stack[-size:]
+                        del value_stack[-size:]
+                    else:
+                        children = []
+                    value_stack.append(callbacks[arg](children) if callbacks else children)
+                    state_stack.append(states[state_stack[-1]][arg.origin.name][1])
+            end = Token.new_borrow_pos("$END", "", token) if token else Token("$END", "", 0, 1, 1)
+            return state.feed_token(end, True)
+        except UnexpectedInput as exc:
+            exc.interactive_parser = InteractiveParser(self, state, state.lexer)
+            raise

@@ -40,6 +40,7 @@ def test_the_parser_is_tuned() -> None:
     frontend: Any = _parser().parser
     assert type(frontend.lexer).__name__ == "_FastContextualLexer"
     assert all(type(rule).__name__ == "_RuleStandIn" for rule in frontend.parser.parser.callbacks)
+    assert type(frontend.parser.parser).__name__ == "_FusedParser"
     assert type(_parser(tuned=False).parser.lexer).__name__ == "ContextualLexer"
 
 
