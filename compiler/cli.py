@@ -9,9 +9,11 @@ group (pyproject.toml), looked up only when that command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
+from typing import NoReturn
 
 from compiler.output import FORMATS
 
@@ -77,7 +79,9 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return plugged
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, leave: bool = False) -> int:
+    """Run one command and return its exit code; with `leave`, end the process
+    with it as soon as the output is flushed (see `_leave`)."""
     args = _parser().parse_args(argv)
     run = _command(args.command)
     try:
@@ -87,8 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     sys.stdout.flush()
+    if leave and args.command not in PLUGGED:
+        _leave(code)
     return code
 
 
+def _leave(code: int) -> NoReturn:
+    """End the process without tearing down what it built.
+
+    A short command is done once its output is written, and Python's own exit
+    then frees every module and object one by one: 25 ms of a 400 ms `gwc
+    check`. Nothing of the compiler's commands runs at exit; the plugged ones
+    (`serve`) may, so they exit the usual way. If the output cannot be
+    flushed, Python's exit reports that as it always does.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(leave=True))
