@@ -30,14 +30,14 @@ wrk.headers["Content-Type"] = "application/json"
 def serving(module_args: list[str], port: int, stderr: IO[str] | None = None) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", *module_args], stderr=stderr)
     try:
-        _wait_for(port)
+        wait_for(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait()
 
 
-def _wait_for(port: int, timeout: float = 15.0) -> None:
+def wait_for(port: int, timeout: float = 15.0) -> None:
     import socket
 
     deadline = time.monotonic() + timeout
