@@ -110,30 +110,39 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> i
         url=url, policy=gateway.version, max_header_bytes=limits.max_header_bytes,
         read_timeout=limits.read_timeout))
 
+    # Reloads in progress, held so that none is collected mid-way, and dropped when the
+    # gateway stops: one that ended during the drain would swap in a policy nothing serves.
+    reloads: set[asyncio.Task[object]] = set()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        reloads: set[asyncio.Task[object]] = set()  # held, so none is collected mid-way
 
         def on_sighup() -> None:
+            if server.should_exit:
+                return
             task = loop.create_task(gateway.reload("sighup"))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
         for stop in (signal.SIGTERM, signal.SIGINT):  # stop accepting, drain, exit 0
             loop.add_signal_handler(stop, stopping, stop)
-        watcher = loop.create_task(watch(gateway)) if watch_files else None
+        if watch_files:
+            watcher = loop.create_task(watch(gateway))
+            reloads.add(watcher)
         try:
             await server.serve()
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in list(reloads):
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await task
 
     def stopping(by: signal.Signals) -> None:
         if not server.should_exit:
             log.event("stopping", f"gwc: {by.name}: no new connections; waiting up to "
                       f"{DRAIN_SECONDS} s for requests in flight", signal=by.name)
+            for task in reloads:
+                task.cancel()
         server.should_exit = True
 
     release = capture(log)
