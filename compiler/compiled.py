@@ -52,18 +52,15 @@ class Deployment:
     model: Model
     provider: Provider
     timeouts: Timeouts
+    # read on every call: attributes, not properties, as they cost a call each
+    name: str = field(init=False, compare=False)
+    retry: Retry = field(init=False, compare=False)
+    breaker: Breaker = field(init=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def retry(self) -> Retry:
-        return self.provider.retry
-
-    @property
-    def breaker(self) -> Breaker:
-        return self.provider.breaker
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.model.name)
+        object.__setattr__(self, "retry", self.provider.retry)
+        object.__setattr__(self, "breaker", self.provider.breaker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +95,10 @@ class Decision:
     quotas: tuple[Quota, ...]
     budgets: tuple[Budget, ...]
     cache: Cache | None
+    deny: str | None = field(init=False, compare=False)
 
-    @property
-    def deny(self) -> str | None:
-        return self.rule.deny if self.rule is not None else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deny", self.rule.deny if self.rule is not None else None)
 
 
 class Refused(Exception):
@@ -124,34 +121,24 @@ class CompiledPolicy:
     graph: Graph
     sources: list[str]
     folder: str  # where `file:line` labels are relative to
+    # read per request: attributes, not properties, as they cost a call each
+    policy: Policy = field(init=False, repr=False)
+    version: str = field(init=False)
+    auth: Auth = field(init=False, repr=False)
+    providers: dict[str, Provider] = field(init=False, repr=False)
     deployments: dict[str, Deployment] = field(init=False)
     pools: dict[str, PoolTarget] = field(init=False)
     _decisions: dict[tuple[Plan, str | None], Decision] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        policy = self.policy
+        self.policy = policy = self.graph.policy
+        self.version, self.auth, self.providers = self.graph.version, policy.auth, policy.providers
         self.deployments = {name: _deployment(model, policy.providers[model.provider])
                             for name, model in policy.models.items()}
         self.pools = {name: PoolTarget(name, pool.strategy, tuple(
             (self.deployments[m.model], m.weight) for m in pool.members))
             for name, pool in policy.pools.items()}
         self._decisions = {}
-
-    @property
-    def policy(self) -> Policy:
-        return self.graph.policy
-
-    @property
-    def version(self) -> str:
-        return self.graph.version
-
-    @property
-    def auth(self) -> Auth:
-        return self.policy.auth
-
-    @property
-    def providers(self) -> dict[str, Provider]:
-        return self.policy.providers
 
     def decide(self, request: Request) -> Decision:
         plan = self.graph.plan(request)

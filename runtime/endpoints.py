@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -22,6 +22,14 @@ from runtime.schemas import ChatRequest, EmbeddingsRequest
 GATEWAY_FIELDS = ("metadata",)  # read by the gateway, not passed upstream
 
 
+class Call(Protocol):
+    """An adapter's call for an endpoint; `body` comes last, so that the chain
+    stage binds it with `functools.partial` (C-level: no frame of its own)."""
+
+    def __call__(self, adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
+                 body: Body) -> Awaitable[Body]: ...
+
+
 @dataclass(frozen=True)
 class Endpoint:
     name: str  # the policy's `endpoint` attribute
@@ -29,7 +37,7 @@ class Endpoint:
     schema: type[BaseModel]
     parameters: Callable[[Any], dict[str, Any]]  # stream, tools, max_tokens, temperature
     tokens: Callable[[Body], int]  # estimated input tokens
-    call: Callable[[Adapter, Deployment, Body, Timeouts], Awaitable[Body]]
+    call: Call
     stream: Callable[[Adapter, Deployment, Body, Timeouts], AsyncIterator[Body]] | None = None
 
     def payload(self, body: Body) -> Body:
@@ -68,11 +76,11 @@ def _chat_parameters(parsed: ChatRequest) -> dict[str, Any]:
 
 CHAT = Endpoint(
     "chat", "/v1/chat/completions", ChatRequest, _chat_parameters, chat_tokens,
-    call=lambda adapter, target, body, timeouts: adapter.complete(target.model, body, timeouts),
+    call=lambda adapter, target, timeouts, body: adapter.complete(target.model, body, timeouts),
     stream=lambda adapter, target, body, timeouts: adapter.stream(target.model, body, timeouts))
 
 EMBEDDINGS = Endpoint(
     "embeddings", "/v1/embeddings", EmbeddingsRequest, lambda parsed: {}, embedding_tokens,
-    call=lambda adapter, target, body, timeouts: adapter.embed(target.model, body, timeouts))
+    call=lambda adapter, target, timeouts, body: adapter.embed(target.model, body, timeouts))
 
 ENDPOINTS = (CHAT, EMBEDDINGS)

@@ -71,8 +71,8 @@ class Pipeline:
                     await half(exchange)
                 else:
                     half(exchange)
-                if exchange.answered:
-                    return
+                if exchange.answer is not None or exchange.chunks is not None:
+                    return  # a refusal is raised, so an answer is all there is to look for
         except GatewayError as error:
             exchange.error, exchange.status = error, error.status
 

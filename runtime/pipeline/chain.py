@@ -7,10 +7,10 @@ the HTTP layer sends it on. The exit half lets the upstream connection go
 
 from __future__ import annotations
 
-from compiler.compiled import Deployment, Timeouts
+import functools
+
 from runtime.chain import Chain
-from runtime.pipeline.exchange import Body, Exchange
-from runtime.providers.base import Adapter
+from runtime.pipeline.exchange import Exchange
 
 
 async def enter(exchange: Exchange) -> None:
@@ -23,9 +23,7 @@ async def enter(exchange: Exchange) -> None:
     if endpoint.stream is not None and exchange.parsed.stream:
         exchange.answered_by, exchange.chunks = await chain.open_stream(payload, endpoint.stream)
         return
-
-    async def call(adapter: Adapter, deployment: Deployment, timeouts: Timeouts) -> Body:
-        return await endpoint.call(adapter, deployment, payload, timeouts)
+    call = functools.partial(endpoint.call, body=payload)
     exchange.answered_by, exchange.answer, _ = await chain.run(call)
 
 

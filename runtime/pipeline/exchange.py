@@ -81,9 +81,5 @@ class Exchange:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and options.get("include_usage") is True
 
-    @property
-    def answered(self) -> bool:
-        return self.error is not None or self.answer is not None or self.chunks is not None
-
     def tried(self) -> int:
         return sum(not a.skipped for a in self.attempts)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from runtime.providers.wire import Body, invalid
+from runtime.providers.wire import NUMBERS, Body, invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ def number(body: Body, key: str) -> float | None:
     found = body.get(key)
     if found is None:
         return None
-    if isinstance(found, int | float) and not isinstance(found, bool):
+    if type(found) in NUMBERS:
         return float(found)
     raise invalid(key, "must be a number")
 

@@ -22,7 +22,7 @@ from runtime.errors import UpstreamError
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.openai import expected_choices
-from runtime.providers.wire import Malformed, count, lst, obj, opt_lst, opt_obj, text
+from runtime.providers.wire import NUMBERS, Malformed, count, lst, obj, opt_lst, opt_obj, text
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
           "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -286,8 +286,7 @@ class Gemini(Adapter):
             for i, item in enumerate(lst(data.get("embeddings"), "embeddings")):
                 values = lst(obj(item, f"embeddings[{i}]").get("values"),
                              f"embeddings[{i}].values")
-                if not all(isinstance(v, int | float) and not isinstance(v, bool)
-                           for v in values):
+                if not all(type(v) in NUMBERS for v in values):
                     raise Malformed(f"embeddings[{i}].values holds a non-number")
                 vectors.append(values)
             tokens = sum(len(t.split()) for t in texts)

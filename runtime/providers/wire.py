@@ -16,6 +16,11 @@ from runtime.errors import GatewayError
 Body = dict[str, Any]
 
 
+# Parsed JSON holds exactly these number types; unlike isinstance, the test leaves out
+# bool, and a tuple is not rebuilt at each call as `int | float` is.
+NUMBERS = (int, float)
+
+
 class Malformed(Exception):
     """An upstream answer that is not in its wire format: the message names the field."""
 
@@ -54,7 +59,7 @@ def count(value: Any, where: str) -> int:
     """A token count: a non-negative number, absent or null meaning 0."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if type(value) not in NUMBERS or not value >= 0:
         raise Malformed(f"{where} is not a count")
     return int(value) if value < 2 ** 63 else 2 ** 63 - 1
 
@@ -66,7 +71,7 @@ def openai_usage(value: Any, where: str = "usage") -> None:
     usage = obj(value, where)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         found = usage.get(key)
-        if found is not None and (isinstance(found, bool) or not isinstance(found, int | float)):
+        if found is not None and type(found) not in NUMBERS:
             raise Malformed(f"{where}.{key} is not a count")
 
 

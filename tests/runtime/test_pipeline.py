@@ -18,11 +18,7 @@ def test_the_stages_run_in_the_documented_order() -> None:
 
 
 class Exchange(SimpleNamespace):
-    """Just what the runner reads: whether it is answered, and the error."""
-
-    @property
-    def answered(self) -> bool:
-        return self.error is not None or self.answer is not None
+    """Just what the runner reads: the answer, a stream's chunks, the error."""
 
 
 def recording(log: list[str]) -> Pipeline:
@@ -53,7 +49,7 @@ def recording(log: list[str]) -> Pipeline:
 
 
 def run(pipeline: Pipeline, **fields: Any) -> Exchange:
-    exchange = Exchange(answer=None, error=None, status=200, **fields)
+    exchange = Exchange(answer=None, chunks=None, error=None, status=200, **fields)
 
     async def go() -> None:
         await pipeline.enter(exchange)  # type: ignore[arg-type]
