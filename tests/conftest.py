@@ -12,6 +12,8 @@ from compiler.context import Context
 from compiler.driver import check
 from dsl.diagnostics import Diagnostic
 
+pytest_plugins = ["tests.services"]  # the real Redis and PostgreSQL fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_EXAMPLES = ROOT.parent / "shared" / "spec" / "examples"
 

@@ -1,0 +1,59 @@
+"""The real Redis and PostgreSQL the state tests run against.
+
+This machine and CI run both (127.0.0.1:6379; 127.0.0.1:5432, trust auth,
+database `test`). Under CI (`CI` set) a missing service fails the test, so a
+broken machine can't pass by skipping; elsewhere the test skips with the reason,
+and the rest of the suite runs. `GW_TEST_REDIS_URL` and `GW_TEST_DB_URL` point
+the tests at other servers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_URL = os.environ.get("GW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("GW_TEST_DB_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def unavailable(service: str, reason: object) -> None:
+    message = f"{service} is not reachable ({reason})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must have it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own for one test, emptied before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL schema of its own for one test, dropped after it."""
+    import psycopg
+
+    schema = f"gwtest_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        unavailable("PostgreSQL", exc)
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
