@@ -106,6 +106,8 @@ class Model:
     upstream: str
     input_price: float | None = None
     output_price: float | None = None
+    cached_input_price: float | None = None  # None: as fresh input
+    cache_write_price: float | None = None  # None: as fresh input
     context: int | None = None
     max_output: int | None = None
     timeout: float | None = None
@@ -154,14 +156,20 @@ class Subject:
     """Whose counter a quota or budget keeps: `per team`, `global`, `team "x"`."""
 
     kind: str  # "per", "global", "one"
-    dimension: str = ""  # team, user, key, model
+    dimension: str = ""  # team, user, key, model; or meta:NAME, header:NAME (keyed)
     value: str = ""
+
+    @property
+    def keyed(self) -> bool:
+        """One counter per value of a `meta` or `header` key, as a client sends it."""
+        return ":" in self.dimension
 
     def __str__(self) -> str:
         if self.kind == "global":
             return "global"
         if self.kind == "per":
-            return f"per {self.dimension}"
+            prefix, _, key = self.dimension.partition(":")
+            return f'per {prefix}["{key}"]' if key else f"per {self.dimension}"
         return f'{self.dimension} "{self.value}"'
 
 
@@ -181,6 +189,8 @@ class Quota:
     burst: int | None = None
     concurrency: int | None = None
     mode: str = "enforce"
+    max_values: int | None = None  # keyed subjects: distinct values counted per period
+    on_store_error: str = "refuse"  # the shared store unreachable: refuse (503) or local
     cond: Cond = TRUE
 
 
@@ -194,6 +204,8 @@ class Budget:
     notify: str | None = None
     over: str = "reject"  # reject, allow, downgrade
     downgrade: str | None = None
+    max_values: int | None = None  # keyed subjects: distinct values counted per period
+    on_store_error: str = "refuse"  # the shared store unreachable: refuse (503) or local
     cond: Cond = TRUE
 
 

@@ -7,6 +7,9 @@ from compiler.values import Field
 PROVIDER_TYPES = ("openai", "openai_compatible", "azure", "anthropic", "gemini", "mock")
 STRATEGIES = ("weighted", "round_robin", "least_latency", "least_cost", "least_busy")
 DIMENSIONS = ("team", "user", "key", "model")
+KEYED_DIMENSIONS = ("meta", "header")  # `per meta["feature"]`: one counter per value
+MAX_VALUES = 1000  # distinct values a keyed subject may count per period, unless set
+STORE_ERRORS = ("refuse", "local")
 
 RETRY = {
     "attempts": Field("int", low=1, high=20),
@@ -60,6 +63,8 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "name": Field("string"),
         "input": Field("price"),
         "output": Field("price"),
+        "cached_input": Field("price"),  # prompt tokens read from the provider's cache
+        "cache_write": Field("price"),  # prompt tokens written to it (Anthropic bills these)
         "context": Field("count", low=1),
         "max_output": Field("count", low=1),
         **TIMEOUTS,
@@ -93,6 +98,8 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "alert": Field("percent_list"),
         "notify": Field("name"),
         "over": Field("over"),
+        "max_values": Field("count", low=1),
+        "on_store_error": Field("name", choices=STORE_ERRORS),
     }, {}),
     "quota": ({
         "requests": Field("count_rate"),
@@ -100,6 +107,8 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "burst": Field("count", low=1),
         "concurrency": Field("count", low=1),
         "mode": Field("name", choices=("enforce", "shadow")),
+        "max_values": Field("count", low=1),
+        "on_store_error": Field("name", choices=STORE_ERRORS),
     }, {}),
     "test": ({}, {"given": GIVEN, "expect": EXPECT}),
 }

@@ -257,12 +257,13 @@ class CacheDecl(Record):
 
 
 class Subject(Record):
-    """`per team`, `global`, or one identity such as `team "research"`."""
+    """`per team`, `per meta["feature"]`, `global`, or one identity such as
+    `team "research"`."""
 
     span: Span = field(compare=False, repr=False)
     kind: str  # "per", "global" or "one"
     dimension: str
-    value: Str | None
+    value: Str | None  # the identity of "one"; the key of `per meta[...]`, `per header[...]`
 
 
 class LimitDecl(Record):

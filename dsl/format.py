@@ -256,7 +256,8 @@ def _head(d: ast.Decl) -> str:
         return "cache" + (f" when {cond(d.cond)}" if d.cond is not None else "")
     if isinstance(d, ast.LimitDecl):
         s = d.subject
-        subject = {"per": f"per {s.dimension}", "global": "global"}.get(
+        keyed = f"[{value(s.value)}]" if s.value else ""
+        subject = {"per": f"per {s.dimension}{keyed}", "global": "global"}.get(
             s.kind, f"{s.dimension} {value(s.value) if s.value else ''}")
         return f"{d.kind} {subject}" + (f" when {cond(d.cond)}" if d.cond is not None else "")
     assert isinstance(d, ast.TestDecl)

@@ -208,7 +208,8 @@ class _Build(Transformer[Token, ast.Module]):
         return ast.TestDecl(self.span(c), c[1], c[2])
 
     def per_subject(self, c: list[Any]) -> ast.Subject:
-        return ast.Subject(self.span(c), "per", str(c[1]), None)
+        end = c[4] if c[4] is not None else c[1]  # `per meta["feature"]` or `per team`
+        return ast.Subject(self.span([c[0], end]), "per", str(c[1]), c[3])
 
     def global_subject(self, c: list[Any]) -> ast.Subject:
         return ast.Subject(self.span(c), "global", "", None)

@@ -7,7 +7,7 @@ by its node, for the passes after this one.
 from __future__ import annotations
 
 from compiler.context import Context
-from compiler.schema import BLOCKS, DIMENSIONS
+from compiler.schema import BLOCKS, DIMENSIONS, KEYED_DIMENSIONS
 from compiler.values import INVALID, Checker, Field
 from dsl import ast
 from dsl.diagnostics import Related, error, suggestion
@@ -33,10 +33,23 @@ def run(ctx: Context) -> None:
 
 
 def _subject(ctx: Context, subject: ast.Subject) -> None:
-    if subject.kind != "global" and subject.dimension not in DIMENSIONS:
-        ctx.report(error("GW206", f"unknown subject '{subject.dimension}'"
-                                  f"{suggestion(subject.dimension, DIMENSIONS)}", subject.span,
-                         help="limits apply per team, user, key or model, or global"))
+    dimension, keyed = subject.dimension, subject.kind == "per" and subject.value is not None
+    if keyed and dimension not in KEYED_DIMENSIONS:
+        ctx.report(error("GW206", f"'{dimension}' takes no key: only meta[...] and "
+                                  "header[...] count one value per key", subject.span,
+                         help=f"write `per {dimension}`, or `per meta[\"NAME\"]`"))
+    elif subject.kind == "per" and not keyed and dimension in KEYED_DIMENSIONS:
+        ctx.report(error("GW206", f"'per {dimension}' needs a key: which {dimension} value "
+                                  "to count by", subject.span,
+                         help=f'for example `per {dimension}["feature"]`'))
+    elif subject.kind != "global" and dimension not in (*DIMENSIONS, *KEYED_DIMENSIONS):
+        ctx.report(error("GW206", f"unknown subject '{dimension}'"
+                                  f"{suggestion(dimension, DIMENSIONS)}", subject.span,
+                         help="limits apply per team, user, key or model, per meta[\"NAME\"] "
+                              "or header[\"NAME\"], or global"))
+    elif subject.kind == "one" and dimension in KEYED_DIMENSIONS:
+        ctx.report(error("GW206", f"a {dimension} value is not an identity", subject.span,
+                         help=f'count by it with `per {dimension}["NAME"]`'))
 
 
 def _block(ctx: Context, checker: Checker, kind: str, body: ast.Body, span: object,

@@ -3,8 +3,8 @@
 Chains that repeat a target or bury a `deny`, empty pools, budgets over
 models with no price (the budget could never count their spend), requests no
 rule matches, `env()` variables unset here, plain `http://` to a host other
-than this one, a `resume` no chain can honour and a `prefill` its provider
-cannot take.
+than this one, a `resume` no chain can honour, a `prefill` its provider
+cannot take, and a `max_values` on a subject that has no values to cap.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from compiler.context import Context
 from compiler.graph.build import subject_cond
 from compiler.graph.reach import rules_reached
 from compiler.policy import Policy, Target
+from compiler.schema import MAX_VALUES
 from dsl import ast
 from dsl.diagnostics import Related, error, warning
 from dsl.span import Span
@@ -34,6 +35,7 @@ def run(ctx: Context) -> None:
     _unmatched(ctx)
     _resume(ctx)
     _prefill(ctx)
+    _max_values(ctx)
     for attribute in _attributes(ctx):
         _env(ctx, attribute.value)
         _plain_http(ctx, attribute)
@@ -165,6 +167,25 @@ def _prefill(ctx: Context) -> None:
             attribute.span,
             help=f"prefill works on {', '.join(PREFILL_TYPES)} providers; on this one a "
                  "resumed stream would start its answer afresh"))
+
+
+def _max_values(ctx: Context) -> None:
+    for decl in ctx.decls:
+        if not isinstance(decl, ast.LimitDecl):
+            continue
+        written = decl.body.attributes().get("max_values")
+        if written is not None and (decl.subject.kind != "per" or decl.subject.value is None):
+            ctx.report(warning(
+                "GW311", f"'max_values' does nothing on a {decl.kind} {_subject_words(decl)}",
+                written.span,
+                help="it caps the distinct values a `per meta[...]` or `per header[...]` "
+                     f"subject counts per period (default {MAX_VALUES}); remove it here"))
+
+
+def _subject_words(decl: ast.LimitDecl) -> str:
+    subject = decl.subject
+    return "that is global" if subject.kind == "global" else f"per {subject.dimension}" \
+        if subject.kind == "per" else f"of one {subject.dimension}"
 
 
 def _attributes(ctx: Context) -> Iterator[ast.Attribute]:

@@ -12,7 +12,7 @@ from typing import Any
 from compiler import policy as p
 from compiler.conditions import TRUE
 from compiler.context import Context
-from compiler.schema import HEALTH, TIMEOUTS
+from compiler.schema import HEALTH, MAX_VALUES, TIMEOUTS
 from dsl import ast
 from dsl.span import Span
 
@@ -74,6 +74,8 @@ def _models(ctx: Context) -> None:
         ctx.policy.models[name] = p.Model(
             name=name, provider=provider, upstream=ctx.value(decl.body, "name", name),
             **_fields(ctx, decl.body, {"input": "input_price", "output": "output_price",
+                                       "cached_input": "cached_input_price",
+                                       "cache_write": "cache_write_price",
                                        "context": "context", "max_output": "max_output",
                                        "prefill": "prefill", **{k: k for k in TIMEOUTS}}))
 
@@ -154,6 +156,10 @@ def _rules(ctx: Context) -> None:
 
 
 def _subject(subject: ast.Subject) -> p.Subject:
+    if subject.kind == "per" and subject.value is not None:  # `per header["X-App"]`
+        key = subject.value.value
+        return p.Subject("per", f"{subject.dimension}:"
+                         f"{key.lower() if subject.dimension == 'header' else key}")
     return p.Subject(subject.kind, subject.dimension, subject.value.value if subject.value else "")
 
 
@@ -172,13 +178,20 @@ def _limit(ctx: Context, decl: ast.LimitDecl) -> None:
     if cond is None:
         return
     subject, where = _subject(decl.subject), source(decl.span)
+    stored = _fields(ctx, decl.body, {"max_values": "max_values",
+                                      "on_store_error": "on_store_error"})
+    if subject.keyed:
+        stored.setdefault("max_values", MAX_VALUES)
+    else:
+        stored.pop("max_values", None)  # GW311 said it does nothing here
     if decl.kind == "quota":
         fields = _fields(ctx, decl.body, {k: k for k in ("requests", "tokens", "burst",
-                                                          "concurrency", "mode")})
+                                                          "concurrency", "mode")}) | stored
         ctx.policy.quotas.append(p.Quota(len(ctx.policy.quotas), subject, where, cond=cond,
                                          **fields))
         return
-    fields = _fields(ctx, decl.body, {"limit": "limit", "alert": "alerts", "notify": "notify"})
+    fields = _fields(ctx, decl.body, {"limit": "limit", "alert": "alerts",
+                                      "notify": "notify"}) | stored
     over = ctx.value(decl.body, "over", ("reject", None))
     downgrade = over[1].name if over[1] is not None else None
     ctx.policy.budgets.append(p.Budget(len(ctx.policy.budgets), subject, where, cond=cond,
