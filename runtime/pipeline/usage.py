@@ -9,6 +9,7 @@ ask for.
 
 from __future__ import annotations
 
+from runtime import pricing
 from runtime.pipeline.exchange import Body, Exchange
 
 
@@ -27,6 +28,4 @@ def leave(exchange: Exchange) -> None:
     deployment, usage = exchange.answered_by, exchange.usage
     if deployment is None or not usage:
         return
-    model = deployment.model
-    exchange.cost = (usage.get("prompt_tokens") or 0) * (model.input_price or 0.0) + \
-        (usage.get("completion_tokens") or 0) * (model.output_price or 0.0)
+    exchange.cost = pricing.cost(usage, deployment.model)

@@ -112,12 +112,21 @@ def to_messages(body: Body, model: Model) -> Body:
 
 
 def _usage(usage: Body, where: str = "usage") -> Body:
-    prompt = count(usage.get("input_tokens"), f"{where}.input_tokens") + \
-        count(usage.get("cache_creation_input_tokens"), f"{where}.cache_creation_input_tokens") \
-        + count(usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens")
+    """Anthropic's usage in OpenAI's terms. Anthropic's `input_tokens` leaves out the
+    cache's reads and writes, which it bills apart; OpenAI's `prompt_tokens` holds
+    them, with the reads in `prompt_tokens_details.cached_tokens`, and the writes go
+    beside them as `cache_write_tokens` (OpenRouter's name), so each is priced."""
+    fresh = count(usage.get("input_tokens"), f"{where}.input_tokens")
+    written = count(usage.get("cache_creation_input_tokens"),
+                    f"{where}.cache_creation_input_tokens")
+    read = count(usage.get("cache_read_input_tokens"), f"{where}.cache_read_input_tokens")
     completion = count(usage.get("output_tokens"), f"{where}.output_tokens")
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    prompt = fresh + written + read
+    out: Body = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion}
+    if written or read:
+        out["prompt_tokens_details"] = {"cached_tokens": read, "cache_write_tokens": written}
+    return out
 
 
 def from_message(data: Body, model: Model) -> Body:

@@ -117,13 +117,21 @@ def to_request(body: Body) -> Body:
 
 
 def _usage(metadata: Body) -> Body:
+    """Gemini's usage in OpenAI's terms: its thinking is output, as OpenAI's reasoning
+    tokens are, and the cached part of the prompt is `cached_tokens`."""
     prompt = count(metadata.get("promptTokenCount"), "usageMetadata.promptTokenCount")
-    completion = count(metadata.get("candidatesTokenCount"),
-                       "usageMetadata.candidatesTokenCount") + \
-        count(metadata.get("thoughtsTokenCount"), "usageMetadata.thoughtsTokenCount")
+    answer = count(metadata.get("candidatesTokenCount"), "usageMetadata.candidatesTokenCount")
+    thoughts = count(metadata.get("thoughtsTokenCount"), "usageMetadata.thoughtsTokenCount")
+    cached = count(metadata.get("cachedContentTokenCount"),
+                   "usageMetadata.cachedContentTokenCount")
     total = count(metadata.get("totalTokenCount"), "usageMetadata.totalTokenCount")
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": total or prompt + completion}
+    out: Body = {"prompt_tokens": prompt, "completion_tokens": answer + thoughts,
+                 "total_tokens": total or prompt + answer + thoughts}
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if thoughts:
+        out["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return out
 
 
 def _choice(candidate: Any, where: str, calls_so_far: int

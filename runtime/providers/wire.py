@@ -64,15 +64,28 @@ def count(value: Any, where: str) -> int:
     return int(value) if value < 2 ** 63 else 2 ** 63 - 1
 
 
+USAGE_COUNTS = {
+    "": ("prompt_tokens", "completion_tokens", "total_tokens"),
+    "prompt_tokens_details": ("cached_tokens", "cache_write_tokens"),
+    "completion_tokens_details": ("reasoning_tokens",),
+}
+
+
 def openai_usage(value: Any, where: str = "usage") -> None:
-    """OpenAI's `usage`, which the gateway reads for cost: null, or an object of counts."""
+    """OpenAI's `usage`, which the gateway reads for cost: null, or an object of counts,
+    with the cached and reasoning parts in its `*_details` objects."""
     if value is None:
         return
     usage = obj(value, where)
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        found = usage.get(key)
-        if found is not None and type(found) not in NUMBERS:
-            raise Malformed(f"{where}.{key} is not a count")
+    for part, keys in USAGE_COUNTS.items():
+        counts = usage if not part else usage.get(part)
+        if counts is None:
+            continue
+        inner = f"{where}.{part}" if part else where
+        for key in keys:
+            found = obj(counts, inner).get(key)
+            if found is not None and type(found) not in NUMBERS:
+                raise Malformed(f"{inner}.{key} is not a count")
 
 
 def invalid(param: str, message: str) -> GatewayError:
