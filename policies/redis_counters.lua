@@ -1,0 +1,282 @@
+-- gwc's quota and budget counters in Redis: one script, one round trip per call.
+--
+-- MemoryCounters (memory_counters.py) is the reference; every step here is
+-- its step, with the float operations in the same order, so both give the
+-- same answers. ARGV[1] names the operation: admit, settle or share. Keys
+-- come from the client, all under one hash tag (see redis_counters.py).
+-- Numbers travel as strings written with %.17g, which read back exactly.
+
+local now = tonumber(ARGV[2])
+
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+-- Keep a key at least `seconds` more (keys hold leases and windows that end).
+local function extend(key, seconds)
+  local ms = math.ceil(seconds * 1000) + 1000
+  if redis.call('PTTL', key) < ms then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+
+-- Leases: a zset of "rid|amount" by expiry, their running total in a hash field.
+local function live(hkey, field, zkey)
+  local total = tonumber(redis.call('HGET', hkey, field) or '0')
+  local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
+  for _, member in ipairs(expired) do
+    total = total - tonumber(string.match(member, '|(.*)$'))
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+    if redis.call('ZCARD', zkey) == 0 then
+      total = 0
+    end
+    redis.call('HSET', hkey, field, fmt(total))
+  end
+  return total
+end
+
+local function free(hkey, field, zkey, member)
+  if redis.call('ZREM', zkey, member) == 1 then
+    local total = tonumber(redis.call('HGET', hkey, field) or '0')
+    total = total - tonumber(string.match(member, '|(.*)$'))
+    if redis.call('ZCARD', zkey) == 0 then
+      total = 0
+    end
+    redis.call('HSET', hkey, field, fmt(total))
+  end
+end
+
+local function gcra(window, limit, burst, cost)
+  local step = math.max(1, math.floor(window * 1e6 / limit + 0.5))
+  return step, math.floor(burst * step + 0.5), math.floor(cost * step + 0.5),
+    math.floor(now * 1e6 + 0.5)
+end
+
+-- A tokens window's live buckets (older ones deleted), sorted, and their sum.
+local function window(key, width, buckets)
+  local low = math.floor(now / width) - buckets
+  local raw = redis.call('HGETALL', key)
+  local order, amounts = {}, {}
+  for j = 1, #raw, 2 do
+    local bucket = tonumber(raw[j])
+    if bucket < low then
+      redis.call('HDEL', key, raw[j])
+    else
+      table.insert(order, bucket)
+      amounts[bucket] = tonumber(raw[j + 1])
+    end
+  end
+  table.sort(order)
+  return order, amounts
+end
+
+local function sum(order, amounts)
+  local total = 0
+  for _, bucket in ipairs(order) do
+    total = total + amounts[bucket]
+  end
+  return total
+end
+
+-- admit: ARGV 3 lease, 4 rid, 5 n limits, 6 n subjects, 7 slack, 8 buckets,
+-- 9 concurrency retry; then 9 per limit: kind, limit, window, burst, cost,
+-- enforce, subject index (0: none), period end, period expiry; then 3 per
+-- subject: cap, subject, till. KEYS: 2 per limit, then 1 per subject.
+local function admit()
+  local lease, rid = tonumber(ARGV[3]), ARGV[4]
+  local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local slack, buckets, retry_slot = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+  local places = {}
+  for j = 1, m do
+    local base, key = 9 + n * 9 + (j - 1) * 3, KEYS[2 * n + j]
+    local cap, subject, till = tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local ok = redis.call('ZSCORE', key, subject) or redis.call('ZCARD', key) < cap
+    local retry = 0
+    if not ok then
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      retry = (tonumber(first[2]) or till) - now
+    end
+    places[j] = {ok = ok, retry = retry, till = till, key = key, subject = subject}
+  end
+  local limits, refused = {}, -1
+  for i = 1, n do
+    local base = 9 + (i - 1) * 9
+    local l = {kind = ARGV[base + 1], limit = tonumber(ARGV[base + 2]),
+      window = tonumber(ARGV[base + 3]), burst = tonumber(ARGV[base + 4]),
+      coststr = ARGV[base + 5], cost = tonumber(ARGV[base + 5]), enforce = ARGV[base + 6] == '1',
+      place = tonumber(ARGV[base + 7]), ends = tonumber(ARGV[base + 8]),
+      expires = tonumber(ARGV[base + 9]), k1 = KEYS[2 * i - 1], k2 = KEYS[2 * i],
+      reason = 'limit'}
+    local lim = l.limit + slack * l.limit
+    if l.kind == 'requests' then
+      local _, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
+      local tat = tonumber(redis.call('GET', l.k1) or now_us)
+      local allow_at = math.max(tat, now_us) + cost - capacity
+      l.allowed, l.retry = allow_at <= now_us, math.max(0, allow_at - now_us) / 1e6
+    elseif l.kind == 'tokens' then
+      l.width = l.window / buckets
+      l.order, l.amounts = window(l.k1, l.width, buckets)
+      local total = sum(l.order, l.amounts)
+      l.allowed, l.retry = total + l.cost <= lim, 0
+      if not l.allowed then
+        l.retry = l.window
+        if l.cost <= lim then
+          local fallen = 0
+          for _, bucket in ipairs(l.order) do
+            fallen = fallen + l.amounts[bucket]
+            if total - fallen + l.cost <= lim then
+              l.retry = (bucket + buckets + 1) * l.width - now
+              break
+            end
+          end
+        end
+      end
+    elseif l.kind == 'concurrency' then
+      l.held = live(l.k1, 'held', l.k2)
+      l.allowed, l.retry = l.held + l.cost <= lim, retry_slot
+    else
+      l.spent = tonumber(redis.call('HGET', l.k1, 'spent') or '0')
+      l.reserved = live(l.k1, 'reserved', l.k2)
+      l.allowed, l.retry = l.spent + l.reserved + l.cost <= lim, l.ends - now
+    end
+    if l.place > 0 and not places[l.place].ok then
+      l.allowed, l.retry, l.reason = false, places[l.place].retry, 'subjects'
+    end
+    if l.enforce and not l.allowed and refused < 0 then
+      refused = i - 1
+    end
+    limits[i] = l
+  end
+  local admitted = refused < 0
+  local out = {admitted and 1 or 0, refused}
+  for i = 1, n do
+    local l = limits[i]
+    local taken = admitted and (l.enforce or l.allowed or l.kind == 'budget')
+    local remaining, reset, share = 0, 0, ''
+    if l.kind == 'requests' then
+      local step, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
+      local tat = math.max(tonumber(redis.call('GET', l.k1) or now_us), now_us)
+      if taken then
+        tat = tat + cost
+        redis.call('SET', l.k1, fmt(tat), 'PX', math.ceil((tat - now_us) / 1000) + 1000)
+      end
+      local ahead = tat - now_us
+      remaining, reset = math.max(0, math.floor((capacity - ahead) / step)), ahead / 1e6
+    elseif l.kind == 'tokens' then
+      local current = math.floor(now / l.width)
+      if taken and l.cost > 0 then
+        if l.amounts[current] == nil then
+          table.insert(l.order, current)
+          table.sort(l.order)  -- a replica's clock behind another's may have written later buckets
+          l.amounts[current] = 0
+        end
+        l.amounts[current] = l.amounts[current] + l.cost
+        redis.call('HSET', l.k1, fmt(current), fmt(l.amounts[current]))
+        extend(l.k1, (current + buckets + 1) * l.width - now)
+      end
+      remaining = math.max(0, l.limit - sum(l.order, l.amounts))
+      if #l.order > 0 then
+        reset = (l.order[#l.order] + buckets + 1) * l.width - now
+      end
+    elseif l.kind == 'concurrency' then
+      if taken then
+        l.held = l.held + l.cost
+        redis.call('HSET', l.k1, 'held', fmt(l.held))
+        redis.call('ZADD', l.k2, now + lease, rid .. '|' .. l.coststr)
+        extend(l.k1, lease)
+        extend(l.k2, lease)
+      end
+      remaining = math.max(0, l.limit - l.held)
+      local last = redis.call('ZRANGE', l.k2, -1, -1, 'WITHSCORES')
+      if #last > 0 then
+        reset = tonumber(last[2]) - now
+      end
+    else
+      if taken then
+        l.reserved = l.reserved + l.cost
+        redis.call('HSET', l.k1, 'reserved', fmt(l.reserved))
+        redis.call('ZADD', l.k2, now + lease, rid .. '|' .. l.coststr)
+        extend(l.k1, l.expires - now)
+        extend(l.k2, l.expires - now)
+      end
+      local used = l.spent + l.reserved
+      remaining, reset, share = math.max(0, l.limit - used), l.ends - now, fmt(used / l.limit)
+    end
+    local reason = ''
+    if not l.allowed then
+      reason = l.reason
+    end
+    local retry = 0
+    if not l.allowed then
+      retry = l.retry
+    end
+    for _, v in ipairs({l.allowed and 1 or 0, taken and 1 or 0, fmt(remaining), fmt(reset),
+        fmt(retry), share, reason}) do
+      table.insert(out, v)
+    end
+  end
+  if admitted then
+    for j = 1, m do
+      local p = places[j]
+      if p.ok then
+        local held = tonumber(redis.call('ZSCORE', p.key, p.subject) or p.till)
+        redis.call('ZADD', p.key, math.max(held, p.till), p.subject)
+        local last = redis.call('ZRANGE', p.key, -1, -1, 'WITHSCORES')
+        extend(p.key, tonumber(last[2]) - now)
+      end
+    end
+  end
+  return out
+end
+
+-- settle: ARGV 3 rid, 4 buckets; then 5 per item: kind, amount, actual,
+-- bucket (tokens), window (tokens) or period expiry (budgets). KEYS: 2 per item.
+local function settle()
+  local rid, buckets = ARGV[3], tonumber(ARGV[4])
+  for i = 1, (#ARGV - 4) / 5 do
+    local base, k1, k2 = 4 + (i - 1) * 5, KEYS[2 * i - 1], KEYS[2 * i]
+    local kind, amountstr, actual = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+    local member = rid .. '|' .. amountstr
+    if kind == 'tokens' then
+      local bucket, width = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]) / buckets
+      if bucket >= math.floor(now / width) - buckets then
+        local field = fmt(bucket)
+        local left = tonumber(redis.call('HGET', k1, field) or '0')
+          + (actual - tonumber(amountstr))
+        if left > 0 then
+          redis.call('HSET', k1, field, fmt(left))
+          extend(k1, (bucket + buckets + 1) * width - now)
+        else
+          redis.call('HDEL', k1, field)
+        end
+      end
+    elseif kind == 'concurrency' then
+      free(k1, 'held', k2, member)
+    else
+      free(k1, 'reserved', k2, member)
+      if actual > 0 then
+        local spent = tonumber(redis.call('HGET', k1, 'spent') or '0')
+        redis.call('HSET', k1, 'spent', fmt(spent + actual))
+        extend(k1, tonumber(ARGV[base + 5]) - now)
+      end
+    end
+  end
+  return 0
+end
+
+-- share: ARGV 3.. one limit per budget; KEYS: 2 per budget (hash, leases).
+local function share()
+  local out = {}
+  for i = 1, #ARGV - 2 do
+    local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
+    local spent = tonumber(redis.call('HGET', k1, 'spent') or '0')
+    table.insert(out, fmt((spent + live(k1, 'reserved', k2)) / tonumber(ARGV[i + 2])))
+  end
+  return out
+end
+
+local operations = {admit = admit, settle = settle, share = share}
+return operations[ARGV[1]]()
