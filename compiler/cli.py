@@ -59,10 +59,49 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--watch", action="store_true", help="reload when the policy changes")
     serve.add_argument("--insecure", action="store_true",
                        help="allow auth { mode = none } on a non-loopback address")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="processes serving the one port (N > 1 needs GW_STATE_URL)")
+    _records(commands)
     return parser
 
 
-PLUGGED = ("serve",)  # commands other packages provide, by entry point
+def _records(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands over the gateway's database (GW_DB_URL): keys, spend, the log."""
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", metavar="URL", help="default: $GW_DB_URL, else sqlite:///.gw/gw.db")
+    keys = commands.add_parser("keys", help="create, list, revoke and rotate virtual keys")
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", parents=[db], help="a new key; its secret is shown once")
+    create.add_argument("--team", required=True)
+    create.add_argument("--user")
+    create.add_argument("--name")
+    create.add_argument("--expires", metavar="DURATION", help="e.g. 30d; default: never")
+    create.add_argument("--models", metavar="M,M", help="the models it may call; default: any")
+    create.add_argument("--format", choices=("text", "json"), default="text")
+    listing = actions.add_parser("list", parents=[db], help="every key, never a secret")
+    listing.add_argument("--format", choices=("text", "json"), default="text")
+    revoke = actions.add_parser("revoke", parents=[db], help="refuse the key from now on")
+    revoke.add_argument("id", metavar="ID")
+    rotate = actions.add_parser("rotate", parents=[db], help="a new secret for the same key")
+    rotate.add_argument("id", metavar="ID")
+    rotate.add_argument("--grace", metavar="DURATION", help="how long the old secret still works")
+    rotate.add_argument("--format", choices=("text", "json"), default="text")
+
+    spend = commands.add_parser("spend", parents=[db], help="spend by subject, from the ledger")
+    spend.add_argument("--by", choices=("team", "user", "key", "model"), default="team")
+    spend.add_argument("--since", metavar="DATE", help="YYYY-MM-DD or RFC 3339")
+    spend.add_argument("--format", choices=("text", "json"), default="text")
+
+    log = commands.add_parser("log", help="the gateway's request log")
+    log_actions = log.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = log_actions.add_parser("export", parents=[db],
+                                    help="as the traffic format (JSON Lines), never a prompt")
+    export.add_argument("--since", metavar="TIME")
+    export.add_argument("--until", metavar="TIME")
+    export.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+
+
+PLUGGED = ("serve", "keys", "spend", "log")  # commands the runtime provides, by entry point
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -111,6 +150,11 @@ def _leave(code: int) -> NoReturn:
     except (OSError, ValueError):
         raise SystemExit(code) from None
     os._exit(code)
+
+
+def script() -> int:
+    """The installed `gwc`: as `python -m compiler.cli`, it leaves once flushed."""
+    return main(leave=True)
 
 
 if __name__ == "__main__":

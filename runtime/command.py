@@ -13,4 +13,4 @@ import argparse
 def serve(args: argparse.Namespace) -> int:
     from runtime.serve import run
 
-    return run(args.file, args.host, args.port, args.watch, args.insecure)
+    return run(args.file, args.host, args.port, args.watch, args.insecure, args.workers)

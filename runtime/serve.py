@@ -79,7 +79,8 @@ async def watch(gateway: Gateway) -> None:
                 break  # the imports may have changed: watch the new set of files
 
 
-def run(path: str, host: str, port: int, watch_files: bool, insecure: bool) -> int:
+def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
+        workers: int = 1) -> int:
     env = dict(os.environ)
     try:
         compiled = load(path, env)
