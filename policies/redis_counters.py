@@ -26,8 +26,11 @@ early, never more than the burst.
 
 Reservations are kept in this process until settled (settle comes from the
 process that admitted), so a settle sends only what it changes. Every call is
-bounded (`timeout`, 0.5 s by default, to connect and to answer) and every
-failure is a `StoreUnavailable` naming the server but never its credentials.
+bounded (`timeout`, 0.5 s by default, to connect and to answer; four times
+that in all) and every failure is a `StoreUnavailable` naming the server but
+never its credentials. A replica keeps at most `connections` connections and
+queues calls for them: Redis runs scripts one at a time anyway, and a burst of
+300 requests opening 300 connections at once is what would time out.
 """
 
 from __future__ import annotations
@@ -84,14 +87,16 @@ def _num(value: float) -> str:
 
 
 class RedisCounters(CounterStore):
-    def __init__(self, url: str, namespace: str = "gw", timeout: float = 0.5) -> None:
+    def __init__(self, url: str, namespace: str = "gw", timeout: float = 0.5,
+                 connections: int = 16) -> None:
         parts = urlsplit(url)
         self._where = f"{parts.hostname}:{parts.port or 6379}"
         self._timeout = timeout
         self._tag = "{" + namespace + "}"
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), decode_responses=True)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=connections, timeout=timeout * 4, socket_timeout=timeout,
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True)
+        self._redis = aioredis.Redis.from_pool(pool)
         source = resources.files("policies").joinpath("redis_counters.lua").read_text()
         self._script = self._redis.register_script(source)
         self._held: dict[str, tuple[float, list[Item]]] = {}  # reservation -> (keep until, items)
