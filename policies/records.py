@@ -183,7 +183,10 @@ class Records:
             import psycopg
 
             return psycopg.connect(self._target, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-        Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordsError(f"cannot make the folder for {self._target}: {exc}") from exc
         conn = sqlite3.connect(self._target, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")  # a no-op once the file is in WAL mode

@@ -127,3 +127,10 @@ def test_closed_records_refuse_politely(db_url: str) -> None:
     records.close()
     with pytest.raises(RecordsError, match="closed"):
         records.rows("SELECT 1")
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("a file where the folder would be")
+    with pytest.raises(RecordsError, match="cannot make the folder") as caught:
+        open_records(f"sqlite:///{tmp_path}/plain/gw.db")
+    assert "\n" not in str(caught.value)
