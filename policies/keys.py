@@ -149,18 +149,21 @@ class Keys:
 
 class KeyRing:
     """Every secret's hash in memory, for the request path: `lookup` is a hash and a
-    dict get. `refresh` (the gateway calls it every quarter second from a thread of
-    its own) reloads only when the keys changed, and swaps the whole index at once,
-    so a lookup sees the old keys or the new, never half of each."""
+    dict get, returning answers made at load time. `refresh` (the gateway calls it
+    every quarter second from a thread of its own) reloads only when the keys
+    changed, and swaps the whole index at once, so a lookup sees the old keys or the
+    new, never half of each. Expiry needs no reload: each entry keeps its deadline."""
 
     def __init__(self, records: Records) -> None:
         self.records = records
         self.version: int | None = None
-        self.index: dict[str, tuple[KeyRecord, float | None]] = {}
+        # hash -> (deadline or None, the answer until then, the answer from then on)
+        self.index: dict[str, tuple[float | None, KeyLookup, KeyLookup]] = {}
         self.refresh()
 
     def refresh(self) -> bool:
-        """Reload if any key changed since the last load; whether it reloaded."""
+        """Reload if any key changed since the last load; whether it reloaded.
+        RecordsError if the database is unreachable; the ring keeps what it had."""
         version = _version(self.records)
         if version == self.version:
             return False
@@ -168,7 +171,7 @@ class KeyRing:
         # and again at the next refresh, never missed.
         keys = {row[0]: _record(row) for row in self.records.rows(
             f"SELECT {KEY_COLUMNS} FROM keys")}
-        self.index = {digest: (keys[key_id], valid_until) for digest, key_id, valid_until
+        self.index = {digest: _entry(keys[key_id], valid_until) for digest, key_id, valid_until
                       in self.records.rows("SELECT hash, key_id, valid_until FROM key_secrets")
                       if key_id in keys}
         self.version = version
@@ -178,13 +181,18 @@ class KeyRing:
         found = self.index.get(hash_secret(secret))
         if found is None:
             return UNKNOWN
-        record, valid_until = found
-        if record.revoked_at is not None:
-            return KeyLookup("revoked", record)
-        if (valid_until is not None and now >= valid_until) or \
-                (record.expires_at is not None and now >= record.expires_at):
-            return KeyLookup("expired", record)
-        return KeyLookup("ok", record)
+        deadline, before, after = found
+        return before if deadline is None or now < deadline else after
+
+
+def _entry(record: KeyRecord, valid_until: float | None
+           ) -> tuple[float | None, KeyLookup, KeyLookup]:
+    """A secret's answers: revoked for good, or ok until the secret or the key ends."""
+    if record.revoked_at is not None:
+        revoked = KeyLookup("revoked", record)
+        return None, revoked, revoked
+    ends = [t for t in (valid_until, record.expires_at) if t is not None]
+    return (min(ends) if ends else None), KeyLookup("ok", record), KeyLookup("expired", record)
 
 
 KEY_COLUMNS = "id, team, user_id, name, created_at, expires_at, revoked_at, models"

@@ -24,9 +24,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from policies.records import Records, RecordsError, Tx
 
@@ -41,10 +40,11 @@ By = Literal["team", "user", "key", "model"]
 BY_COLUMN: dict[str, str] = {"team": "team", "user": "user_id", "key": "key_id", "model": "model"}
 
 
-@dataclass(frozen=True, slots=True)
-class SpendRow:
+class SpendRow(NamedTuple):
     """What a settled request cost, and to whom. Tokens: prompt_tokens includes the
-    cached ones, as the providers count them."""
+    cached ones, as the providers count them. A named tuple, as RequestRow: the request
+    path makes one each per request, at half a frozen dataclass's cost, and its fields
+    are the insert's parameters in the columns' order."""
 
     ts: float
     request_id: str | None = None
@@ -62,8 +62,7 @@ class SpendRow:
     counters: tuple[str, ...] = ()  # the budget counters charged, for period_spend_by_counter
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRow:
+class RequestRow(NamedTuple):
     """One line of the request log, in the traffic format of interface.md; `key` is the
     key's id, and nothing here is ever a prompt."""
 
@@ -257,18 +256,13 @@ class LedgerWriter:
 REQUEST_COLUMNS = ("ts, team, user_id, key_id, endpoint, model, stream, tools, tokens_in, "
                    "tokens_out, max_tokens, temperature, meta, headers, answered_by, usd, "
                    "cache, status")
-TRAFFIC_FIELDS = ("ts", "team", "user", "key", "endpoint", "model", "stream", "tools",
-                  "tokens_in", "tokens_out", "max_tokens", "temperature", "meta", "headers",
-                  "answered_by", "usd", "cache", "status")
 
 
 def _write_spend(tx: Tx, rows: list[SpendRow]) -> None:
     tx.many("INSERT INTO spend (ts, request_id, key_id, team, user_id, model, provider, "
             "endpoint, prompt_tokens, completion_tokens, cached_tokens, usd, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.ts, r.request_id, r.key_id, r.team, r.user, r.model, r.provider, r.endpoint,
-              r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.usd, r.status)
-             for r in rows])
+            [row[:-1] for row in rows])  # all but the counters
     tx.many("INSERT INTO spend_counters (counter, ts, usd) VALUES (?, ?, ?)",
             [(counter, r.ts, r.usd) for r in rows for counter in r.counters])
 
@@ -283,7 +277,7 @@ def _write_requests(tx: Tx, rows: list[RequestRow]) -> None:
 
 def _traffic(row: tuple[Any, ...]) -> dict[str, Any]:
     line: dict[str, Any] = {}
-    for field, value in zip(TRAFFIC_FIELDS, row, strict=True):
+    for field, value in zip(RequestRow._fields, row, strict=True):
         if value is None:
             continue
         if field == "ts":
