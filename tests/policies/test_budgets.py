@@ -30,8 +30,8 @@ def budget(cost: float, limit: float = 1.0, period: str = "day", enforce: bool =
     return Limit(TEAM, "budget", limit, period=period, cost=cost, enforce=enforce)
 
 
-def utc(*day: int) -> float:
-    return datetime(*day, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int = 0) -> float:
+    return datetime(year, month, day, hour, tzinfo=UTC).timestamp()
 
 
 def test_periods_are_utc_calendar_days_iso_weeks_and_months() -> None:

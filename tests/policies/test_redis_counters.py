@@ -1,0 +1,217 @@
+"""What only the Redis store can get wrong: round trips, keys, failures, replicas,
+and giving MemoryCounters' answers to any sequence of calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+
+from policies.limits import Admission, CounterStore, Limit, StoreUnavailable
+from policies.memory_counters import MemoryCounters
+from policies.redis_counters import RedisCounters
+from tests.policies.test_quotas import NOW
+
+QUOTA = Limit("q1:requests:team=research", "requests", 100, window=60)
+TOKENS = Limit("q2:tokens:team=research", "tokens", 1000, window=60, cost=300)
+SLOT = Limit("q3:concurrency:team=research", "concurrency", 4)
+BUDGET = Limit("b1:team=research", "budget", 5.0, period="month", cost=0.5)
+SUBJECT = Limit("q4:requests:user=ann", "requests", 10, window=60, family="q4", cap=5,
+                subject="ann")
+
+
+def test_a_quota_of_100_a_minute_admits_exactly_100_across_three_replicas(
+        redis_url: str) -> None:
+    async def go() -> list[Admission]:
+        replicas = [RedisCounters(redis_url) for _ in range(3)]
+        try:
+            return list(await asyncio.gather(*(replicas[i % 3].admit([QUOTA], NOW + i / 1000, 30)
+                                               for i in range(300))))
+        finally:
+            for store in replicas:
+                await store.close()
+    assert sum(a.admitted for a in asyncio.run(go())) == 100
+
+
+def test_one_round_trip_to_admit_and_one_to_settle(redis_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = []
+    send = Connection.send_packed_command
+
+    async def counted(self: Connection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        await send(self, command, check_health)
+
+    async def go() -> None:
+        store = RedisCounters(redis_url)
+        try:
+            await store.admit([QUOTA], NOW, 30)  # connects, loads the script
+            monkeypatch.setattr(Connection, "send_packed_command", counted)
+            for i in range(10):
+                answer = await store.admit([QUOTA, TOKENS, SLOT, BUDGET, SUBJECT], NOW + i, 30)
+                assert answer.admitted and answer.reservation is not None
+                await store.settle(answer.reservation, {TOKENS.counter: 10}, NOW + i)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    assert len(sent) == 20
+
+
+def test_every_key_is_in_one_hash_tagged_slot_and_expires(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    async def go() -> None:
+        store = RedisCounters(redis_url, namespace="tenant-7")
+        try:
+            answer = await store.admit([QUOTA, TOKENS, SLOT, BUDGET, SUBJECT], NOW, 30)
+            assert answer.reservation is not None
+            await store.settle(answer.reservation, {BUDGET.counter: 0.2}, NOW + 1)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    keys = [str(key) for key in client.keys("*")]
+    assert len(keys) >= 5 and all(key.startswith("{tenant-7}:") for key in keys)
+    assert all(client.pttl(key) > 0 for key in keys)
+    assert any(":b:2027-01:b1:team=research" in key for key in keys)
+    client.close()
+
+
+def test_the_script_is_loaded_again_after_redis_forgets_it(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+
+    async def go() -> tuple[bool, bool]:
+        store = RedisCounters(redis_url)
+        try:
+            first = await store.admit([QUOTA], NOW, 30)
+            client.script_flush()
+            return first.admitted, (await store.admit([QUOTA], NOW, 30)).admitted
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == (True, True)
+    client.close()
+
+
+def test_an_unreachable_redis_is_store_unavailable_within_a_second() -> None:
+    url = "redis://:hunter2@127.0.0.1:6399/0"  # nothing listens there
+    calls: list[Callable[[CounterStore], Awaitable[object]]] = [
+        lambda s: s.ping(),
+        lambda s: s.admit([QUOTA, BUDGET], NOW, 30),
+        lambda s: s.share([(BUDGET.counter, 5.0, "month")], NOW),
+        lambda s: s.seed(BUDGET.counter, "month", 1.0, NOW),
+        lambda s: s.spent(BUDGET.counter, "month", NOW),
+    ]
+
+    async def go() -> None:
+        store = RedisCounters(url)
+        try:
+            for call in calls:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable) as caught:
+                    await call(store)
+                assert time.monotonic() - started < 1.0
+                assert "hunter2" not in str(caught.value) and "127.0.0.1:6399" in str(caught.value)
+        finally:
+            await store.close()
+    asyncio.run(go())
+
+
+def test_seed_rebuilds_a_budget_after_redis_lost_everything(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+
+    async def go() -> tuple[bool, Admission]:
+        store = RedisCounters(redis_url)
+        try:
+            held = await store.admit([BUDGET], NOW, 30)
+            assert held.reservation is not None
+            await store.settle(held.reservation, {BUDGET.counter: 4.75}, NOW)
+            client.flushdb()  # Redis restarted without persistence
+            seeded = await store.seed(BUDGET.counter, "month", 4.75, NOW)  # from the ledger
+            return seeded, await store.admit([BUDGET], NOW, 30)
+        finally:
+            await store.close()
+
+    seeded, after = asyncio.run(go())
+    assert seeded and not after.admitted
+    client.close()
+
+
+# Random calls, the same on both stores: the answers must be the same.
+LIMITS = [
+    Limit("r", "requests", 3, window=10, burst=2),
+    Limit("rs", "requests", 2, window=8, enforce=False),
+    Limit("t", "tokens", 100, window=10),
+    Limit("c", "concurrency", 2),
+    Limit("b", "budget", 1.0, period="day"),
+    Limit("ba", "budget", 0.5, period="day", enforce=False),
+]
+COSTS = {"requests": [1.0], "tokens": [0.0, 25.0, 50.0, 75.0], "concurrency": [1.0],
+         "budget": [0.125, 0.25, 0.5]}
+admits = st.tuples(
+    st.just("admit"),
+    st.lists(st.integers(0, len(LIMITS) - 1), min_size=1, max_size=4, unique=True),
+    st.integers(0, 3),                                  # which cost
+    st.sampled_from(["", "ann", "bob", "cat"]),         # a capped subject, or none
+    st.sampled_from([4.0, 16.0]),                       # lease
+)
+settles = st.tuples(st.just("settle"), st.integers(0, 20), st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+steps = st.sampled_from([0.0, 0.0, 0.25, 1.0, 3.0, 9.0, 86400.0])
+programs = st.lists(st.tuples(st.one_of(admits, settles), steps), max_size=25)
+
+
+def limits_of(picked: list[int], cost: int, subject: str) -> list[Limit]:
+    chosen = []
+    for i in picked:
+        base = LIMITS[i]
+        costs = COSTS[base.kind]
+        chosen.append(Limit(base.counter, base.kind, base.limit, base.window, base.period,
+                            base.burst, costs[cost % len(costs)], base.enforce))
+    if subject:
+        chosen.append(Limit(f"s:{subject}", "requests", 5, window=20, family="s", cap=2,
+                            subject=subject))
+    return chosen
+
+
+async def play(store: CounterStore, program: list[tuple[tuple[Any, ...], float]]) -> list[Any]:
+    now, held, seen = NOW, [], list[Any]()
+    for op, step in program:
+        now += step
+        if op[0] == "admit":
+            chosen = limits_of(op[1], op[2], op[3])
+            answer = await store.admit(chosen, now, op[4])
+            seen.append((answer.admitted, answer.refused_by, answer.reservation is None,
+                         answer.verdicts))
+            if answer.reservation is not None:
+                held.append((answer.reservation, chosen))
+        elif held:
+            rid, chosen = held.pop(op[1] % len(held))
+            await store.settle(rid, {item.counter: item.cost * op[2] for item in chosen}, now)
+    seen.append(await store.share([("b", 1.0, "day"), ("ba", 0.5, "day")], now))
+    seen.append([await store.spent(c, "day", now) for c in ("b", "ba")])
+    return seen
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(programs)
+def test_redis_gives_memorys_answers_to_any_calls(redis_url: str,
+                                                  program: list[tuple[tuple[Any, ...], float]]
+                                                  ) -> None:
+    async def go() -> tuple[list[Any], list[Any]]:
+        redis_store = RedisCounters(redis_url, namespace=uuid.uuid4().hex)
+        try:
+            return await play(MemoryCounters(), program), await play(redis_store, program)
+        finally:
+            await redis_store.close()
+    memory, shared = asyncio.run(go())
+    assert memory == shared
