@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from policies import ledger as ledger_module
 from policies.ledger import Ledger, LedgerWriter, RequestRow, SpendRow, rfc3339
 from policies.records import Records, open_records
+from tests.conftest import ROOT
 
 DAY = 86_400.0
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
@@ -60,7 +64,7 @@ def test_the_writer_thread_writes_without_being_asked(records: Records) -> None:
     for _ in range(100):
         if ledger.spend_report("team"):
             break
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     assert ledger.spend_report("team")[0]["usd"] == 1.0
     assert writer.close()
 
@@ -218,3 +222,28 @@ def test_past_the_bound_the_oldest_rows_are_dropped_and_counted(
 def test_rfc3339_is_utc_to_the_millisecond() -> None:
     assert rfc3339(T0) == "2024-05-01T12:00:00.000Z"
     assert rfc3339(T0 + 0.1234) == "2024-05-01T12:00:00.123Z"
+
+
+WRITER = """
+import sys, time
+from policies.ledger import LedgerWriter, SpendRow
+from policies.records import open_records
+records = open_records(sys.argv[1])
+writer = LedgerWriter(records)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+for i in range(300):
+    writer.add(SpendRow(ts=1e9 + i, team=sys.argv[3], usd=0.5))
+    if i % 50 == 0:
+        time.sleep(0.01)
+sys.exit(0 if writer.close() else 1)
+"""
+
+
+def test_replicas_writing_at_once_lose_nothing(records: Records, db_url: str) -> None:
+    at = str(time.time() + 1.5)
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db_url, at, f"team{n}"], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for n in range(3)]
+    assert [(p.communicate(timeout=60)[1], p.returncode) for p in procs] == [("", 0)] * 3
+    assert Ledger(records).spend_report("team") == [
+        {"subject": f"team{n}", "usd": 150.0, "requests": 300, "tokens": 0}
+        for n in range(3)]
