@@ -158,6 +158,7 @@ class LedgerWriter:
         self.queue: deque[SpendRow | RequestRow] = deque(maxlen=MAX_QUEUE)
         self.dropped = 0
         self._reported = 0  # of the dropped, those already logged
+        self._failing = False  # the last round found the database unreachable
         self._batch: list[SpendRow | RequestRow] = []  # taken from the queue, not yet written
         self._round = threading.Lock()  # one round at a time: the thread's or a flush
         self._wake = threading.Event()
@@ -167,7 +168,7 @@ class LedgerWriter:
 
     def add(self, row: SpendRow | RequestRow) -> None:
         """Queue a row: an append, for the request path."""
-        if len(self.queue) == MAX_QUEUE:
+        if len(self.queue) == self.queue.maxlen:
             self.dropped += 1  # the deque drops its oldest to make room
         self.queue.append(row)
         if len(self.queue) >= BATCH:
@@ -200,6 +201,8 @@ class LedgerWriter:
             self._wake.clear()
             while self._write_round() and len(self.queue) >= BATCH:
                 pass
+            if self._failing:  # a full queue must not make a busy loop of a database down
+                self._stopping.wait(PERIOD)
 
     def _write_round(self) -> bool:
         """Write one batch; False if the database is unreachable (the batch stays for the
@@ -220,6 +223,9 @@ class LedgerWriter:
                     return False
                 return self._write_one_by_one()
             self._batch = []
+            if self._failing:
+                log.warning("gwc: the ledger's database answers again; its rows are written")
+                self._failing = False
             return True
 
     def _write_one_by_one(self) -> bool:
@@ -237,19 +243,22 @@ class LedgerWriter:
         return True
 
     def _reachable(self, exc: Exception) -> bool:
-        """Whether the database answers; if not, the failure is logged for a retry."""
+        """Whether the database answers; if not, the first failure of a run of them is
+        logged (not one line every round of an outage)."""
         try:
             self.ledger.records.rows("SELECT 1")
         except RecordsError:
-            log.warning("gwc: could not write %d ledger rows, will retry: %s",
-                        len(self._batch), exc)
+            if not self._failing:
+                log.warning("gwc: could not write %d ledger rows, will retry: %s",
+                            len(self._batch), exc)
+            self._failing = True
             return False
         return True
 
     def _report_drops(self) -> None:
         if self.dropped > self._reported:
             log.error("gwc: %d ledger rows dropped: more than %d were waiting for the "
-                      "database", self.dropped - self._reported, MAX_QUEUE)
+                      "database", self.dropped - self._reported, self.queue.maxlen)
             self._reported = self.dropped
 
 
