@@ -21,6 +21,7 @@ The mechanisms, one per kind:
   `retry_after` is when enough has fallen out.
 - `concurrency`: slots held as leases until `settle`, or until the lease given
   to `admit` runs out (a process killed mid-call frees its slots by itself).
+  `retry_after` is CONCURRENCY_RETRY; `reset` is when the last lease ends.
 - `budget`: USD per calendar period (see `policies.periods`). Admitted if
   settled spend + live reservations + this cost <= limit; the cost is held as
   a lease like a slot, and `settle` turns it into spend. Spend settles into the
@@ -36,7 +37,8 @@ Capped subjects: limits with a `family` (one block's `per meta[...]` or
 `per header[...]` counters) share at most `cap` places. A subject keeps its
 place until its limit's current span ends: the budget's period, or one window
 after its last admission for a quota. A new subject beyond the cap is refused
-with reason "subjects" and counts nothing; subjects holding a place go on.
+with reason "subjects" and counts nothing (`retry_after`: when the oldest
+place ends); subjects holding a place go on.
 Deviation from the first sketch of this API: `Limit.subject` names the
 subject within its family (say the header's value, or a digest of it), so
 that a block's requests and tokens lines for one user share one place; left

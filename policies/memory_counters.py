@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -99,7 +100,7 @@ class MemoryCounters(CounterStore):
         self._slots: dict[str, Leases] = {}
         self._budgets: dict[tuple[str, str], Budget] = {}
         self._families: dict[str, dict[str, float]] = {}  # family -> subject -> until
-        self._held: dict[str, tuple[float, list[Item]]] = {}  # reservation -> (keep until, items)
+        self._held: OrderedDict[str, tuple[float, list[Item]]] = OrderedDict()  # by age
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
@@ -186,10 +187,10 @@ class MemoryCounters(CounterStore):
     def _forget(self, now: float) -> None:
         """Drop reservations nobody settled, well past their lease (callers that leaked them)."""
         while self._held:
-            rid, (keep, _) = next(iter(self._held.items()))
+            keep, _ = next(iter(self._held.values()))  # OrderedDict: O(1), unlike a dict's
             if keep > now:
                 return
-            del self._held[rid]
+            self._held.popitem(last=False)
 
     def _places(self, limits: Sequence[Limit], now: float,
                 lease: float) -> dict[tuple[str, str], tuple[bool, float, float]]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -99,7 +100,7 @@ class RedisCounters(CounterStore):
         self._redis = aioredis.Redis.from_pool(pool)
         source = resources.files("policies").joinpath("redis_counters.lua").read_text()
         self._script = self._redis.register_script(source)
-        self._held: dict[str, tuple[float, list[Item]]] = {}  # reservation -> (keep until, items)
+        self._held: OrderedDict[str, tuple[float, list[Item]]] = OrderedDict()  # by age
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
@@ -197,10 +198,10 @@ class RedisCounters(CounterStore):
     def _forget(self, now: float) -> None:
         """Drop reservations nobody settled, well past their lease (callers that leaked them)."""
         while self._held:
-            rid, (keep, _) = next(iter(self._held.items()))
+            keep, _ = next(iter(self._held.values()))  # OrderedDict: O(1), unlike a dict's
             if keep > now:
                 return
-            del self._held[rid]
+            self._held.popitem(last=False)
 
     def _keys(self, item: Limit, now: float) -> list[str]:
         tag, counter = self._tag, item.counter
