@@ -116,10 +116,11 @@ class RedisCounters(CounterStore):
             pair = index.get((item.family, item.subject or item.counter), 0) if item.family else 0
             ends, expires = self._period(item, now)
             burst = item.limit if item.burst is None else item.burst
-            keys += self._keys(item, now)
+            first, second = self._keys(item, now)
+            keys += [first, second]
             args += [item.kind, _num(item.limit), _num(item.window), _num(burst),
                      _num(item.cost), int(item.enforce), pair, _num(ends), _num(expires)]
-            held.append(self._item(item, now, expires))
+            held.append(self._item(item, (first, second), now, expires))
         for (family, subject), (cap, until) in places.items():
             keys.append(f"{self._tag}:f:{family}")
             args += [cap, subject, _num(until)]
@@ -220,9 +221,7 @@ class RedisCounters(CounterStore):
     def _period(self, item: Limit, now: float) -> tuple[float, float]:
         return _expiry(item.period, now) if item.kind == "budget" else (0.0, 0.0)
 
-    def _item(self, item: Limit, now: float, expires: float) -> Item:
-        keys = self._keys(item, now)
-        pair = (keys[0], keys[1])
+    def _item(self, item: Limit, pair: tuple[str, str], now: float, expires: float) -> Item:
         if item.kind == "tokens":
             bucket = math.floor(now / (item.window / BUCKETS))
             return Item("tokens", item.counter, pair, _num(item.cost), str(bucket),
