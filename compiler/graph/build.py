@@ -22,6 +22,7 @@ from operator import itemgetter
 
 from compiler.conditions import (
     FALSE,
+    OTHER,
     TRUE,
     Atom,
     Cmp,
@@ -34,6 +35,7 @@ from compiler.conditions import (
     atoms,
     constants,
     restrict,
+    settle,
 )
 from compiler.graph.nodes import (
     BoolSwitch,
@@ -51,7 +53,6 @@ from dsl.record import Record
 
 UNDECIDED = -1
 ROUTE, CACHE, QUOTA, BUDGET = range(4)  # the matrix's groups, in matrix order
-OTHER = object()  # a string no rule names: equal to none, regex still unknown
 
 Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
 State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...]]
@@ -96,17 +97,6 @@ def keys_of(cond: Cond) -> frozenset[Key]:
 
 def _key(atom: Atom) -> Key:
     return ("regex", atom.attr, atom.pattern) if isinstance(atom, Match) else ("attr", atom.attr)
-
-
-def decider(attr: str, value: object) -> Callable[[Atom], bool | None]:
-    """Settles the atoms on `attr` for requests whose value is `value`."""
-    def decide(atom: Atom) -> bool | None:
-        if atom.attr != attr:
-            return None
-        if value is OTHER:
-            return None if isinstance(atom, Match) else atom_holds(atom, value)  # type: ignore[arg-type]
-        return atom_holds(atom, value)  # type: ignore[arg-type]
-    return decide
 
 
 def regex_decider(attr: str, pattern: str, verdict: bool) -> Callable[[Atom], bool | None]:
@@ -210,8 +200,10 @@ class Builder:
         if key[0] == "regex":
             _, attr, pattern = key
             touched = self.touching(entries, key)
-            yes = self.branch(entries, decided, touched, regex_decider(attr, pattern, True))
-            no = self.branch(entries, decided, touched, regex_decider(attr, pattern, False))
+            yes = self.branch(entries, decided, touched, functools.partial(
+                restrict, decide=regex_decider(attr, pattern, True)))
+            no = self.branch(entries, decided, touched, functools.partial(
+                restrict, decide=regex_decider(attr, pattern, False)))
             if yes == no:
                 return yes
             return self.intern(RegexTest(attr, pattern, yes, no), ("regex", attr, pattern, yes, no))
@@ -219,8 +211,8 @@ class Builder:
         kind = attr_kind(attr)
         if kind == "bool":
             touched = self.touching(entries, key)
-            yes = self.branch(entries, decided, touched, decider(attr, True))
-            no = self.branch(entries, decided, touched, decider(attr, False))
+            yes = self.branch(entries, decided, touched, lambda c: settle(c, attr, True))
+            no = self.branch(entries, decided, touched, lambda c: settle(c, attr, False))
             if yes == no:
                 return yes
             return self.intern(BoolSwitch(attr, yes, no), ("bool", attr, yes, no))
@@ -252,11 +244,11 @@ class Builder:
 
     def branch(self, entries: Sequence[Entry], decided: tuple[int | None, int | None,
                tuple[int, ...], tuple[int, ...]], touched: list[int],
-               decide: Callable[[Atom], bool | None]) -> int:
+               specialise: Callable[[Cond], Cond]) -> int:
         specialised = list(entries)
         for i in touched:
             pos, cond = specialised[i]
-            specialised[i] = (pos, restrict(cond, decide))
+            specialised[i] = (pos, specialise(cond))
         return self.node(self.normalize(specialised, decided))
 
     def num_switch(self, attr: str, entries: tuple[Entry, ...],
@@ -274,7 +266,7 @@ class Builder:
             found = made.get(holds)
             if found is None:
                 found = made[holds] = self.branch(entries, decided, touched,
-                                                  decider(attr, value))
+                                                  lambda c: settle(c, attr, value))
             return found
 
         children = tuple(child(value) for value in representatives(bounds))
@@ -306,9 +298,9 @@ class Builder:
                 continue
             named = {v for a in mine for v in constants(a)}
             values |= named
-            own = {v: restrict(cond, decider(attr, v)) for v in named}
-            rest = restrict(cond, decider(attr, OTHER))
-            gone = restrict(cond, decider(attr, None))
+            own = {v: settle(cond, attr, v) for v in named}
+            rest = settle(cond, attr, OTHER)
+            gone = settle(cond, attr, None)
             if gone != FALSE:
                 absent.append((pos, gone))
             if rest == FALSE and not any(isinstance(a, Match) for a in mine):
@@ -324,7 +316,7 @@ class Builder:
                 if value in own:
                     yield pos, own[value]
                 else:
-                    yield pos, restrict(cond, decider(attr, value))
+                    yield pos, settle(cond, attr, value)
 
         def child(extra: Sequence[Entry]) -> int:
             merged = sorted([*untouched, *extra], key=_position)  # two sorted runs: one merge

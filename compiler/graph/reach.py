@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 
-from compiler.conditions import Cond, Const, Match, atoms, constants, restrict
+from compiler.conditions import OTHER, Cond, Const, Match, atoms, constants, restrict, settle
 from compiler.graph import Graph
-from compiler.graph.build import OTHER, Builder, Matrix, decider, regex_decider, representatives
+from compiler.graph.build import Builder, Matrix, regex_decider, representatives
 from compiler.graph.nodes import (
     BoolSwitch,
     Leaf,
@@ -49,7 +49,7 @@ def rules_reached(graph: Graph, cond: Cond) -> set[int | None]:
                     node.attr, node.pattern, verdict))))
         elif isinstance(node, BoolSwitch):
             for value, child in ((True, node.true), (False, node.false)):
-                stack.append((child, restrict(residual, decider(node.attr, value))))
+                stack.append((child, settle(residual, node.attr, value)))
         else:
             stack.extend(_branches(node, residual))
     return found
@@ -67,20 +67,20 @@ def _branches(node: StrSwitch | NumSwitch, residual: Cond) -> list[tuple[int, Co
         kids = [*node.cases.values(), node.other] if isinstance(node, StrSwitch) \
             else list(node.children)
         return [(child, residual) for child in {*kids, node.absent}]
-    out = [(node.absent, restrict(residual, decider(attr, None)))]
+    out = [(node.absent, settle(residual, attr, None))]
     own = {v for a in mine for v in constants(a)}
     if isinstance(node, NumSwitch):
         bounds = tuple(sorted({*node.bounds, *(float(v) for v in own)}))  # type: ignore[arg-type]
         for point in representatives(bounds):
             child = node.children[num_index(node.bounds, point)]
-            out.append((child, restrict(residual, decider(attr, point))))
+            out.append((child, settle(residual, attr, point)))
         return out
     for value in own:
         child = node.cases.get(str(value), node.other)
-        out.append((child, restrict(residual, decider(attr, value))))
-    rest = restrict(residual, decider(attr, OTHER))
+        out.append((child, settle(residual, attr, value)))
+    rest = settle(residual, attr, OTHER)
     if any(isinstance(a, Match) for a in mine):
-        out += [(child, restrict(residual, decider(attr, value)))
+        out += [(child, settle(residual, attr, value))
                 for value, child in node.cases.items() if value not in own]
         out.append((node.other, rest))
     elif not _false(rest):
