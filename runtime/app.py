@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from compiler.compiled import CompiledPolicy
+from runtime import admin_records
 from runtime.endpoints import ENDPOINTS
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
@@ -66,10 +67,17 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         return JSONResponse({"status": "ok"}, headers=stamped())
 
     async def readyz(request: Request) -> Response:
+        """Ready with a policy loaded. A replica whose shared counters are unreachable
+        still serves (as its policy's `on_store_error` says), so it stays ready, and
+        says it is degraded."""
         if gateway.current is None:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, 503,
                                 headers=stamped())
-        return JSONResponse({"status": "ready", "policy": gateway.version}, headers=stamped())
+        answer: dict[str, object] = {"status": "ready", "policy": gateway.version,
+                                     "counters": "shared" if gateway.state.shared else "memory"}
+        if gateway.limiter.degraded:
+            answer.update(status="degraded", counters="unreachable: counting in memory")
+        return JSONResponse(answer, headers=stamped())
 
     async def metrics(request: Request) -> Response:
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4",
@@ -105,6 +113,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     async def admin_breakers(request: Request) -> Response:
         return JSONResponse(gateway.breakers())
 
+    records = admin_records.routes(gateway)
     routes = [
         *(Route(path, proxy, methods=["POST"]) for path, proxy in lanes.items()),
         Route("/v1/models", models, methods=["GET"]),
@@ -115,6 +124,10 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         Route("/admin/reload", admin(admin_reload), methods=["POST"]),
         Route("/admin/policy", admin(admin_policy), methods=["GET"]),
         Route("/admin/breakers", admin(admin_breakers), methods=["GET"]),
+        Route("/admin/keys", admin(records["create_key"]), methods=["POST"]),
+        Route("/admin/keys", admin(records["list_keys"]), methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin(records["revoke_key"]), methods=["DELETE"]),
+        Route("/admin/spend", admin(records["spend"]), methods=["GET"]),
     ]
 
     async def refused(request: Request, exc: Exception) -> Response:

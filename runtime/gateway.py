@@ -17,21 +17,25 @@ import gc
 import multiprocessing
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from compiler.compiled import CompiledPolicy, Refused, load
-from policies.breaker import State
+from policies.breaker import State as BreakerState
+from policies.ledger import RequestRow, SpendRow
 from policies.store import MemoryStore, Store
 from runtime import providers
 from runtime.access_log import AccessLog
+from runtime.alerts import Alerts
 from runtime.health import HealthChecks
+from runtime.limiting import Limiter
 from runtime.metrics import Metrics
-from runtime.pipeline.exchange import Attempt
-from runtime.providers.base import Adapter
+from runtime.pipeline.exchange import Attempt, Exchange
+from runtime.providers.base import Adapter, resolve
+from runtime.state import State
 
 
 @dataclass
@@ -72,10 +76,23 @@ class Gateway:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     compiler: concurrent.futures.Executor | None = None
     health: HealthChecks = field(init=False)
+    state: State = field(default_factory=State.memory)  # counters, keys, ledger
+    alerts: Alerts = field(init=False)
+    limiter: Limiter = field(init=False)
+    _alerting: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.breaker_states)
         self.health = HealthChecks(self.store)
+        self.limiter = self.state.limiter
+        self.limiter.on_degraded = self._degraded
+        self.limiter.timed = self._store_timed
+        ledger = self.state.ledger
+        self.alerts = Alerts(ledger.ledger.claim_alert if ledger else None, self._webhook,
+                             self._post_alert, self.limiter.clock, self.sleep)
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        self.state.background(work)
 
     # ------------------------------------------------------------ loading
 
@@ -84,6 +101,8 @@ class Gateway:
         `gwc serve`, which compiles once) or else the policy at `path`."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+        await self.state.start()
+        self._alerting = asyncio.get_running_loop().create_task(self.alerts.run())
         if compiled is not None:
             self.swap(compiled)
             return
@@ -93,6 +112,9 @@ class Gateway:
 
     async def close(self) -> None:
         await self.health.stop()
+        if self._alerting is not None:
+            self._alerting.cancel()
+        await self.state.close()
         if self.compiler is not None:
             self.compiler.shutdown(wait=False, cancel_futures=True)
         if self.session is not None:
@@ -150,6 +172,56 @@ class Gateway:
 
     # ----------------------------------------------------------- requests
 
+    def spent(self, exchange: Exchange) -> None:
+        """An answer's spend, for the metrics and (off the request's path) the ledger."""
+        deployment, cost, usage = exchange.answered_by, exchange.cost or 0.0, exchange.usage
+        assert deployment is not None
+        self.metrics.spend.add((deployment.name,), cost)
+        ledger = self.state.ledger
+        if ledger is None:
+            return
+        details = usage.get("prompt_tokens_details") or {}
+        ledger.add(SpendRow(
+            time.time(), exchange.request_id, exchange.key_id, exchange.team, exchange.user,
+            deployment.name, deployment.provider.name, exchange.endpoint.name,
+            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+            int(details.get("cached_tokens") or 0), cost, exchange.status,
+            tuple(a.limit.counter for a in exchange.applied if a.limit.kind == "budget")))
+
+    def logged(self, exchange: Exchange, answered_by: str | None) -> None:
+        """The request log's line (the traffic format: no prompt, no secret)."""
+        ledger, request = self.state.ledger, exchange.request
+        if ledger is None or request is None:
+            return
+        usage = exchange.usage
+        ledger.add(RequestRow(
+            time.time(), exchange.team, exchange.user, exchange.key_id, exchange.endpoint.name,
+            request.model, request.stream, request.tools, int(request.tokens),
+            usage.get("completion_tokens"), _whole(request.max_tokens), request.temperature,
+            dict(request.meta) or None, None, answered_by, exchange.cost, exchange.cache,
+            exchange.status))
+
+    def _degraded(self, degraded: bool, reason: str) -> None:
+        self.metrics.degraded = int(degraded)
+        self.log.event("state", f"gwc: {'degraded' if degraded else 'recovered'}: {reason}",
+                       degraded=degraded)
+
+    def _store_timed(self, op: str, seconds: float, ok: bool) -> None:
+        self.metrics.store.observe((op,), seconds)
+        if not ok:
+            self.metrics.store_errors.add((op,))
+
+    def _webhook(self, name: str) -> tuple[str, str] | None:
+        notify = self.current.policy.policy.notifies.get(name) if self.current else None
+        url = resolve(notify.webhook, self.env) if notify else None
+        return (url, notify.format) if notify and url else None
+
+    async def _post_alert(self, url: str, body: dict[str, Any]) -> None:
+        assert self.session is not None
+        async with self.session.post(url, json=body,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as reply:
+            reply.raise_for_status()
+
     def observe_attempt(self, attempt: Attempt) -> None:
         if not attempt.skipped:
             self.metrics.upstream.observe((attempt.model, attempt.provider, attempt.outcome),
@@ -159,5 +231,9 @@ class Gateway:
         return {name: int(b.state) for name, b in self.store.breakers().items()}
 
     def breakers(self) -> dict[str, Any]:
-        return {name: {"state": State(b.state).name.lower(), "recent_failures": b.failures}
+        return {name: {"state": BreakerState(b.state).name.lower(), "recent_failures": b.failures}
                 for name, b in sorted(self.store.breakers().items())}
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)

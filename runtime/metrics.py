@@ -78,13 +78,26 @@ class Metrics:
                                   ("model", "provider", "outcome"))
         self.tokens = Counter("gw_tokens", "Tokens by model and direction", ("model", "kind"))
         self.reloads = Counter("gw_reloads", "Policy reloads by outcome", ("outcome",))
+        self.spend = Counter("gw_spend_usd", "Spend settled, in USD, by model", ("model",))
+        self.refusals = Counter("gw_refusals", "Requests refused by a limit, by reason "
+                                "(mode shadow: would have been)", ("reason", "mode"))
+        self.store = Histogram("gw_store_seconds", "Latency of the counter store's calls",
+                               ("op",))
+        self.store_errors = Counter("gw_store_errors", "Counter store calls that failed",
+                                    ("op",))
+        self.degraded = 0  # 1 while the shared counters are unreachable and memory stands in
         self.breaker_states = breaker_states
         self.registry = CollectorRegistry()
         self.registry.register(self)  # type: ignore[arg-type]  # a collector is any .collect()
 
     def collect(self) -> Iterator[Metric]:
-        for figures in (self.requests, self.latency, self.upstream, self.tokens, self.reloads):
+        for figures in (self.requests, self.latency, self.upstream, self.tokens, self.reloads,
+                        self.spend, self.refusals, self.store, self.store_errors):
             yield figures.family()
+        degraded = GaugeMetricFamily("gw_state_degraded", "1 while the shared counters are "
+                                     "unreachable and this replica counts alone")
+        degraded.add_metric((), self.degraded)
+        yield degraded
         breakers = GaugeMetricFamily("gw_breaker_state", "0 closed, 1 half-open, 2 open",
                                      labels=("model",))
         for model, state in sorted(self.breaker_states().items()):

@@ -58,6 +58,8 @@ def stamp(exchange: Exchange) -> list[tuple[bytes, bytes]]:
                     (b"x-gw-cache", exchange.cache.encode())]
     if exchange.cost is not None and exchange.answer is not None:
         headers.append((b"x-gw-cost", b"%.8f" % exchange.cost))
+    if exchange.limit_headers:
+        headers += exchange.limit_headers
     return headers
 
 

@@ -111,7 +111,7 @@ def _list(args: argparse.Namespace) -> Step:
     def listing(records: Records) -> int:
         found = Keys(records).list_keys()
         if _format(args) == "json":
-            print(json.dumps([_key_json(record) for record in found]))
+            print(json.dumps([key_json(record) for record in found]))
             return 0
         _table(["id", "team", "user", "name", "created", "expires", "revoked"],
                [[r.id, r.team, _cell(r.user), _cell(r.name), _cell(_moment(r.created_at)),
@@ -220,7 +220,7 @@ def _write_lines(lines: Iterator[dict[str, Any]], sink: TextIO) -> int:
     return count
 
 
-def _key_json(record: KeyRecord) -> dict[str, Any]:
+def key_json(record: KeyRecord) -> dict[str, Any]:
     return {"id": record.id, "team": record.team, "user": record.user, "name": record.name,
             "created_at": _moment(record.created_at), "expires_at": _moment(record.expires_at),
             "revoked_at": _moment(record.revoked_at),

@@ -2,7 +2,10 @@
 `POST /admin/reload`, and a graceful drain on SIGTERM.
 
 FILE is a policy (compiled here, once, and handed to the gateway to start on)
-or a `graph.json` from `gwc compile` (validated, not recompiled).
+or a `graph.json` from `gwc compile` (validated, not recompiled). `--workers N`
+forks N processes that accept on one socket, so one machine's cores are used;
+they share their counters through Redis (GW_STATE_URL), without which N > 1
+is refused: each worker would count alone, and every limit would hold N times.
 
 uvicorn runs gwc's own HTTP protocol (runtime/http_limits.py: a head size limit
 and a read timeout). Once the gateway exists, everything the process says on
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import os
 import signal
@@ -25,12 +29,13 @@ from collections.abc import Callable, Iterator
 import uvicorn
 import uvloop
 
-from compiler.compiled import Refused, load
+from compiler.compiled import CompiledPolicy, Refused, load
 from runtime.access_log import capture
 from runtime.app import create_app
 from runtime.gateway import Gateway
 from runtime.http_limits import Limits, protocol
 from runtime.proxy import MAX_BODY_BYTES
+from runtime.state import State, StateError, counters_from
 
 DRAIN_SECONDS = 30
 
@@ -93,10 +98,61 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
         return 2
     try:
         limits = Limits.from_env(env)
-    except ValueError as exc:
+        counters_from(env.get("GW_STATE_URL", "memory"))  # a bad setting fails here, once
+    except (ValueError, StateError) as exc:
         print(f"gwc: {exc}", file=sys.stderr)
         return 2
-    gateway = Gateway(path, env)
+    if workers < 1:
+        print("gwc: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if workers > 1 and env.get("GW_STATE_URL", "memory") == "memory":
+        print(f"gwc: --workers {workers} needs shared counters: set GW_STATE_URL=redis://... "
+              "(with memory counters each worker would count alone, and every quota and "
+              "budget would hold N times over)", file=sys.stderr)
+        return 2
+    if workers == 1:
+        return serve(path, compiled, env, host, port, watch_files, limits)
+    return _workers(workers, host, port, lambda listening: serve(
+        path, compiled, env, host, port, watch_files, limits, listening))
+
+
+def _workers(count: int, host: str, port: int, serve_on: Callable[[socket.socket], int]) -> int:
+    """`count` processes serving one port: the socket is bound here, and each worker,
+    forked once the policy is compiled (so it starts at once, sharing the compiled
+    pages), accepts on it. The signals that stop or reload are passed on to them."""
+    listening = socket.create_server((host, port), backlog=2048)
+    gc.freeze()  # the compiled policy stays shared with the workers, not copied by the GC
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = serve_on(listening)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listening.close()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+    for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(each, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def serve(path: str, compiled: CompiledPolicy, env: dict[str, str], host: str, port: int,
+          watch_files: bool, limits: Limits, listening: socket.socket | None = None) -> int:
+    """One process serving: on `listening` if given (a worker), else on host:port."""
+    try:
+        state = State.from_env(env)
+    except StateError as exc:
+        print(f"gwc: {exc}", file=sys.stderr)
+        return 1
+    gateway = Gateway(path, env, state=state)
     max_body = int(env.get("GW_MAX_BODY_BYTES", MAX_BODY_BYTES))
     app = create_app(gateway, max_body=max_body, admin_key=env.get("GW_ADMIN_KEY") or None,
                      compiled=compiled)
@@ -109,7 +165,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
     server = _Server(config, lambda: log.event(
         "serving", f"gwc: serving {path} on {url} (policy {gateway.version})", file=path,
         url=url, policy=gateway.version, max_header_bytes=limits.max_header_bytes,
-        read_timeout=limits.read_timeout))
+        read_timeout=limits.read_timeout, pid=os.getpid()))
 
     # Reloads in progress, held so that none is collected mid-way, and dropped when the
     # gateway stops: one that ended during the drain would swap in a policy nothing serves.
@@ -131,7 +187,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
             watcher = loop.create_task(watch(gateway))
             reloads.add(watcher)
         try:
-            await server.serve()
+            await server.serve(sockets=[listening] if listening is not None else None)
         finally:
             for task in list(reloads):
                 task.cancel()

@@ -17,6 +17,7 @@ from runtime.errors import GatewayError
 if TYPE_CHECKING:
     from runtime.endpoints import Endpoint
     from runtime.gateway import Gateway, Loaded
+    from runtime.limiting import Applied, Held
 
 Body = dict[str, Any]
 
@@ -45,18 +46,23 @@ class Exchange:
     body: Body  # as the client sent it
     started: float
 
-    # identity: who is calling
+    # identity: who is calling (`key` is the virtual key's name, as conditions read it;
+    # `key_id` its id, which owns its spend and counters)
     user: str | None = None
     team: str | None = None
     key: str | None = None
+    key_id: str | None = None
+    allowed_models: tuple[str, ...] | None = None
 
     # plan: the checked body, the request as the policy sees it, and its plan
     parsed: Any = None
     request: Request | None = None
     decision: Decision | None = None
 
-    # limits: what was reserved before the call, to settle after it (limits.Reservation)
-    reservations: list[Any] = field(default_factory=list)
+    # limits: the counters met, what the admission holds until it settles, the headers
+    applied: list[Applied] = field(default_factory=list)
+    held: Held | None = None
+    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     # cache: hit, miss or bypass
     cache: str = "bypass"
@@ -70,6 +76,7 @@ class Exchange:
     # usage: tokens and their cost, from the answer or the stream's chunks
     usage: Body = field(default_factory=dict)
     cost: float | None = None
+    delivered: int = 0  # characters of streamed text sent on, for a cut stream's cost
 
     # how it ended
     status: int = 200

@@ -1,27 +1,59 @@
 """Limits: the plan's quotas and budgets, reserved before the call and settled after.
 
-A reservation is taken on the way in, so that concurrent requests cannot
-overspend, and settled on the way out: to what the answer really cost, or
-released, at no cost, when there was no answer. The quota and budget
-mechanisms, and the stores that share their counters across replicas, come
-with the limits work; until then nothing is reserved, and this exit half
-settles an empty list.
+The admission (runtime/limiting.py) takes from every counter the request
+meets, or from none, so that concurrent requests cannot overspend; it may
+refuse (429, 402, 503), or send an over-budget request to the budget's
+`downgrade` model. On the way out the reservation settles, to the answer's
+real cost and tokens, or is released when there was no answer. The settle and
+the ledger's row are written off the request's path: the client has its
+answer first.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import dataclasses
 
+from compiler.compiled import Budget
+from runtime.limiting import lease, rate_headers, refusal
 from runtime.pipeline.exchange import Exchange
 
 
-class Reservation(Protocol):
-    def settle(self, cost: float | None) -> None:
-        """Settle to `cost` in USD; None releases it (the request got no answer)."""
+async def enter(exchange: Exchange) -> None:
+    decision, request = exchange.decision, exchange.request
+    assert decision is not None and request is not None
+    if not decision.quotas and not decision.budgets:
+        return
+    limiter = exchange.gateway.limiter
+    counted = limiter.build(decision.quotas, decision.budgets,
+                            {"team": exchange.team, "user": exchange.user, "key": exchange.key_id},
+                            request.get, request.tokens, request.max_tokens, decision.targets)
+    if not counted:
+        return
+    admission, held, applied = await limiter.admit(counted, lease(decision.targets))
+    exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
+    exchange.gateway.alerts.check(applied)
+    if not admission.admitted:
+        assert admission.refused_by is not None
+        raise refusal(applied[admission.refused_by])
+    exchange.held = held
+    for item in applied:
+        block = item.block
+        if isinstance(block, Budget) and block.over == "downgrade" and not item.verdict.allowed:
+            policy, name = exchange.loaded.policy, block.downgrade or ""
+            target = policy.deployments.get(name) or policy.pools[name]
+            exchange.decision = dataclasses.replace(decision, targets=(target,))
+            break
 
 
 def leave(exchange: Exchange) -> None:
-    answered = exchange.error is None and exchange.answered_by is not None
-    for reservation in exchange.reservations:
-        reservation.settle((exchange.cost or 0.0) if answered else None)
-    exchange.reservations.clear()
+    gateway = exchange.gateway
+    # an answer, or a stream cut after it began, for what it delivered (usage says)
+    charged = exchange.answered_by is not None and (exchange.error is None or bool(exchange.usage))
+    if exchange.held is not None:
+        tokens = float(exchange.usage.get("total_tokens") or 0)
+        gateway.background(gateway.limiter.settle(
+            exchange.held, (exchange.cost or 0.0) if charged else None,
+            tokens if charged else None))
+        exchange.held = None
+    if charged:
+        gateway.spent(exchange)

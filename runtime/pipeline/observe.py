@@ -10,6 +10,9 @@ from typing import Any
 
 from runtime.pipeline.exchange import Exchange
 
+REFUSALS = ("rate_limit_exceeded", "budget_exceeded", "subject_limit_reached",
+            "state_unavailable")
+
 
 def leave(exchange: Exchange) -> None:
     gateway = exchange.gateway
@@ -29,6 +32,19 @@ def leave(exchange: Exchange) -> None:
         "error": exchange.error.message if exchange.error is not None else None}
     if exchange.attempts:
         line["attempts"] = [{"model": a.model, "outcome": a.outcome} for a in exchange.attempts]
+    if exchange.key_id is not None:
+        line["key"] = exchange.key_id  # the id, never the secret
+    error = exchange.error
+    if error is not None and error.code in REFUSALS:
+        metrics.refusals.add((error.code, "enforce"))
+    if exchange.applied:
+        shadowed = [a.limit.counter for a in exchange.applied
+                    if not a.limit.enforce and not a.verdict.allowed]
+        for counter in shadowed:
+            metrics.refusals.add(("budget_exceeded" if counter.startswith("b:")
+                                  else "rate_limit_exceeded", "shadow"))
+        if shadowed:
+            line["would_refuse"] = shadowed
     if deployment is None:
         metrics.requests.add((rule, "", "", status, exchange.cache))
     else:
@@ -40,3 +56,4 @@ def leave(exchange: Exchange) -> None:
             metrics.tokens.add((model, "completion"), usage.get("completion_tokens") or 0)
     metrics.latency.observe((rule,), seconds)
     gateway.log.write(line)
+    gateway.logged(exchange, deployment.name if deployment is not None else None)

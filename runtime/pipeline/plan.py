@@ -2,7 +2,12 @@
 
 A request no rule takes is a 404 `no_route`; a `deny`, a 403 with its
 message; a chain left empty once `requested` is resolved, a 404
-`model_not_found`.
+`model_not_found`; a model the caller's key may not call, a 403.
+
+`budget.team` and its kin read the share of the caller's budget spent, as the
+last admission on this replica left it: no store is asked on the way in (with
+several replicas, a share is as fresh as this replica's last request of that
+subject).
 """
 
 from __future__ import annotations
@@ -19,10 +24,19 @@ def enter(exchange: Exchange) -> None:
     meta = {k.removeprefix("x-gw-meta-"): v for k, v in headers.items()
             if k.startswith("x-gw-meta-")}
     meta.update(parsed.metadata or {})
+    allowed = exchange.allowed_models
+    if allowed is not None and parsed.model not in allowed:
+        raise GatewayError(403, f"this key may not call '{parsed.model}' (it may call: "
+                           f"{', '.join(allowed)})", "model_not_allowed", param="model")
+    shares = exchange.gateway.limiter.shares
+    budget = {dimension: share for dimension, value in (
+        ("team", exchange.team), ("user", exchange.user), ("key", exchange.key_id))
+        if value is not None and (share := shares.get((dimension, value))) is not None} \
+        if shares else {}
     exchange.request = request = Request(
         model=parsed.model, user=exchange.user, team=exchange.team, key=exchange.key,
         endpoint=endpoint.name, tokens=endpoint.tokens(body), headers=headers, meta=meta,
-        **endpoint.parameters(parsed))
+        budget=budget, **endpoint.parameters(parsed))
     exchange.decision = decision = exchange.loaded.policy.decide(request)
     if decision.rule is None:
         raise GatewayError(404, f"no route for model '{request.model}'", "no_route",

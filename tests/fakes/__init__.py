@@ -56,10 +56,12 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
 
 def gwc_serve(file: str, port: int, log: IO[str], *flags: str,
               env: dict[str, str] | None = None, wait: float = 30) -> subprocess.Popen[str]:
-    """`gwc serve FILE` as a process on 127.0.0.1:port, once it answers /readyz."""
+    """`gwc serve FILE` as a process on 127.0.0.1:port, once it answers /readyz; its
+    database beside its log unless `env` names one."""
+    database = f"sqlite:///{Path(log.name).resolve().parent / 'gw.db'}"
     process = subprocess.Popen(
         [sys.executable, "-m", "compiler.cli", "serve", file, "--port", str(port), *flags],
-        env={**os.environ, **(env or {})}, stderr=log, text=True)
+        env={**os.environ, "GW_DB_URL": database, **(env or {})}, stderr=log, text=True)
     deadline = time.monotonic() + wait
     while True:
         try:

@@ -1,0 +1,300 @@
+"""A plan's quotas and budgets, counted: one admission before the call, one settle after.
+
+The plan names the quota and budget blocks a request meets; `Limiter` turns
+them into the counters of `policies.limits` and asks the counter store once
+for all of them (one Redis round trip). What it answers becomes the request's
+fate: a 429 with the real wait, a 402, a downgrade to a cheaper model, or the
+go-ahead with OpenAI's `x-ratelimit-*` figures.
+
+Counters are named by what they count, never by where the block sits in the
+file: the block's kind and subject, the subject's value, and what the block's
+`when` says. A reload that changes a limit, or moves its block, keeps its
+counter (the new limit applies to the spend so far); one that changes its
+subject or its `when` starts the counter afresh, as `gwc explain` says.
+
+When the shared store cannot answer, each block's `on_store_error` decides:
+one `refuse` among the request's blocks answers 503; otherwise the request is
+counted in this replica's own memory, and the gateway reports itself
+degraded (`/readyz`, a metric, the log) until the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.compiled import Budget, Deployment, PoolTarget, Quota
+from policies.limits import Admission, CounterStore, Limit, StoreUnavailable, Verdict
+from policies.memory_counters import MemoryCounters
+from policies.periods import period_bounds, period_key
+from runtime import pricing
+from runtime.errors import GatewayError
+
+SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
+           "month": 2592000.0}
+MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
+SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
+
+
+@dataclass(slots=True)
+class Held:
+    """What one admission holds until the answer is known, to settle after it."""
+
+    store: CounterStore
+    reservation: str | None
+    budgets: tuple[str, ...]  # counters to charge the real cost to
+    tokens: tuple[str, ...]  # counters to correct to the real tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One counted block, as the admission saw it: for headers, alerts and the log."""
+
+    block: Quota | Budget
+    limit: Limit
+    verdict: Verdict
+    subject: str  # "team=research": whose counter, never a secret
+
+
+def value_text(value: str) -> str:
+    """A subject's value as it may appear in a counter's name: itself when short and
+    plain, else a digest (a header's value is the client's to choose)."""
+    if len(value) <= 64 and set(value) <= SAFE:
+        return value
+    return "#" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def canonical(value: Any) -> str:
+    """A condition as text that is the same in every process (a frozenset's repr is
+    not: its order follows the string hash, which is salted per process)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return value.__class__.__name__ + "(" + ",".join(
+            canonical(getattr(value, f.name)) for f in dataclasses.fields(value)) + ")"
+    if isinstance(value, frozenset | set):
+        return "{" + ",".join(sorted(canonical(v) for v in value)) + "}"
+    if isinstance(value, tuple | list):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    return repr(value)
+
+
+def block_id(block: Quota | Budget) -> str:
+    """Which block a counter is: its kind, subject and condition, not its place."""
+    kind = "budget" if isinstance(block, Budget) else "quota"
+    text = f"{kind} {block.subject} when {canonical(block.cond)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Limiter:
+    counters: CounterStore
+    clock: Callable[[], float] = time.time
+    local: MemoryCounters = field(default_factory=MemoryCounters)
+    seed: Callable[[str, float, float], float] | None = None  # ledger: (counter, start, end)
+    on_degraded: Callable[[bool, str], None] | None = None
+    timed: Callable[[str, float, bool], None] | None = None  # (op, seconds, ok): metrics
+    degraded: bool = False
+    shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
+    _seeded: set[tuple[str, str]] = field(default_factory=set)
+
+    def subject_of(self, block: Quota | Budget, identity: dict[str, str | None],
+                   request_get: Callable[[str], Any]) -> str | None:
+        """The value whose counter the block counts this request on, as `dim=value`."""
+        subject = block.subject
+        if subject.kind == "global":
+            return "global"
+        dimension = subject.dimension
+        value = identity.get(dimension) if dimension in identity else request_get(dimension)
+        return None if value is None else f"{dimension}={value_text(str(value))}"
+
+    def build(self, quotas: Sequence[Quota], budgets: Sequence[Budget],
+              identity: dict[str, str | None], request_get: Callable[[str], Any],
+              tokens: float, max_tokens: float | None, targets: Sequence[Deployment | PoolTarget],
+              ) -> list[tuple[Quota | Budget, Limit, str]]:
+        """The counters this request meets, with what it takes from each."""
+        out: list[tuple[Quota | Budget, Limit, str]] = []
+        for quota in quotas:
+            subject = self.subject_of(quota, identity, request_get)
+            if subject is None:
+                continue
+            block = block_id(quota)
+            family, cap = (block, quota.max_values) if quota.subject.keyed else ("", None)
+            base = Limit("", "requests", 1.0, enforce=quota.mode != "shadow", family=family,
+                         cap=cap, subject=subject)
+            if quota.requests is not None:
+                out.append((quota, dataclasses.replace(
+                    base, counter=f"q:{block}:{subject}:requests", limit=quota.requests.amount,
+                    window=SECONDS[quota.requests.period], burst=quota.burst), subject))
+            if quota.tokens is not None:
+                out.append((quota, dataclasses.replace(
+                    base, counter=f"q:{block}:{subject}:tokens", kind="tokens",
+                    limit=quota.tokens.amount, window=SECONDS[quota.tokens.period],
+                    cost=tokens + (max_tokens or 0)), subject))
+            if quota.concurrency is not None:
+                out.append((quota, dataclasses.replace(
+                    base, counter=f"q:{block}:{subject}:concurrency", kind="concurrency",
+                    limit=float(quota.concurrency)), subject))
+        most = max((pricing.most(tokens, max_tokens, d.model) for d in _deployments(targets)),
+                   default=0.0)
+        for budget in budgets:
+            subject = self.subject_of(budget, identity, request_get)
+            if subject is None or budget.limit is None:
+                continue
+            block = block_id(budget)
+            family, cap = (block, budget.max_values) if budget.subject.keyed else ("", None)
+            out.append((budget, Limit(
+                f"b:{block}:{subject}", "budget", budget.limit.amount,
+                period=budget.limit.period, cost=most, enforce=budget.over == "reject",
+                family=family, cap=cap, subject=subject), subject))
+        return out
+
+    async def admit(self, counted: list[tuple[Quota | Budget, Limit, str]],
+                    lease: float) -> tuple[Admission, Held, list[Applied]]:
+        """One admission for every counter; on a store failure, as the blocks say."""
+        limits = [limit for _, limit, _ in counted]
+        now = self.clock()
+        store: CounterStore = self.counters
+        started = time.perf_counter()
+        try:
+            await self._seed(store, limits, now)
+            admission = await store.admit(limits, now, max(lease, MIN_LEASE))
+            self._timed("admit", started, True)
+            self._recovered()
+        except StoreUnavailable as failure:
+            self._timed("admit", started, False)
+            if any(block.on_store_error == "refuse" for block, _, _ in counted):
+                self._degrade(str(failure))
+                raise GatewayError(503, "the gateway's shared counters are unreachable, and "
+                                   "this request's limits refuse to count without them",
+                                   "state_unavailable") from failure
+            self._degrade(str(failure))
+            store = self.local
+            await self._seed(store, limits, now)
+            admission = await store.admit(limits, now, max(lease, MIN_LEASE))
+        applied = [Applied(block, limit, verdict, subject) for (block, limit, subject), verdict
+                   in zip(counted, admission.verdicts, strict=True)]
+        for item in applied:
+            if item.verdict.share is not None and isinstance(item.block, Budget):
+                dimension = item.block.subject.dimension
+                if dimension in ("team", "user", "key"):
+                    self.shares[(dimension, item.subject.partition("=")[2])] = item.verdict.share
+        held = Held(store, admission.reservation,
+                    tuple(a.limit.counter for a in applied if a.limit.kind == "budget"),
+                    tuple(a.limit.counter for a in applied if a.limit.kind == "tokens"))
+        return admission, held, applied
+
+    async def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
+        """Charge the real cost and tokens, or release (None: there was no answer)."""
+        if held.reservation is None:
+            return
+        actual: dict[str, float] = {}
+        if cost is not None:
+            actual.update(dict.fromkeys(held.budgets, cost))
+        if tokens is not None:
+            actual.update(dict.fromkeys(held.tokens, tokens))
+        started = time.perf_counter()
+        try:
+            await held.store.settle(held.reservation, actual, self.clock())
+            self._timed("settle", started, True)
+        except StoreUnavailable as failure:
+            self._timed("settle", started, False)
+            self._degrade(str(failure))  # the lease runs out by itself; the ledger keeps the spend
+
+    async def _seed(self, store: CounterStore, limits: Sequence[Limit], now: float) -> None:
+        """A budget's spend this period, from the ledger, the first time this process
+        counts it (after a restart of the process, or of Redis)."""
+        if self.seed is None:
+            return
+        for limit in limits:
+            if limit.kind != "budget":
+                continue
+            key = (limit.counter, period_key(limit.period, now))
+            if key in self._seeded:
+                continue
+            start, end = period_bounds(limit.period, now)
+            spent = await asyncio.to_thread(self.seed, limit.counter, start, end)
+            await store.seed(limit.counter, limit.period, spent, now)
+            self._seeded.add(key)
+
+    def _timed(self, op: str, started: float, ok: bool) -> None:
+        if self.timed is not None:
+            self.timed(op, time.perf_counter() - started, ok)
+
+    def _degrade(self, reason: str) -> None:
+        if not self.degraded:
+            self.degraded = True
+            self._seeded.clear()  # the store may come back empty: rebuild from the ledger then
+            if self.on_degraded is not None:
+                self.on_degraded(True, reason)
+
+    def _recovered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            if self.on_degraded is not None:
+                self.on_degraded(False, "the shared counters answer again")
+
+
+def lease(targets: Sequence[Deployment | PoolTarget]) -> float:
+    """How long a reservation is held: as long as the chain may take, every model's
+    every try at its total timeout (a stream's run is not bounded so; its cost settles
+    all the same when it ends, only the hold on the counters lapses)."""
+    return min(3600.0, sum(d.timeouts.total * max(1, d.retry.attempts)
+                           for d in _deployments(targets)))
+
+
+def _deployments(targets: Sequence[Deployment | PoolTarget]) -> list[Deployment]:
+    out: list[Deployment] = []
+    for target in targets:
+        out += [m for m, _ in target.members] if isinstance(target, PoolTarget) else [target]
+    return out
+
+
+def refusal(applied: Applied) -> GatewayError:
+    """The answer for the first enforcing counter that refused."""
+    verdict, limit = applied.verdict, applied.limit
+    wait = str(max(1, math.ceil(verdict.retry_after)))
+    if verdict.reason == "subjects":
+        block = applied.block
+        return GatewayError(429, f"too many distinct values of {str(block.subject)[4:]} this "
+                            f"period (at most {block.max_values}); values already seen go on "
+                            "working", "subject_limit_reached", headers={"Retry-After": wait})
+    if limit.kind == "budget":
+        return GatewayError(402, f"the {limit.period}ly budget of ${limit.limit:g} for "
+                            f"{applied.subject} is spent", "budget_exceeded")
+    what = {"requests": "requests", "tokens": "tokens", "concurrency": "requests in flight"}
+    return GatewayError(429, f"quota of {limit.limit:g} {what[limit.kind]} for "
+                        f"{applied.subject} reached; retry after {wait} s",
+                        "rate_limit_exceeded", headers={"Retry-After": wait})
+
+
+def rate_headers(applied: Sequence[Applied]) -> list[tuple[bytes, bytes]]:
+    """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied."""
+    headers: list[tuple[bytes, bytes]] = []
+    for kind in ("requests", "tokens"):
+        mine = [a for a in applied if a.limit.kind == kind]
+        if not mine:
+            continue
+        tightest = min(mine, key=lambda a: a.verdict.remaining / a.limit.limit)
+        headers += [
+            (f"x-ratelimit-limit-{kind}".encode(), b"%d" % tightest.limit.limit),
+            (f"x-ratelimit-remaining-{kind}".encode(),
+             b"%d" % max(0, math.floor(tightest.verdict.remaining))),
+            (f"x-ratelimit-reset-{kind}".encode(), duration(tightest.verdict.reset).encode())]
+    return headers
+
+
+def duration(seconds: float) -> str:
+    """As OpenAI writes a reset: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
