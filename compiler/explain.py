@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from compiler import units
+from compiler.counters import block_id
 from compiler.graph import Graph
 from compiler.plan import Plan, route
 from compiler.policy import Budget, Cache, Policy, Quota, Rate, Source
@@ -24,15 +25,16 @@ def _rate(rate: Rate | None, money: bool = False) -> str | None:
 
 def _quota(q: Quota, request: Request) -> dict[str, Any]:
     return {"subject": str(q.subject), "counter": _counter(q.subject.dimension, request),
-            "requests": _rate(q.requests), "tokens": _rate(q.tokens), "burst": q.burst,
-            "concurrency": q.concurrency, "mode": q.mode, "source": _where(q.source)}
+            "counter_id": block_id(q), "requests": _rate(q.requests), "tokens": _rate(q.tokens),
+            "burst": q.burst, "concurrency": q.concurrency, "mode": q.mode,
+            "source": _where(q.source)}
 
 
 def _budget(b: Budget, request: Request) -> dict[str, Any]:
     over = f"downgrade({b.downgrade})" if b.over == "downgrade" else b.over
     return {"subject": str(b.subject), "counter": _counter(b.subject.dimension, request),
-            "limit": _rate(b.limit, money=True), "alerts": list(b.alerts), "notify": b.notify,
-            "over": over, "source": _where(b.source)}
+            "counter_id": block_id(b), "limit": _rate(b.limit, money=True),
+            "alerts": list(b.alerts), "notify": b.notify, "over": over, "source": _where(b.source)}
 
 
 def _cache(c: Cache) -> dict[str, Any]:
@@ -84,10 +86,11 @@ def as_text(result: dict[str, Any]) -> str:
                                        q["tokens"] and f"{q['tokens']} tokens",
                                        q["concurrency"] and f"{q['concurrency']} at once") if x)
         lines.append(f"quota:   {q['subject']} [{q['counter']}]: {limits} ({q['mode']}) "
-                     f"at {q['source']['file']}:{q['source']['line']}")
+                     f"at {q['source']['file']}:{q['source']['line']}, counter {q['counter_id']}")
     for b in result["budgets"]:
         lines.append(f"budget:  {b['subject']} [{b['counter']}]: {b['limit']}, over -> "
-                     f"{b['over']} at {b['source']['file']}:{b['source']['line']}")
+                     f"{b['over']} at {b['source']['file']}:{b['source']['line']}, "
+                     f"counter {b['counter_id']}")
     cache = result["cache"]
     lines.append("cache:   " + (f"{cache['mode']}, threshold {cache['threshold']:g}, ttl "
                                 f"{cache['ttl']}, scope {cache['scope']}" if cache else "none"))

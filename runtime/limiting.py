@@ -6,11 +6,10 @@ for all of them (one Redis round trip). What it answers becomes the request's
 fate: a 429 with the real wait, a 402, a downgrade to a cheaper model, or the
 go-ahead with OpenAI's `x-ratelimit-*` figures.
 
-Counters are named by what they count, never by where the block sits in the
-file: the block's kind and subject, the subject's value, and what the block's
-`when` says. A reload that changes a limit, or moves its block, keeps its
-counter (the new limit applies to the spend so far); one that changes its
-subject or its `when` starts the counter afresh, as `gwc explain` says.
+Counters are named by what they count (compiler/counters.py): the block's
+kind, subject and `when`, then the subject's value. A reload that changes a
+limit, or moves its block, keeps its counter (the new limit applies to the
+spend so far); one that changes its subject or its `when` starts afresh.
 
 When the shared store cannot answer, each block's `on_store_error` decides:
 one `refuse` among the request's blocks answers 503; otherwise the request is
@@ -29,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.compiled import Budget, Deployment, PoolTarget, Quota
+from compiler.compiled import Budget, Deployment, PoolTarget, Quota, block_id
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable, Verdict
 from policies.memory_counters import MemoryCounters
 from policies.periods import period_bounds, period_key
@@ -70,26 +69,6 @@ def value_text(value: str) -> str:
     return "#" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def canonical(value: Any) -> str:
-    """A condition as text that is the same in every process (a frozenset's repr is
-    not: its order follows the string hash, which is salted per process)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return value.__class__.__name__ + "(" + ",".join(
-            canonical(getattr(value, f.name)) for f in dataclasses.fields(value)) + ")"
-    if isinstance(value, frozenset | set):
-        return "{" + ",".join(sorted(canonical(v) for v in value)) + "}"
-    if isinstance(value, tuple | list):
-        return "[" + ",".join(canonical(v) for v in value) + "]"
-    return repr(value)
-
-
-def block_id(block: Quota | Budget) -> str:
-    """Which block a counter is: its kind, subject and condition, not its place."""
-    kind = "budget" if isinstance(block, Budget) else "quota"
-    text = f"{kind} {block.subject} when {canonical(block.cond)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 @dataclass
 class Limiter:
     counters: CounterStore
@@ -128,16 +107,16 @@ class Limiter:
                          cap=cap, subject=subject)
             if quota.requests is not None:
                 out.append((quota, dataclasses.replace(
-                    base, counter=f"q:{block}:{subject}:requests", limit=quota.requests.amount,
+                    base, counter=f"{block}:{subject}:requests", limit=quota.requests.amount,
                     window=SECONDS[quota.requests.period], burst=quota.burst), subject))
             if quota.tokens is not None:
                 out.append((quota, dataclasses.replace(
-                    base, counter=f"q:{block}:{subject}:tokens", kind="tokens",
+                    base, counter=f"{block}:{subject}:tokens", kind="tokens",
                     limit=quota.tokens.amount, window=SECONDS[quota.tokens.period],
                     cost=tokens + (max_tokens or 0)), subject))
             if quota.concurrency is not None:
                 out.append((quota, dataclasses.replace(
-                    base, counter=f"q:{block}:{subject}:concurrency", kind="concurrency",
+                    base, counter=f"{block}:{subject}:concurrency", kind="concurrency",
                     limit=float(quota.concurrency)), subject))
         most = max((pricing.most(tokens, max_tokens, d.model) for d in _deployments(targets)),
                    default=0.0)
@@ -148,7 +127,7 @@ class Limiter:
             block = block_id(budget)
             family, cap = (block, budget.max_values) if budget.subject.keyed else ("", None)
             out.append((budget, Limit(
-                f"b:{block}:{subject}", "budget", budget.limit.amount,
+                f"{block}:{subject}", "budget", budget.limit.amount,
                 period=budget.limit.period, cost=most, enforce=budget.over == "reject",
                 family=family, cap=cap, subject=subject), subject))
         return out
