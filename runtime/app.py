@@ -108,7 +108,8 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         return JSONResponse({
             "version": gateway.version, "path": gateway.path,
             "loaded_at": loaded.loaded_at if loaded else None,
-            "files": loaded.sources if loaded else [], "refused": gateway.refused})
+            "files": loaded.sources if loaded else [], "refused": gateway.refused,
+            "counters": gateway.counters})
 
     async def admin_breakers(request: Request) -> Response:
         return JSONResponse(gateway.breakers())

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import gc
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -23,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from compiler.compiled import CompiledPolicy, Refused, load
+from compiler.compiled import Budget, CompiledPolicy, Quota, Refused, block_id, load
 from policies.breaker import State as BreakerState
 from policies.ledger import RequestRow, SpendRow
 from policies.store import MemoryStore, Store
@@ -80,6 +81,7 @@ class Gateway:
     alerts: Alerts = field(init=False)
     limiter: Limiter = field(init=False)
     _alerting: asyncio.Task[None] | None = None
+    counters: dict[str, list[dict[str, Any]]] | None = None  # the last reload's, kept or new
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.breaker_states)
@@ -157,6 +159,8 @@ class Gateway:
         assert self.session is not None
         adapters = {name: providers.adapter(p, self.session, self.env)
                     for name, p in compiled.providers.items()}
+        if self.current is not None:
+            self.counters = kept_counters(self.current.policy, compiled)
         self.current = Loaded(self.path, compiled, time.time(), adapters)
         self.refused = None
         self.health.watch(compiled, adapters)
@@ -237,3 +241,20 @@ class Gateway:
 
 def _whole(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def kept_counters(old: CompiledPolicy, new: CompiledPolicy) -> dict[str, list[dict[str, Any]]]:
+    """Which quota and budget counters a reload kept counting on, which it started
+    afresh, and which it stopped: by their names (compiler/counters.py)."""
+    def blocks(policy: CompiledPolicy) -> dict[str, Quota | Budget]:
+        counted: list[Quota | Budget] = [*policy.policy.quotas, *policy.policy.budgets]
+        return {block_id(b): b for b in counted}
+    before, after = blocks(old), blocks(new)
+
+    def described(found: dict[str, Quota | Budget], ids: list[str]) -> list[dict[str, Any]]:
+        return [{"counter_id": i, "subject": str(found[i].subject),
+                 "at": f"{os.path.relpath(found[i].source.file, new.folder)}:"
+                       f"{found[i].source.line}"} for i in ids]
+    return {"kept": described(after, [i for i in after if i in before]),
+            "fresh": described(after, [i for i in after if i not in before]),
+            "stopped": described(before, [i for i in before if i not in after])}
