@@ -83,7 +83,14 @@ class AccessLog:
         self._write_pending()
 
     def _write_pending(self) -> None:
-        lines, self.pending = self.pending, []
+        # Take the lines from the list, not the list: a `write` that had loaded
+        # `self.pending` when this thread swapped it would append to the old list
+        # after it was written, and that line would be lost. A slice and its
+        # deletion are each one step under the GIL; lines appended between stay.
+        pending = self.pending
+        count = len(pending)
+        lines = pending[:count]
+        del pending[:count]
         if self.dropped:
             dropped, self.dropped = self.dropped, 0
             lines.append(orjson.dumps(
