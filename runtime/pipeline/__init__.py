@@ -46,7 +46,7 @@ STAGES: list[Stage] = [
     Stage("observe", None, observe.leave),                 # metrics and the access log
     Stage("identity", identity.enter),                     # who calls: auth
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
-    Stage("limits", None, limits.leave),                   # reserve before, settle after
+    Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
     Stage("cache", cache.enter),                           # a stored answer, or none
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
     Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost
