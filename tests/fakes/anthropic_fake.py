@@ -5,7 +5,11 @@ turn is not a tool result; otherwise with text naming the model. Besides the
 models `Script` knows: `too-long` answers Anthropic's 400 for a prompt over
 the context; `overloaded` its 529 `overloaded_error`; `no-stop` streams
 everything but the closing `message_stop`; `bad-event` streams a malformed
-event after `message_start`; `junk` answers 200 with a body that is not JSON.
+event after `message_start`; `junk` answers 200 with a body that is not JSON;
+`cached` answers with the usage of a prompt cache hit that also wrote to the
+cache (`CACHED_USAGE`): Anthropic counts the cache's reads and writes apart
+from `input_tokens`, and streams them in `message_start`, the output's total
+in `message_delta`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes import API_KEY, Script
+
+PLAIN_USAGE: dict[str, int] = {"input_tokens": 12, "output_tokens": 6,
+                               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+CACHED_USAGE: dict[str, int] = {"input_tokens": 50, "output_tokens": 400,
+                                "cache_creation_input_tokens": 1000,
+                                "cache_read_input_tokens": 3000}
 
 
 def _error(status: int, kind: str, message: str,
@@ -66,8 +76,7 @@ def app(script: Script) -> Starlette:
                             media_type="application/json")
         content = _content(body)
         stop = "tool_use" if content[0]["type"] == "tool_use" else "end_turn"
-        usage = {"input_tokens": 12, "output_tokens": 6, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 0}
+        usage = dict(CACHED_USAGE if body["model"] == "cached" else PLAIN_USAGE)
         message = {"id": "msg_fake", "type": "message", "role": "assistant",
                    "model": body["model"], "content": content, "stop_reason": stop,
                    "stop_sequence": None, "usage": usage}
@@ -101,7 +110,7 @@ def app(script: Script) -> Starlette:
                         "type": "text_delta", "text": word if i == 0 else " " + word}})
             yield event("content_block_stop", {"index": 0})
             yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                          "usage": {"output_tokens": 6}})
+                                          "usage": {"output_tokens": usage["output_tokens"]}})
             if body["model"] != "no-stop":
                 yield event("message_stop", {})
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -1,4 +1,10 @@
-"""A fake of OpenAI's API: chat completions (plain and streamed), embeddings, models."""
+"""A fake of OpenAI's API: chat completions (plain and streamed), embeddings, models.
+
+Usage is 9 prompt and 3 completion tokens, except for the model `cached`,
+whose usage has the details OpenAI sends for a prompt cache hit and a
+reasoning model (`CACHED_USAGE`): the cached tokens are part of
+`prompt_tokens`, the reasoning tokens part of `completion_tokens`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.fakes import API_KEY, Script
+
+PLAIN_USAGE: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+CACHED_USAGE: dict[str, Any] = {
+    "prompt_tokens": 2000, "completion_tokens": 300, "total_tokens": 2300,
+    "prompt_tokens_details": {"cached_tokens": 1500, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 200, "audio_tokens": 0,
+                                  "accepted_prediction_tokens": 0,
+                                  "rejected_prediction_tokens": 0}}
+
+
+def usage_of(model: str) -> dict[str, Any]:
+    """The usage object the fake answers `model` with."""
+    return dict(CACHED_USAGE if model == "cached" else PLAIN_USAGE)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -51,7 +70,7 @@ def app(script: Script) -> Starlette:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
                                                      "refusal": None},
                              "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}})
+                "usage": usage_of(model)})
 
         async def events() -> AsyncIterator[bytes]:
             base: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
@@ -71,7 +90,7 @@ def app(script: Script) -> Starlette:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'logprobs': None, 'finish_reason': 'stop'}]})}\n\n".encode()  # noqa: E501
             if (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+                usage = usage_of(model)
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
             yield b"data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
