@@ -273,8 +273,8 @@ def access_lines(cluster: Cluster, key_id: str, count: int) -> list[dict[str, An
     """The replicas' access lines for one key, once there are `count` (or after 10 s)."""
     deadline = time.monotonic() + 10
     while True:
-        text = cluster.log_text()
-        lines = [json.loads(line) for line in text.splitlines(keepends=True)
+        lines = [json.loads(line) for log in cluster.logs
+                 for line in log.read_text().splitlines(keepends=True)
                  if line.endswith("\n")]  # a line being written waits for the next look
         mine = [line for line in lines if line.get("key") == key_id]
         if len(mine) >= count or time.monotonic() > deadline:
