@@ -11,6 +11,11 @@ Measured on a 10,000-rule policy (0.6 MB, 123,000 tokens), parsing took
   before matching (no terminal but the ignored whitespace starts with
   whitespace, so this matches what lark would). Errors are raised by lark's
   own code, from the same position.
+- **One pattern for every state.** Most tokens are read by one match of a
+  pattern of all the terminals, in lark's order, that skips the blanks before
+  them (`_whole_of`); the result is kept where the state's own lexer is sure
+  to read the same token, keywords included (see `_whole_of`), and anything
+  else goes to that lexer as before. Parsing 10,000 rules: 2.0 to 1.8 s.
 - **Reductions.** The parse table names each rule to reduce by by a `Rule`,
   and the parser looks its callback up in a dict keyed by `Rule`, whose hash
   and equality are Python code, on every reduction. `_by_identity` puts in a
@@ -41,7 +46,8 @@ from lark.parsers.lalr_analysis import Shift
 from lark.parsers.lalr_interactive_parser import InteractiveParser
 from lark.parsers.lalr_parser import _Parser
 
-_BLANK = re.compile(r"[ \t\r\n\f]+")  # the grammar's %ignore'd whitespace
+_BLANKS = r"[ \t\r\n\f]"  # the grammar's %ignore'd whitespace
+_BLANK = re.compile(_BLANKS + "+")
 
 
 def tune(parser: Lark) -> Lark:
@@ -94,8 +100,63 @@ class _FastContextualLexer(ContextualLexer):
         plans: dict[Any, tuple[Any, ...]] = self.__dict__.setdefault("_plans", {})
         blank = _BLANK.match
         new = getattr(Token, "_future_new", Token)
+        whole = self.__dict__.get("_whole")
+        if whole is None:
+            whole = self.__dict__["_whole"] = _whole_of(self.root_lexer)
+        if whole:
+            scan, keywords, user_callbacks, root_newlines, root_ignored = whole
+            accepts: dict[Any, frozenset[str]] = self.__dict__.setdefault("_accepts", {})
+            make = str.__new__
         while True:
             pos = counter.char_pos
+            if whole and (match := scan(text, pos, end)) is not None:
+                # One match of every terminal, blanks before it included; kept only
+                # where this state's own lexer is sure to read the same token.
+                kind = match.lastgroup
+                state = parser_state.state_stack[-1]  # `position`, without the property
+                accepted = accepts.get(state)
+                if accepted is None:
+                    own: Any = self.lexers[state]
+                    accepted = accepts[state] = frozenset(t.name for t in own.terminals)
+                if kind in accepted:
+                    start = match.start(kind)
+                    value = match.group(kind)
+                    final = kind
+                    words = keywords.get(kind)
+                    if words is not None and (word := words.get(value)) is not None \
+                            and word in accepted:
+                        final = word
+                    if start != pos and (lines := text.count("\n", pos, start)):
+                        counter.line += lines
+                        counter.line_start_pos = text.rindex("\n", pos, start) + 1
+                    line = counter.line
+                    column = start - counter.line_start_pos + 1
+                    after = match.end()
+                    if kind in root_newlines and "\n" in value:
+                        counter.line += value.count("\n")
+                        counter.line_start_pos = start + value.rindex("\n") + 1
+                    counter.char_pos = after
+                    counter.column = after - counter.line_start_pos + 1
+                    ignored = kind in root_ignored
+                    callback = user_callbacks.get(kind) if final is kind else None
+                    if ignored and callback is None:
+                        continue
+                    token = make(Token, value)  # what `Token._future_new` does
+                    token.type = final
+                    token.start_pos = start
+                    token.value = value
+                    token.line = line
+                    token.column = column
+                    token.end_line = counter.line
+                    token.end_column = counter.column
+                    token.end_pos = after
+                    if callback is not None:
+                        token = callback(token)
+                    if ignored:
+                        continue
+                    lexer_state.last_token = token
+                    yield token
+                    continue
             if pos < end and (skipped := blank(text, pos)) is not None:
                 run = skipped.group()
                 pos = skipped.end()
@@ -112,7 +173,7 @@ class _FastContextualLexer(ContextualLexer):
                 patterns = lexer.scanner._mres  # building the scanner sets `callback`
                 plan = plans[parser_state.position] = (
                     patterns, lexer.callback, lexer.ignore_types, lexer.newline_types, lexer)
-            patterns, callbacks, ignored, newlines, lexer = plan
+            patterns, callbacks, ignored_types, newlines, lexer = plan
             for pattern in patterns:
                 match = pattern.match(text, pos, end)
                 if match is not None:
@@ -128,12 +189,12 @@ class _FastContextualLexer(ContextualLexer):
                 counter.line_start_pos = pos + value.rindex("\n") + 1
             counter.char_pos = after
             counter.column = after - counter.line_start_pos + 1
-            if kind in ignored and kind not in callbacks:
+            if kind in ignored_types and kind not in callbacks:
                 continue
             token = new(kind, value, pos, line, column, counter.line, counter.column, after)
             if kind in callbacks:
                 token = callbacks[kind](token)
-            if kind in ignored:
+            if kind in ignored_types:
                 continue
             lexer_state.last_token = token
             yield token
@@ -191,3 +252,47 @@ class _FusedParser(_Parser):
         except UnexpectedInput as exc:
             exc.interactive_parser = InteractiveParser(self, state, state.lexer)
             raise
+
+
+def _whole_of(root: Any) -> tuple[Any, ...] | tuple[()]:
+    """One pattern of every terminal, in lark's order, that skips blanks first;
+    what each state's lexer would make of a name that spells a keyword; and
+    the callbacks the user gave. Empty where the root lexer is not as expected.
+
+    Each state's lexer tries the terminals it accepts in the root lexer's order,
+    so where the root lexer's first match is a terminal the state accepts, the
+    state's lexer makes the same match. A keyword is a string that a regex
+    terminal (`NAME`) also matches: lark leaves it out of the patterns and
+    retypes the name once matched (`UnlessCallback`), and a state's lexer does
+    so only for the keywords that state accepts. Anything else, errors among
+    them, is read by the state's own lexer.
+    """
+    try:
+        from lark.lexer import CallChain, PatternStr, UnlessCallback
+
+        patterns = root.scanner._mres
+        terminals, callbacks, user = root.scanner.terminals, root.callback, root.user_callbacks
+        flags = root.g_regex_flags
+    except (AttributeError, ImportError):
+        return ()
+    if len(patterns) != 1 or flags or any(t.pattern.flags for t in root.terminals):
+        return ()
+    keywords: dict[str, dict[str, str]] = {}
+    for name, callback in callbacks.items():
+        if type(callback) is CallChain:
+            callback = callback.callback1
+        elif callback is user.get(name):
+            continue
+        if type(callback) is not UnlessCallback:
+            return ()
+        words = callback.scanner.terminals
+        if not all(type(t.pattern) is PatternStr for t in words):
+            return ()
+        keywords[name] = {t.pattern.value: t.name for t in words}
+    for terminal in root.terminals:  # blanks are skipped unseen: only ignored ones match them
+        if any(re.match(terminal.pattern.to_regexp(), c) for c in " \t\r\n\f") and (
+                terminal.name not in root.ignore_types or terminal.name in user):
+            return ()
+    alternatives = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals)
+    scan = re.compile(f"{_BLANKS}*+(?:{alternatives})").match
+    return scan, keywords, dict(user), root.newline_types, root.ignore_types

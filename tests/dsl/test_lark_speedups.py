@@ -42,6 +42,21 @@ def test_the_parser_is_tuned() -> None:
     assert all(type(rule).__name__ == "_RuleStandIn" for rule in frontend.parser.parser.callbacks)
     assert type(frontend.parser.parser).__name__ == "_FusedParser"
     assert type(_parser(tuned=False).parser.lexer).__name__ == "ContextualLexer"
+    parse_partial("route { otherwise -> a }", "p.gw")
+    assert frontend.lexer._whole, "the one-pattern scanner was left off"
+
+
+def test_keywords_are_reserved_only_where_the_parser_takes_them() -> None:
+    """The one-pattern scanner retypes a name as a keyword only where the
+    state's own lexer would; elsewhere that lexer reads the token itself."""
+    for text in ['model m { provider = p }\nroute { when model == "x" -> model\n'
+                 '  when team in [model, "a"] and not stream -> deny "no" otherwise -> a }',
+                 'models m { }', 'route { when x -> a when y -> b }', 'modelx', 'route{when',
+                 'test "t" { given { model = "x"; route = "y" } expect { model = m } }',
+                 'quota per header["x"] when model matches "^a" { requests = 1 per minute }',
+                 '# only a comment', '\n\n  \t', 'provider p { a = 1..2 }  # end',
+                 'route { when a -> b }\n"unterminated\n', 'cache when x {}}}']:
+        assert_same(text)
 
 
 def test_the_same_on_every_example_and_a_large_policy() -> None:
