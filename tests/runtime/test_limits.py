@@ -340,3 +340,87 @@ budget per key {{
         assert [(r.status_code, r.headers["x-gw-model"]) for r in answered] == [(200, "ok")] * 4
         rows = gw.spend()
         assert gw.spent_on(rows[0]["counters"][0], C / 10) == pytest.approx(4 * C)
+
+
+# ---------------------------------------------------------------- streams
+
+
+def test_a_streams_spend_is_settled_from_its_usage(run: Any) -> None:
+    with run(ROUTE + "budget per key { limit = $1 per day }\n") as gw:
+        key_id, key = gw.new_key()
+        status, events = gw.stream(key)  # no usage asked for: the gateway asks for itself
+        assert status == 200 and events.endswith("data: [DONE]\n\n") and '"usage"' not in events
+        [row] = gw.spend()
+        assert (row["key"], row["prompt"], row["completion"]) == (key_id, 9, 3)
+        assert row["usd"] == pytest.approx(C)
+        [line] = gw.lines()
+        assert line["cost"] == pytest.approx(C) and line["tokens"]["total_tokens"] == 12
+        assert gw.spent_on(row["counters"][0], 1.0) == pytest.approx(C)
+
+
+def test_a_stream_cut_after_its_first_chunk_is_charged_for_what_it_delivered(run: Any) -> None:
+    with run(ROUTE + "budget per key { limit = $1 per day }\n") as gw:
+        _, key = gw.new_key()
+        status, events = gw.stream(key, model="cut")
+        assert status == 200 and '"hello"' in events and "stream_interrupted" in events
+        # "hello" delivered: 5 characters, 2 tokens at four a token; the prompt read whole
+        expected = 9 * IN + 2 * OUT
+        [line] = gw.lines()
+        assert line["tokens"] == {"prompt_tokens": 9, "completion_tokens": 2,
+                                  "total_tokens": 11, "estimated": True}
+        assert line["cost"] == pytest.approx(expected) and line["status"] == 502
+        [row] = gw.spend()
+        assert row["usd"] > 0 and row["usd"] == pytest.approx(expected)
+        assert gw.spent_on(row["counters"][0], 1.0) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- reloads
+
+
+def test_a_reload_keeps_counting_and_a_new_subject_starts_afresh(run: Any) -> None:
+    limits = """
+quota per {subject} {{ requests = {requests} per minute }}
+budget per {subject} {{ limit = ${limit:.6f} per day }}
+"""
+    with run(ROUTE + limits.format(subject="key", requests=4, limit=10 * C)) as gw:
+        _, key = gw.new_key()
+        assert [gw.chat(key).status_code for _ in range(2)] == [200, 200]
+        counter = gw.spend()[0]["counters"][0]
+        assert gw.reload(ROUTE + limits.format(subject="key", requests=3, limit=3 * C)
+                         )["outcome"] == "loaded"
+        # 3 a minute, two of them already made
+        third = gw.chat(key)
+        assert third.status_code == 200 and third.headers["x-ratelimit-remaining-requests"] == "0"
+        assert gw.chat(key).status_code == 429
+        # the budget kept its spend under its new limit: 3C spent of 3C
+        assert gw.spent_on(counter, 3 * C) == pytest.approx(3 * C)
+        gw.clock.advance(61)
+        refused = gw.chat(key)
+        assert refused.status_code == 402 and error_of(refused)["code"] == "budget_exceeded"
+        # per team instead: other counters, from nothing
+        gw.reload(ROUTE + limits.format(subject="team", requests=3, limit=3 * C))
+        fresh = gw.chat(key)
+        assert fresh.status_code == 200 and fresh.headers["x-ratelimit-remaining-requests"] == "2"
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def test_embeddings_count_against_quotas_and_budgets(run: Any) -> None:
+    policy = ROUTE + """
+quota per key { requests = 2 per minute }
+budget per key { limit = $1 per day }
+"""
+    with run(policy) as gw:
+        key_id, key = gw.new_key()
+        embedded = [gw.post("/v1/embeddings", {"model": "emb", "input": "some text"}, key)
+                    for _ in range(2)]
+        assert [r.status_code for r in embedded] == [200, 200]
+        assert [r.headers["x-ratelimit-remaining-requests"] for r in embedded] == ["1", "0"]
+        assert embedded[0].headers["x-gw-cost"] == f"{4 * IN:.8f}"  # the fake's 4 tokens
+        refused = gw.post("/v1/embeddings", {"model": "emb", "input": "more"}, key)
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert gw.chat(key).status_code == 429  # one quota for every endpoint
+        rows = gw.spend()
+        assert [(r["endpoint"], r["key"]) for r in rows] == [("embeddings", key_id)] * 2
+        assert gw.spent_on(rows[0]["counters"][0], 1.0) == pytest.approx(8 * IN)
