@@ -38,6 +38,7 @@ from runtime.errors import GatewayError
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
+# (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
 
 
@@ -77,6 +78,7 @@ class Limiter:
     seed: Callable[[str, float, float], float] | None = None  # ledger: (counter, start, end)
     on_degraded: Callable[[bool, str], None] | None = None
     timed: Callable[[str, float, bool], None] | None = None  # (op, seconds, ok): metrics
+    min_lease: float = MIN_LEASE
     degraded: bool = False
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
     _seeded: set[tuple[str, str]] = field(default_factory=set)
@@ -141,7 +143,7 @@ class Limiter:
         started = time.perf_counter()
         try:
             await self._seed(store, limits, now)
-            admission = await store.admit(limits, now, max(lease, MIN_LEASE))
+            admission = await store.admit(limits, now, max(lease, self.min_lease))
             self._timed("admit", started, True)
             self._recovered()
         except StoreUnavailable as failure:
@@ -154,7 +156,7 @@ class Limiter:
             self._degrade(str(failure))
             store = self.local
             await self._seed(store, limits, now)
-            admission = await store.admit(limits, now, max(lease, MIN_LEASE))
+            admission = await store.admit(limits, now, max(lease, self.min_lease))
         applied = [Applied(block, limit, verdict, subject) for (block, limit, subject), verdict
                    in zip(counted, admission.verdicts, strict=True)]
         for item in applied:
