@@ -35,7 +35,7 @@ from runtime.app import create_app
 from runtime.gateway import Gateway
 from runtime.http_limits import Limits, protocol
 from runtime.proxy import MAX_BODY_BYTES
-from runtime.state import State, StateError, counters_from
+from runtime.state import State, StateError, counters_from, min_lease_from
 
 DRAIN_SECONDS = 30
 
@@ -99,6 +99,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
     try:
         limits = Limits.from_env(env)
         counters_from(env.get("GW_STATE_URL", "memory"))  # a bad setting fails here, once
+        min_lease_from(env)
     except (ValueError, StateError) as exc:
         print(f"gwc: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from policies.ledger import LedgerWriter
 from policies.limits import CounterStore
 from policies.memory_counters import MemoryCounters
 from policies.records import Records, RecordsError, open_records
-from runtime.limiting import Limiter
+from runtime.limiting import MIN_LEASE, Limiter
 
 logger = logging.getLogger("gwc")
 DEFAULT_DB = "sqlite:///.gw/gw.db"
@@ -44,6 +45,22 @@ def counters_from(url: str) -> CounterStore:
     raise StateError(f"GW_STATE_URL must be `memory` or redis://...; got {url.split(':')[0]}:...")
 
 
+def min_lease_from(env: Mapping[str, str]) -> float:
+    """`GW_MIN_LEASE`: the seconds a budget reservation or a concurrency slot is held at
+    least (default 60) when the chain's timeouts are shorter. Past its lease, what a
+    replica killed mid-call held is counted no more; a test sets it short to see that."""
+    text = env.get("GW_MIN_LEASE", "")
+    if not text:
+        return MIN_LEASE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise StateError(f"GW_MIN_LEASE must be a number of seconds > 0; got {text!r}")
+    return seconds
+
+
 @dataclass
 class State:
     limiter: Limiter
@@ -62,13 +79,15 @@ class State:
     @classmethod
     def from_env(cls, env: Mapping[str, str], clock: Callable[[], float] = time.time) -> State:
         state_url = env.get("GW_STATE_URL", "memory")
+        min_lease = min_lease_from(env)
         counters = counters_from(state_url)
         try:
             records = open_records(env.get("GW_DB_URL") or DEFAULT_DB)
         except RecordsError as exc:
             raise StateError(str(exc)) from exc
         ledger = LedgerWriter(records)
-        limiter = Limiter(counters, clock, seed=ledger.ledger.period_spend_by_counter)
+        limiter = Limiter(counters, clock, seed=ledger.ledger.period_spend_by_counter,
+                          min_lease=min_lease)
         return cls(limiter, records, KeyRing(records), ledger, shared=state_url != "memory")
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
