@@ -20,10 +20,11 @@ degraded (`/readyz`, a metric, the log) until the store answers again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import hashlib
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from runtime.errors import GatewayError
 
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
+SETTLE_BATCH = 64
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
@@ -82,56 +84,34 @@ class Limiter:
     degraded: bool = False
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
     _seeded: set[tuple[str, str]] = field(default_factory=set)
-
-    def subject_of(self, block: Quota | Budget, identity: dict[str, str | None],
-                   request_get: Callable[[str], Any]) -> str | None:
-        """The value whose counter the block counts this request on, as `dim=value`."""
-        subject = block.subject
-        if subject.kind == "global":
-            return "global"
-        dimension = subject.dimension
-        value = identity.get(dimension) if dimension in identity else request_get(dimension)
-        return None if value is None else f"{dimension}={value_text(str(value))}"
+    _settles: deque[tuple[Held, float | None, float | None]] = field(default_factory=deque)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
 
     def build(self, quotas: Sequence[Quota], budgets: Sequence[Budget],
               identity: dict[str, str | None], request_get: Callable[[str], Any],
               tokens: float, max_tokens: float | None, targets: Sequence[Deployment | PoolTarget],
               ) -> list[tuple[Quota | Budget, Limit, str]]:
-        """The counters this request meets, with what it takes from each."""
+        """The counters this request meets, with what it takes from each: the blocks'
+        templates (made once per block) with the subject's value and the costs in."""
         out: list[tuple[Quota | Budget, Limit, str]] = []
-        for quota in quotas:
-            subject = self.subject_of(quota, identity, request_get)
+        most: float | None = None
+        blocks: tuple[Quota | Budget, ...] = (*quotas, *budgets)
+        for block in blocks:
+            subject = _subject_value(block, identity, request_get)
             if subject is None:
                 continue
-            block = block_id(quota)
-            family, cap = (block, quota.max_values) if quota.subject.keyed else ("", None)
-            base = Limit("", "requests", 1.0, enforce=quota.mode != "shadow", family=family,
-                         cap=cap, subject=subject)
-            if quota.requests is not None:
-                out.append((quota, dataclasses.replace(
-                    base, counter=f"{block}:{subject}:requests", limit=quota.requests.amount,
-                    window=SECONDS[quota.requests.period], burst=quota.burst), subject))
-            if quota.tokens is not None:
-                out.append((quota, dataclasses.replace(
-                    base, counter=f"{block}:{subject}:tokens", kind="tokens",
-                    limit=quota.tokens.amount, window=SECONDS[quota.tokens.period],
-                    cost=tokens + (max_tokens or 0)), subject))
-            if quota.concurrency is not None:
-                out.append((quota, dataclasses.replace(
-                    base, counter=f"{block}:{subject}:concurrency", kind="concurrency",
-                    limit=float(quota.concurrency)), subject))
-        most = max((pricing.most(tokens, max_tokens, d.model) for d in _deployments(targets)),
-                   default=0.0)
-        for budget in budgets:
-            subject = self.subject_of(budget, identity, request_get)
-            if subject is None or budget.limit is None:
-                continue
-            block = block_id(budget)
-            family, cap = (block, budget.max_values) if budget.subject.keyed else ("", None)
-            out.append((budget, Limit(
-                f"{block}:{subject}", "budget", budget.limit.amount,
-                period=budget.limit.period, cost=most, enforce=budget.over == "reject",
-                family=family, cap=cap, subject=subject), subject))
+            for t in _templates(block):
+                if t.kind == "budget":
+                    if most is None:
+                        most = max((pricing.most(tokens, max_tokens, d.model)
+                                    for d in _deployments(targets)), default=0.0)
+                    cost = most
+                else:
+                    cost = tokens + (max_tokens or 0) if t.kind == "tokens" else 1.0
+                out.append((block, Limit(f"{t.counter}{subject}{t.suffix}", t.kind, t.limit,
+                                         t.window, t.period, t.burst, cost, t.enforce,
+                                         t.family, t.cap, subject), subject))
         return out
 
     async def admit(self, counted: list[tuple[Quota | Budget, Limit, str]],
@@ -168,6 +148,31 @@ class Limiter:
                     tuple(a.limit.counter for a in applied if a.limit.kind == "budget"),
                     tuple(a.limit.counter for a in applied if a.limit.kind == "tokens"))
         return admission, held, applied
+
+    def settle_later(self, held: Held, cost: float | None, tokens: float | None) -> None:
+        """Queue a settle for `settling`: the request path appends, nothing more."""
+        self._settles.append((held, cost, tokens))
+        self._wake.set()
+
+    async def settling(self) -> None:
+        """Settle what is queued, up to SETTLE_BATCH at once (each is one round trip to
+        Redis, so a batch overlaps them), for as long as the gateway serves."""
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain()
+
+    def stop(self) -> None:
+        """Let `settling` finish what is queued, then end."""
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Settle everything queued so far (at shutdown: no settled spend is lost)."""
+        queued = self._settles
+        while queued:
+            batch = [queued.popleft() for _ in range(min(SETTLE_BATCH, len(queued)))]
+            await asyncio.gather(*(self.settle(*item) for item in batch))
 
     async def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
         """Charge the real cost and tokens, or release (None: there was no answer)."""
@@ -218,6 +223,59 @@ class Limiter:
             self.degraded = False
             if self.on_degraded is not None:
                 self.on_degraded(False, "the shared counters answer again")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One counter of a block, but for the subject's value and the request's cost."""
+
+    counter: str  # the block's part of the name: `q:1a2b3c4d5e:`
+    suffix: str  # `:requests`, `:tokens`, `:concurrency`; "" for a budget
+    kind: str
+    limit: float
+    window: float = 0.0
+    period: str = ""
+    burst: float | None = None
+    enforce: bool = True
+    family: str = ""
+    cap: int | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _templates(block: Quota | Budget) -> tuple[Template, ...]:
+    """A block's counters, made once: its name is a digest of its condition."""
+    name = block_id(block)
+    family, cap = (name, block.max_values) if block.subject.keyed else ("", None)
+    if isinstance(block, Budget):
+        if block.limit is None:
+            return ()
+        return (Template(f"{name}:", "", "budget", block.limit.amount,
+                         period=block.limit.period, enforce=block.over == "reject",
+                         family=family, cap=cap),)
+    enforce, out = block.mode != "shadow", []
+    if block.requests is not None:
+        out.append(Template(f"{name}:", ":requests", "requests", block.requests.amount,
+                            SECONDS[block.requests.period], burst=block.burst,
+                            enforce=enforce, family=family, cap=cap))
+    if block.tokens is not None:
+        out.append(Template(f"{name}:", ":tokens", "tokens", block.tokens.amount,
+                            SECONDS[block.tokens.period], enforce=enforce, family=family,
+                            cap=cap))
+    if block.concurrency is not None:
+        out.append(Template(f"{name}:", ":concurrency", "concurrency",
+                            float(block.concurrency), enforce=enforce, family=family, cap=cap))
+    return tuple(out)
+
+
+def _subject_value(block: Quota | Budget, identity: dict[str, str | None],
+                   request_get: Callable[[str], Any]) -> str | None:
+    """Whose counter the block counts this request on, as `dimension=value`."""
+    subject = block.subject
+    if subject.kind == "global":
+        return "global"
+    dimension = subject.dimension
+    value = identity[dimension] if dimension in identity else request_get(dimension)
+    return None if value is None else f"{dimension}={value_text(str(value))}"
 
 
 def lease(targets: Sequence[Deployment | PoolTarget]) -> float:

@@ -70,6 +70,7 @@ class State:
     shared: bool = False  # counters in Redis, shared by every replica
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _refresher: asyncio.Task[None] | None = None
+    _settling: asyncio.Task[None] | None = None
 
     @classmethod
     def memory(cls, clock: Callable[[], float] = time.time) -> State:
@@ -102,6 +103,7 @@ class State:
             logger.error("gwc: background work failed", exc_info=task.exception())
 
     async def start(self) -> None:
+        self._settling = asyncio.get_running_loop().create_task(self.limiter.settling())
         if self.keyring is not None:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_keys())
 
@@ -118,6 +120,10 @@ class State:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        self.limiter.stop()
+        if self._settling is not None:
+            await asyncio.wait({self._settling}, timeout=10)
+        await asyncio.wait_for(self.limiter.drain(), timeout=10)  # if it never ran
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=10)
         if self.ledger is not None:

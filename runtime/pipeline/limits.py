@@ -51,9 +51,8 @@ def leave(exchange: Exchange) -> None:
     charged = exchange.answered_by is not None and (exchange.error is None or bool(exchange.usage))
     if exchange.held is not None:
         tokens = float(exchange.usage.get("total_tokens") or 0)
-        gateway.background(gateway.limiter.settle(
-            exchange.held, (exchange.cost or 0.0) if charged else None,
-            tokens if charged else None))
+        gateway.limiter.settle_later(exchange.held, (exchange.cost or 0.0) if charged else None,
+                                     tokens if charged else None)
         exchange.held = None
     if charged:
         gateway.spent(exchange)
