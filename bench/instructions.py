@@ -5,7 +5,8 @@
 Wall-clock throughput here moves by a third between runs, which hides a 5%
 change on the request path. Callgrind counts the instructions the gateway's
 process executes instead: it serves `bench.overhead`'s full policy under
-valgrind, its counts are zeroed after a warm-up, and the total over a batch of
+valgrind (a virtual key, memory counters, the ledger in SQLite), its counts are
+zeroed after a warm-up, and the total over a batch of
 requests, 8 at a time, divided by their number is the figure. Compare commits
 with it (`git worktree add /tmp/base REV`, then the bench from there).
 """
@@ -20,18 +21,18 @@ import tempfile
 
 import aiohttp
 
-from bench.overhead import BODY, HEADERS, full_policy
+from bench.overhead import BODY, bench_key, full_policy
 from bench.upstream import nginx
 from bench.upstream_client import wait_for
 
 WARM_UP, MEASURED, CONCURRENCY = 200, 800, 8
 
 
-async def send(url: str, count: int) -> None:
+async def send(url: str, count: int, headers: dict[str, str]) -> None:
     async with aiohttp.ClientSession() as session:
         async def one_client(share: int) -> None:
             for _ in range(share):
-                async with session.post(url, json=BODY, headers=HEADERS) as reply:
+                async with session.post(url, json=BODY, headers=headers) as reply:
                     await reply.read()
                     assert reply.status == 200, await reply.text()
         await asyncio.gather(*(one_client(count // CONCURRENCY) for _ in range(CONCURRENCY)))
@@ -59,17 +60,19 @@ def main() -> None:
         path = os.path.join(folder, "bench.gw")
         with open(path, "w") as handle:
             handle.write(full_policy(upstream))
+        database, headers = bench_key(folder)
         out_file = os.path.join(folder, "callgrind.out")
         process = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
              sys.executable, "-m", "compiler.cli", "serve", path, "--port", "18912"],
-            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            env={**os.environ, "GW_DB_URL": database})
         try:
             wait_for(18912, timeout=120)
             url = "http://127.0.0.1:18912/v1/chat/completions"
-            asyncio.run(send(url, WARM_UP))
+            asyncio.run(send(url, WARM_UP, headers))
             callgrind("--zero", str(process.pid))
-            asyncio.run(send(url, MEASURED))
+            asyncio.run(send(url, MEASURED, headers))
             callgrind("--dump", str(process.pid))
         finally:
             process.terminate()
