@@ -15,7 +15,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,8 @@ class Running:
 
 
 @pytest.fixture
-def run(tmp_path: Path, upstreams: Upstreams) -> Iterator[Any]:
+def run(tmp_path: Path, upstreams: Upstreams
+        ) -> Callable[..., contextlib.AbstractContextManager[Running]]:
     """`run(policy)`: a gateway serving HEAD + policy, as a context manager."""
     @contextlib.contextmanager
     def start(policy: str, auth: str = "keys") -> Iterator[Running]:
