@@ -68,7 +68,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             env={**os.environ, "GW_DB_URL": database})
         try:
-            wait_for(18912, timeout=120)
+            wait_for(18912, timeout=600)
             url = "http://127.0.0.1:18912/v1/chat/completions"
             asyncio.run(send(url, WARM_UP, headers))
             callgrind("--zero", str(process.pid))

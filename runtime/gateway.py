@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import multiprocessing
 import os
@@ -51,6 +52,12 @@ class Loaded:
     @property
     def version(self) -> str:
         return self.policy.version
+
+    @functools.cached_property
+    def reads_budget(self) -> bool:
+        """Whether a rule asks `budget.team` and its kin, which requests then carry."""
+        return any(getattr(node, "attr", "").startswith("budget.")
+                   for node in self.policy.graph.nodes)
 
     @property
     def sources(self) -> list[str]:

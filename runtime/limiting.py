@@ -32,7 +32,7 @@ from typing import Any
 from compiler.compiled import Budget, Deployment, PoolTarget, Quota, block_id
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable, Verdict
 from policies.memory_counters import MemoryCounters
-from policies.periods import period_bounds, period_key
+from policies.periods import period_bounds
 from runtime import pricing
 from runtime.errors import GatewayError
 
@@ -83,7 +83,7 @@ class Limiter:
     min_lease: float = MIN_LEASE
     degraded: bool = False
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
-    _seeded: set[tuple[str, str]] = field(default_factory=set)
+    _seeded: dict[str, float] = field(default_factory=dict)  # counter -> its period's end
     _settles: deque[tuple[Held, float | None, float | None]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
@@ -197,15 +197,12 @@ class Limiter:
         if self.seed is None:
             return
         for limit in limits:
-            if limit.kind != "budget":
-                continue
-            key = (limit.counter, period_key(limit.period, now))
-            if key in self._seeded:
+            if limit.kind != "budget" or now < self._seeded.get(limit.counter, 0.0):
                 continue
             start, end = period_bounds(limit.period, now)
             spent = await asyncio.to_thread(self.seed, limit.counter, start, end)
             await store.seed(limit.counter, limit.period, spent, now)
-            self._seeded.add(key)
+            self._seeded[limit.counter] = end
 
     def _timed(self, op: str, started: float, ok: bool) -> None:
         if self.timed is not None:

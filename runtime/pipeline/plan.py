@@ -28,7 +28,7 @@ def enter(exchange: Exchange) -> None:
     if allowed is not None and parsed.model not in allowed:
         raise GatewayError(403, f"this key may not call '{parsed.model}' (it may call: "
                            f"{', '.join(allowed)})", "model_not_allowed", param="model")
-    shares = exchange.gateway.limiter.shares
+    shares = exchange.gateway.limiter.shares if exchange.loaded.reads_budget else None
     budget = {dimension: share for dimension, value in (
         ("team", exchange.team), ("user", exchange.user), ("key", exchange.key_id))
         if value is not None and (share := shares.get((dimension, value))) is not None} \
