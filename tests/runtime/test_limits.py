@@ -295,6 +295,8 @@ quota per key {
         assert refused.headers["retry-after"] == str(math.ceil(30 - 10.5))
         gw.clock.advance(19.4)
         assert gw.chat(key).status_code == 429
+        assert 'gw_refusals_total{mode="enforce",reason="rate_limit_exceeded"} 2.0' in \
+            gw.metrics()
         gw.clock.advance(0.2)
         assert gw.chat(key).status_code == 200
 
@@ -341,6 +343,9 @@ budget per key {{
         assert [(r.status_code, r.headers["x-gw-model"]) for r in answered] == [(200, "ok")] * 4
         rows = gw.spend()
         assert gw.spent_on(rows[0]["counters"][0], C / 10) == pytest.approx(4 * C)
+        # each would have been refused: the log and the metrics say so
+        assert [len(line.get("would_refuse", [])) for line in gw.lines()] == [1] * 4
+        assert 'gw_refusals_total{mode="shadow",reason="budget_exceeded"} 4.0' in gw.metrics()
 
 
 # ---------------------------------------------------------------- streams
