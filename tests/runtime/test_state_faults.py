@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -378,3 +380,15 @@ def test_a_restart_keeps_an_exhausted_budget_exhausted(tmp_path: Path,
             finally:
                 process.send_signal(signal.SIGTERM)
                 assert process.wait(30) == 0
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_min_lease_that_is_not_seconds_is_refused_at_start(tmp_path: Path, value: str) -> None:
+    policy = tmp_path / "policy.gw"
+    policy.write_text(EXHAUSTED.format(latency="0ms"))
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "serve", str(policy), "--port", str(free_port())],
+        env={**os.environ, "GW_MIN_LEASE": value, "GW_DB_URL": f"sqlite:///{tmp_path}/gw.db"},
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"gwc: GW_MIN_LEASE must be a number of seconds > 0; got '{value}'\n"
