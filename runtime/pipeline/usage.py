@@ -6,8 +6,11 @@ with `stream_options.include_usage`, as OpenAI's API does: the standard
 `chunk.choices[0].delta` loop of the openai SDK fails on a chunk it did not
 ask for.
 
-A stream's cost settles from its usage; one cut before its usage arrived is
-charged for the text it delivered, estimated (and marked so in the log).
+A stream's cost settles from its usage, and the closing usage chunk, where
+asked for, carries it as `usage.cost` (USD, as OpenRouter does), since a
+stream's headers leave before its cost is known. One cut before its usage
+arrived is charged for the text it delivered, estimated (and marked so in the
+log).
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ def chunk(exchange: Exchange, chunk: Body) -> Body | None:
     usage = chunk.get("usage")
     if usage:
         exchange.usage.update(usage)
-        if not chunk.get("choices") and not exchange.include_usage:
-            return None
+        if not chunk.get("choices"):
+            if not exchange.include_usage:
+                return None
+            deployment = exchange.answered_by
+            if deployment is not None and isinstance(usage, dict):  # the client's cost too
+                return {**chunk, "usage": {**usage, "cost": round(
+                    pricing.cost(exchange.usage, deployment.model), 10)}}
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if isinstance(delta, dict) and isinstance(delta.get("content"), str):
