@@ -40,10 +40,12 @@ lint: $(TEST_STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(DEMO_STAMP)  # the HTTP benchmarks also need nginx and wrk (apt-get install nginx-light wrk)
+bench: $(DEMO_STAMP)  # the HTTP benchmarks also need nginx, wrk and Redis (apt-get install nginx-light wrk)
 	$(BIN)/python -m bench.compiler_bench
 	$(BIN)/python -m bench.upstream_client
 	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.limits
+	$(BIN)/python -m bench.workers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
