@@ -64,6 +64,7 @@ SLACK = 1e-9  # relative: a budget of $0.30 admits $0.10 + $0.20, whatever float
 CONCURRENCY_RETRY = 1.0  # seconds: a slot frees when some call ends, which nothing can foresee
 RETAIN = 1.0  # a period's counter outlives its end by this many periods (the ledger rebuilds older)
 HOLD = 3600.0  # seconds past its lease a reservation can still settle its real cost
+_INF = math.inf
 
 
 class StoreUnavailable(Exception):
@@ -111,19 +112,28 @@ class Admission:
 
 def validate(limits: Sequence[Limit]) -> None:
     """Refuse limits no store can count, before any store is asked."""
-    seen: set[tuple[str, str]] = set()
+    # Every admission pays for this, so it is comparisons, no generators: a chained
+    # comparison is False for NaN and for either infinity. Counters are looked at
+    # for repeats item by item only when some counter name comes twice.
+    seen: set[tuple[str, str]] | None = None
+    if len(limits) > 1 and len({item.counter for item in limits}) < len(limits):
+        seen = set()
     for item in limits:
-        if item.kind not in KINDS:
-            raise ValueError(f"unknown limit kind `{item.kind}`")
-        if (item.kind, item.counter) in seen:
-            raise ValueError(f"counter `{item.counter}` appears twice in one admission")
-        seen.add((item.kind, item.counter))
-        numbers = (item.limit, item.window, item.cost, item.burst or 1.0)
-        if not all(math.isfinite(x) for x in numbers) or item.limit <= 0 or item.cost < 0:
+        kind = item.kind
+        if kind not in KINDS:
+            raise ValueError(f"unknown limit kind `{kind}`")
+        if seen is not None:
+            pair = (kind, item.counter)
+            if pair in seen:
+                raise ValueError(f"counter `{item.counter}` appears twice in one admission")
+            seen.add(pair)
+        window, burst = item.window, item.burst
+        if not (0 < item.limit < _INF and 0 <= item.cost < _INF and -_INF < window < _INF
+                and (burst is None or -_INF < burst < _INF)):
             raise ValueError(f"counter `{item.counter}`: limit must be > 0 and cost >= 0")
-        if item.kind in ("requests", "tokens") and item.window <= 0:
-            raise ValueError(f"counter `{item.counter}`: a {item.kind} quota needs a window")
-        if item.kind == "budget" and item.period not in PERIODS:
+        if window <= 0 and (kind == "requests" or kind == "tokens"):
+            raise ValueError(f"counter `{item.counter}`: a {kind} quota needs a window")
+        if kind == "budget" and item.period not in PERIODS:
             raise ValueError(f"counter `{item.counter}`: period must be day, week or month")
         if item.family and (item.cap is None or item.cap < 0):
             raise ValueError(f"counter `{item.counter}`: a family needs a cap >= 0")

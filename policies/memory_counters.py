@@ -10,11 +10,11 @@ makes an admission atomic here.
 
 from __future__ import annotations
 
+import itertools
 import math
-import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 from policies.limits import (
     BUCKETS,
@@ -28,67 +28,120 @@ from policies.limits import (
     subjects,
     validate,
 )
-from policies.periods import period_bounds, period_key
+from policies.periods import period_of
 
-HELD = ("tokens", "concurrency", "budget")  # the kinds a reservation holds until settle
+_INF = math.inf
+# What a reservation holds of one counter, to settle it: (kind, counter, its state, amount,
+# and for tokens the bucket the estimate went into and the bucket's width).
+_TOKENS, _SLOTS, _BUDGET = 1, 2, 3
+Item = tuple[int, str, Any, float, int, float]
 
 
-@dataclass
 class Leases:
     """Amounts held until settled or until their lease ends, with their running total."""
 
-    total: float = 0.0
-    held: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (expiry, amount)
+    __slots__ = ("held", "latest", "soonest", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.held: dict[str, tuple[float, float]] = {}  # id -> (expiry, amount)
+        self.soonest = _INF   # no lease ends before this: a lower bound, kept cheaply
+        self.latest = -_INF   # the last lease's end; NaN when it must be looked for again
 
     def live(self, now: float) -> float:
-        expired = sorted((expiry, rid) for rid, (expiry, _) in self.held.items() if expiry <= now)
+        if self.soonest > now:  # nothing has run out: the common case, without a scan
+            return self.total
+        held = self.held
+        expired = sorted((expiry, rid) for rid, (expiry, _) in held.items() if expiry <= now)
         for _, rid in expired:
-            self.total -= self.held.pop(rid)[1]
-        if not self.held:
+            self.total -= held.pop(rid)[1]
+        if not held:
             self.total = 0.0
+        self.soonest = min([expiry for expiry, _ in held.values()], default=_INF)
+        if expired:
+            self.latest = math.nan
         return self.total
 
     def take(self, rid: str, amount: float, expiry: float) -> None:
         self.total += amount
         self.held[rid] = (expiry, amount)
+        if expiry < self.soonest:
+            self.soonest = expiry
+        if expiry > self.latest:  # False for NaN: looked for when asked
+            self.latest = expiry
 
     def free(self, rid: str) -> bool:
         found = self.held.pop(rid, None)
         if found is not None:
             self.total -= found[1]
+            if found[0] >= self.latest:
+                self.latest = math.nan
         if not self.held:
             self.total = 0.0
         return found is not None
 
     def last(self, now: float) -> float:
-        return max((expiry for expiry, _ in self.held.values()), default=now) - now
+        if not self.held:
+            return 0.0
+        latest = self.latest
+        if latest != latest:  # NaN
+            latest = self.latest = max([expiry for expiry, _ in self.held.values()])
+        return latest - now
 
 
-@dataclass
+class Window:
+    """A tokens counter: its buckets in ascending order, and their sum while it holds.
+
+    The sum is taken bucket by bucket from the oldest, as the script takes it,
+    so that both stores' floats agree; it is kept until a bucket changes.
+    """
+
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, float] = {}  # bucket -> amount, keys ascending
+        self.sum: float | None = 0.0  # None: a bucket changed since it was taken
+
+    def total(self) -> float:
+        total = self.sum
+        if total is None:
+            total = 0.0
+            for amount in self.buckets.values():
+                total += amount
+            self.sum = total
+        return total
+
+    def drop(self, low: int) -> None:
+        """Forget buckets older than `low`."""
+        buckets = self.buckets
+        for bucket in buckets:
+            if bucket >= low:
+                return
+            old = [i for i in buckets if i < low]
+            for i in old:
+                del buckets[i]
+            self.sum = None
+            return
+
+    def put(self, bucket: int, amount: float) -> None:
+        """Set a bucket's amount (> 0), keeping the buckets in order."""
+        buckets = self.buckets
+        self.sum = None
+        if bucket in buckets or not buckets or bucket > next(reversed(buckets)):
+            buckets[bucket] = amount
+            return
+        buckets[bucket] = amount  # a `now` behind an earlier one's: rare, so a sort is fine
+        ordered = sorted(buckets.items())
+        buckets.clear()
+        buckets.update(ordered)
+
+
 class Budget:
-    spent: float | None = None  # None: nothing settled (or seeded) this period yet
-    reserved: Leases = field(default_factory=Leases)
+    __slots__ = ("reserved", "spent")
 
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """What a reservation holds of one counter, to settle it."""
-
-    kind: str
-    counter: str
-    amount: float
-    place: str = ""    # budgets: the period key
-    bucket: int = 0    # tokens: the bucket the estimate went into
-    window: float = 0.0
-
-
-@dataclass
-class Check:
-    """One limit, checked: whether it allows, and how to take from it."""
-
-    allowed: bool
-    retry: float
-    reason: str = "limit"  # why, when it does not allow
+    def __init__(self) -> None:
+        self.spent: float | None = None  # None: nothing settled (or seeded) this period yet
+        self.reserved = Leases()
 
 
 class MemoryCounters(CounterStore):
@@ -96,62 +149,171 @@ class MemoryCounters(CounterStore):
 
     def __init__(self) -> None:
         self._tat: dict[str, int] = {}                 # requests: theoretical arrival, in µs
-        self._windows: dict[str, dict[int, float]] = {}  # tokens: bucket -> amount
+        self._windows: dict[str, Window] = {}          # tokens
         self._slots: dict[str, Leases] = {}
         self._budgets: dict[tuple[str, str], Budget] = {}
         self._families: dict[str, dict[str, float]] = {}  # family -> subject -> until
         self._held: OrderedDict[str, tuple[float, list[Item]]] = OrderedDict()  # by age
+        self._ids = itertools.count(1)  # reservations: unique within this store
+        self._gcras: dict[tuple[float, float, float | None, float], tuple[int, int, int]] = {}
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
-        self._forget(now)
-        places = self._places(limits, now, lease)
-        checks = [self._check(item, now) for item in limits]
-        for item, check in zip(limits, checks, strict=True):
-            place = places.get((item.family, item.subject or item.counter)) if item.family else None
-            if place is not None and not place[0]:
-                check.allowed, check.retry, check.reason = False, place[1], "subjects"
-        refused = [i for i, (item, check) in enumerate(zip(limits, checks, strict=True))
-                   if item.enforce and not check.allowed]
-        admitted = not refused
-        rid = secrets.token_hex(8)
+        if self._held:
+            self._forget(now)
+        places = None
+        for item in limits:
+            if item.family:
+                places = self._places(limits, now, lease)
+                break
+        # One pass checks every limit and keeps the figures that taking from it and its
+        # verdict need; the second takes (when every enforcing limit allows) and answers.
+        checked: list[tuple[bool, float, str, Any, Any]] = []
+        refused = None
+        now_us = math.floor(now * 1e6 + 0.5)
+        for i, item in enumerate(limits):
+            kind = item.kind
+            reason = "limit"
+            if kind == "requests":
+                figures: Any = self._gcra(item)
+                step, capacity, cost = figures
+                base = self._tat.get(item.counter, now_us)
+                if base < now_us:
+                    base = now_us
+                allow_at = base + cost - capacity
+                allowed = allow_at <= now_us
+                retry = (allow_at - now_us if allow_at > now_us else 0) / 1e6
+                state: Any = base
+            elif kind == "tokens":
+                limit = item.limit + SLACK * item.limit
+                state = self._windows.get(item.counter)
+                if state is None:
+                    state = self._windows[item.counter] = Window()
+                width = item.window / BUCKETS
+                current = math.floor(now / width)
+                if state.buckets:
+                    state.drop(current - BUCKETS)
+                total = state.total()
+                allowed = total + item.cost <= limit
+                retry = 0.0
+                if not allowed:
+                    retry = item.window
+                    if item.cost <= limit:
+                        fallen = 0.0
+                        for bucket, amount in state.buckets.items():
+                            fallen += amount
+                            if total - fallen + item.cost <= limit:
+                                retry = (bucket + BUCKETS + 1) * width - now
+                                break
+                figures = (width, current)
+            elif kind == "concurrency":
+                state = self._slots.get(item.counter)
+                if state is None:
+                    state = self._slots[item.counter] = Leases()
+                allowed = state.live(now) + item.cost <= item.limit + SLACK * item.limit
+                retry = CONCURRENCY_RETRY
+                figures = None
+            else:
+                key, _, end = period_of(item.period, now)
+                state = self._budgets.get((item.counter, key))
+                if state is None:
+                    state = self._budgets[item.counter, key] = Budget()
+                used = (state.spent or 0.0) + state.reserved.live(now)
+                allowed = used + item.cost <= item.limit + SLACK * item.limit
+                retry = end - now
+                figures = end
+            if places is not None and item.family:
+                place = places.get((item.family, item.subject or item.counter))
+                if place is not None and not place[0]:
+                    allowed, retry, reason = False, place[1], "subjects"
+            if not allowed and refused is None and item.enforce:
+                refused = i
+            checked.append((allowed, retry, reason, state, figures))
+        admitted = refused is None
+        rid = str(next(self._ids)) if admitted else ""
         items: list[Item] = []
         verdicts = []
-        for item, check in zip(limits, checks, strict=True):
-            taken = admitted and (item.enforce or check.allowed or item.kind == "budget")
-            if taken:
-                items += self._take(item, rid, now, lease)
-            verdicts.append(self._verdict(item, check, now))
-        if admitted:
+        for item, (allowed, retry, reason, state, figures) in zip(limits, checked, strict=True):
+            kind = item.kind
+            taken = admitted and (item.enforce or allowed or kind == "budget")
+            if allowed:
+                reason, retry = "", 0.0
+            if kind == "requests":
+                step, capacity, cost = figures
+                if taken:
+                    state += cost
+                    self._tat[item.counter] = state
+                ahead = state - now_us
+                remaining = float(math.floor((capacity - ahead) / step))
+                verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
+                                        ahead / 1e6, retry, None, reason))
+            elif kind == "tokens":
+                width, current = figures
+                buckets = state.buckets
+                if taken:
+                    if item.cost > 0:
+                        state.put(current, buckets.get(current, 0.0) + item.cost)
+                    items.append((_TOKENS, item.counter, state, item.cost, current, width))
+                reset = (next(reversed(buckets)) + BUCKETS + 1) * width - now if buckets else 0.0
+                remaining = item.limit - state.total()
+                verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0, reset,
+                                        retry, None, reason))
+            elif kind == "concurrency":
+                if taken:
+                    state.take(rid, item.cost, now + lease)
+                    items.append((_SLOTS, item.counter, state, item.cost, 0, 0.0))
+                remaining = item.limit - state.total
+                verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
+                                        state.last(now), retry, None, reason))
+            else:
+                reserved = state.reserved
+                if taken:
+                    reserved.take(rid, item.cost, now + lease)
+                    items.append((_BUDGET, item.counter, state, item.cost, 0, 0.0))
+                used = (state.spent or 0.0) + reserved.total
+                remaining = item.limit - used
+                verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
+                                        figures - now, retry, used / item.limit, reason))
+        if admitted and places is not None:
             for (family, subject), (ok, _, until) in places.items():
                 if ok:
                     known = self._families[family]
                     known[subject] = max(known.get(subject, until), until)
         if items:
             self._held[rid] = (now + lease + HOLD, items)
-        return Admission(admitted, verdicts, rid if items else None,
-                         refused[0] if refused else None)
+            return Admission(True, verdicts, rid, None)
+        return Admission(admitted, verdicts, None, refused)
+
+    def _gcra(self, item: Limit) -> tuple[int, int, int]:
+        """A requests quota in whole µs: emission interval, burst capacity, this cost.
+
+        The same few quotas come back on every request: their figures are kept.
+        """
+        key = (item.window, item.limit, item.burst, item.cost)
+        found = self._gcras.get(key)
+        if found is None:
+            if len(self._gcras) >= 4096:
+                self._gcras.clear()
+            found = self._gcras[key] = _gcra(item)
+        return found
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
         _, items = self._held.pop(reservation, (0.0, []))
-        for item in items:
-            real = actual.get(item.counter, 0.0)
-            if item.kind == "tokens":
-                width = item.window / BUCKETS
-                if item.bucket >= math.floor(now / width) - BUCKETS:
-                    buckets = self._windows.setdefault(item.counter, {})
-                    left = buckets.get(item.bucket, 0.0) + (real - item.amount)
+        for kind, counter, state, amount, bucket, width in items:
+            real = actual.get(counter, 0.0)
+            if kind == _TOKENS:
+                if bucket >= math.floor(now / width) - BUCKETS:
+                    left = state.buckets.get(bucket, 0.0) + (real - amount)
                     if left > 0:
-                        buckets[item.bucket] = left
-                    else:
-                        buckets.pop(item.bucket, None)
-            elif item.kind == "concurrency":
-                self._slots[item.counter].free(reservation)
+                        state.put(bucket, left)
+                    elif state.buckets.pop(bucket, None) is not None:
+                        state.sum = None
+            elif kind == _SLOTS:
+                state.free(reservation)
             else:
-                budget = self._budgets[item.counter, item.place]
-                budget.reserved.free(reservation)
+                state.reserved.free(reservation)
                 if real > 0:
-                    budget.spent = (budget.spent or 0.0) + real
+                    state.spent = (state.spent or 0.0) + real
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:
@@ -178,7 +340,7 @@ class MemoryCounters(CounterStore):
         return None
 
     def _budget(self, counter: str, period: str, now: float) -> Budget:
-        key = (counter, period_key(period, now))
+        key = (counter, period_of(period, now)[0])
         found = self._budgets.get(key)
         if found is None:
             found = self._budgets[key] = Budget()
@@ -205,89 +367,8 @@ class MemoryCounters(CounterStore):
             places[family, subject] = (ok, retry, until)
         return places
 
-    def _check(self, item: Limit, now: float) -> Check:
-        limit = item.limit + SLACK * item.limit
-        if item.kind == "requests":
-            _, capacity, cost, now_us = _gcra(item, now)
-            base = max(self._tat.get(item.counter, now_us), now_us)
-            allow_at = base + cost - capacity
-            return Check(allow_at <= now_us, max(0, allow_at - now_us) / 1e6)
-        if item.kind == "tokens":
-            buckets, width, _ = self._window(item, now)
-            total = sum(buckets[i] for i in sorted(buckets))
-            if total + item.cost <= limit:
-                return Check(True, 0.0)
-            retry = item.window
-            if item.cost <= limit:
-                fallen = 0.0
-                for i in sorted(buckets):
-                    fallen += buckets[i]
-                    if total - fallen + item.cost <= limit:
-                        retry = (i + BUCKETS + 1) * width - now
-                        break
-            return Check(False, retry)
-        if item.kind == "concurrency":
-            held = self._slots.setdefault(item.counter, Leases()).live(now)
-            return Check(held + item.cost <= limit, CONCURRENCY_RETRY)
-        budget = self._budget(item.counter, item.period, now)
-        used = (budget.spent or 0.0) + budget.reserved.live(now)
-        return Check(used + item.cost <= limit, period_bounds(item.period, now)[1] - now)
 
-    def _window(self, item: Limit, now: float) -> tuple[dict[int, float], float, int]:
-        """A tokens counter's live buckets (older ones dropped), their width, the current one."""
-        width = item.window / BUCKETS
-        current = math.floor(now / width)
-        buckets = self._windows.setdefault(item.counter, {})
-        for old in [i for i in buckets if i < current - BUCKETS]:
-            del buckets[old]
-        return buckets, width, current
-
-    def _take(self, item: Limit, rid: str, now: float, lease: float) -> list[Item]:
-        if item.kind == "requests":
-            _, _, cost, now_us = _gcra(item, now)
-            self._tat[item.counter] = max(self._tat.get(item.counter, now_us), now_us) + cost
-            return []
-        if item.kind == "tokens":
-            buckets, _, current = self._window(item, now)
-            if item.cost > 0:
-                buckets[current] = buckets.get(current, 0.0) + item.cost
-            return [Item("tokens", item.counter, item.cost, bucket=current, window=item.window)]
-        if item.kind == "concurrency":
-            self._slots[item.counter].take(rid, item.cost, now + lease)
-            return [Item("concurrency", item.counter, item.cost)]
-        self._budget(item.counter, item.period, now).reserved.take(rid, item.cost, now + lease)
-        return [Item("budget", item.counter, item.cost, place=period_key(item.period, now))]
-
-    def _verdict(self, item: Limit, check: Check, now: float) -> Verdict:
-        """The limit's figures as this admission leaves its counter."""
-        reason = "" if check.allowed else check.reason
-        retry = 0.0 if check.allowed else check.retry
-        if item.kind == "requests":
-            step, capacity, _, now_us = _gcra(item, now)
-            ahead = max(self._tat.get(item.counter, now_us), now_us) - now_us
-            remaining = max(0.0, float(math.floor((capacity - ahead) / step)))
-            return Verdict(check.allowed, remaining, ahead / 1e6, retry, reason=reason)
-        if item.kind == "tokens":
-            buckets, width, _ = self._window(item, now)
-            total = sum(buckets[i] for i in sorted(buckets))
-            reset = (max(buckets) + BUCKETS + 1) * width - now if buckets else 0.0
-            return Verdict(check.allowed, max(0.0, item.limit - total), reset, retry,
-                           reason=reason)
-        if item.kind == "concurrency":
-            slots = self._slots[item.counter]
-            return Verdict(check.allowed, max(0.0, item.limit - slots.total), slots.last(now),
-                           retry, reason=reason)
-        budget = self._budget(item.counter, item.period, now)
-        used = (budget.spent or 0.0) + budget.reserved.total
-        return Verdict(check.allowed, max(0.0, item.limit - used),
-                       period_bounds(item.period, now)[1] - now, retry,
-                       share=used / item.limit, reason=reason)
-
-
-def _gcra(item: Limit, now: float) -> tuple[int, int, int, int]:
-    """A requests quota in whole µs: emission interval, burst capacity, this cost, now."""
+def _gcra(item: Limit) -> tuple[int, int, int]:
     step = max(1, math.floor(item.window * 1e6 / item.limit + 0.5))
     burst = item.limit if item.burst is None else item.burst
-    return (step, math.floor(burst * step + 0.5), math.floor(item.cost * step + 0.5),
-            math.floor(now * 1e6 + 0.5))
-
+    return step, math.floor(burst * step + 0.5), math.floor(item.cost * step + 0.5)

@@ -41,6 +41,11 @@ def _after(period: str, start: datetime) -> datetime:
     return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
 
 
+def period_of(period: str, now: float) -> tuple[str, float, float]:
+    """`period_key` and `period_bounds` at once: (key, start, end)."""
+    return _period(period, math.floor(now / 86400))
+
+
 def period_key(period: str, now: float) -> str:
     """The name of the period holding `now`: `2026-12-01`, `2026-W49` or `2026-12`."""
     return _period(period, math.floor(now / 86400))[0]

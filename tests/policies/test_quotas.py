@@ -198,3 +198,41 @@ def test_an_unknown_kind_or_a_repeated_counter_is_a_caller_error(make: Make) -> 
         with pytest.raises(ValueError, match="kind"):
             await store.admit([Limit("x", "bananas", 1)], NOW, 30)
     run(make, body)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(("limits", "error"), [
+    ([Limit("r", "requests", 1, window=1)], None),
+    ([Limit("b", "budget", 1, period="day", window=-1.0, burst=0.0, cost=0.0)], None),
+    ([Limit("x", "requests", 1, window=1), Limit("x", "tokens", 1, window=1)], None),
+    ([Limit("r", "requests", NAN, window=1)], "limit must be"),
+    ([Limit("r", "requests", INF, window=1)], "limit must be"),
+    ([Limit("r", "requests", 0, window=1)], "limit must be"),
+    ([Limit("r", "requests", 1, window=1, cost=-1)], "limit must be"),
+    ([Limit("r", "requests", 1, window=1, cost=NAN)], "limit must be"),
+    ([Limit("r", "requests", 1, window=INF)], "limit must be"),
+    ([Limit("b", "budget", 1, period="day", window=-INF)], "limit must be"),
+    ([Limit("r", "requests", 1, window=1, burst=NAN)], "limit must be"),
+    ([Limit("r", "requests", 1, window=1, burst=INF)], "limit must be"),
+    ([Limit("r", "requests", 1)], "needs a window"),
+    ([Limit("t", "tokens", 1, window=-2)], "needs a window"),
+    ([Limit("b", "budget", 1, period="year")], "period must be"),
+    ([Limit("r", "requests", 1, window=1, family="f")], "needs a cap"),
+    ([Limit("r", "requests", 1, window=1, family="f", cap=-1)], "needs a cap"),
+    # errors come item by item, as the first bad one is met
+    ([Limit("r", "requests", NAN, window=1), Limit("x", "bananas", 1)], "limit must be"),
+    ([Limit("x", "bananas", 1), Limit("r", "requests", NAN, window=1)], "kind"),
+    ([Limit("r", "requests", NAN, window=1), Limit("x", "tokens", 1, window=1),
+      Limit("x", "tokens", 1, window=1)], "limit must be"),
+    ([Limit("x", "tokens", 1, window=1), Limit("x", "tokens", NAN, window=1)], "twice"),
+])
+def test_validate_refuses_what_no_store_can_count(limits: list[Limit], error: str | None) -> None:
+    from policies.limits import validate
+
+    if error is None:
+        validate(limits)
+    else:
+        with pytest.raises(ValueError, match=error):
+            validate(limits)
