@@ -5,6 +5,10 @@
 -- same answers. ARGV[1] names the operation: admit, settle or share. Keys
 -- come from the client, all under one hash tag (see redis_counters.py).
 -- Numbers travel as strings written with %.17g, which read back exactly.
+-- An admit's or a settle's numbers travel in one argument, separated by
+-- spaces, and an admit answers one such string: the client encodes and parses
+-- one value where it would do sixty (which cost it more than the rest of its
+-- work). Subjects, which can hold any byte, each travel on their own.
 
 local now = tonumber(ARGV[2])
 
@@ -48,6 +52,15 @@ local function free(hkey, field, zkey, member)
   end
 end
 
+-- The space-separated fields of one argument.
+local function fields(text)
+  local out = {}
+  for word in string.gmatch(text, '%S+') do
+    out[#out + 1] = word
+  end
+  return out
+end
+
 local function gcra(window, limit, burst, cost)
   local step = math.max(1, math.floor(window * 1e6 / limit + 0.5))
   return step, math.floor(burst * step + 0.5), math.floor(cost * step + 0.5),
@@ -80,18 +93,36 @@ local function sum(order, amounts)
   return total
 end
 
--- admit: ARGV 3 lease, 4 rid, 5 n limits, 6 n subjects, 7 slack, 8 buckets,
--- 9 concurrency retry; then 9 per limit: kind, limit, window, burst, cost,
--- enforce, subject index (0: none), period end, period expiry; then 3 per
--- subject: cap, subject, till. KEYS: 2 per limit, then 1 per subject.
+-- admit: ARGV 3 holds lease, rid, n limits, m subjects, slack, buckets,
+-- concurrency retry; then 9 per limit: kind, limit, window, burst, enforce,
+-- cost, subject index (0: none), period end, period expiry; then 2 per
+-- subject: cap, till. ARGV 4 to 3 + m: the subjects. KEYS: 1 per requests or
+-- tokens limit, 2 per concurrency or budget limit, then 1 per subject.
+-- Answers 2 + 7 per limit fields in one string ('-' for an empty one).
 local function admit()
-  local lease, rid = tonumber(ARGV[3]), ARGV[4]
-  local n, m = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local slack, buckets, retry_slot = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+  local f = fields(ARGV[3])
+  local lease, rid = tonumber(f[1]), f[2]
+  local n, m = tonumber(f[3]), tonumber(f[4])
+  local slack, buckets, retry_slot = tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
+  local limits, k = {}, 0
+  for i = 1, n do
+    local base = 7 + (i - 1) * 9
+    local l = {kind = f[base + 1], limit = tonumber(f[base + 2]),
+      window = tonumber(f[base + 3]), burst = tonumber(f[base + 4]), enforce = f[base + 5] == '1',
+      coststr = f[base + 6], cost = tonumber(f[base + 6]), place = tonumber(f[base + 7]),
+      ends = tonumber(f[base + 8]), expires = tonumber(f[base + 9]), reason = 'limit'}
+    k = k + 1
+    l.k1 = KEYS[k]
+    if l.kind == 'concurrency' or l.kind == 'budget' then
+      k = k + 1
+    end
+    l.k2 = KEYS[k]
+    limits[i] = l
+  end
   local places = {}
   for j = 1, m do
-    local base, key = 9 + n * 9 + (j - 1) * 3, KEYS[2 * n + j]
-    local cap, subject, till = tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3])
+    local base, key = 7 + n * 9 + (j - 1) * 2, KEYS[k + j]
+    local cap, subject, till = tonumber(f[base + 1]), ARGV[3 + j], tonumber(f[base + 2])
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local ok = redis.call('ZSCORE', key, subject) or redis.call('ZCARD', key) < cap
     local retry = 0
@@ -101,15 +132,9 @@ local function admit()
     end
     places[j] = {ok = ok, retry = retry, till = till, key = key, subject = subject}
   end
-  local limits, refused = {}, -1
+  local refused = -1
   for i = 1, n do
-    local base = 9 + (i - 1) * 9
-    local l = {kind = ARGV[base + 1], limit = tonumber(ARGV[base + 2]),
-      window = tonumber(ARGV[base + 3]), burst = tonumber(ARGV[base + 4]),
-      coststr = ARGV[base + 5], cost = tonumber(ARGV[base + 5]), enforce = ARGV[base + 6] == '1',
-      place = tonumber(ARGV[base + 7]), ends = tonumber(ARGV[base + 8]),
-      expires = tonumber(ARGV[base + 9]), k1 = KEYS[2 * i - 1], k2 = KEYS[2 * i],
-      reason = 'limit'}
+    local l = limits[i]
     local lim = l.limit + slack * l.limit
     if l.kind == 'requests' then
       local _, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
@@ -148,14 +173,13 @@ local function admit()
     if l.enforce and not l.allowed and refused < 0 then
       refused = i - 1
     end
-    limits[i] = l
   end
   local admitted = refused < 0
   local out = {admitted and 1 or 0, refused}
   for i = 1, n do
     local l = limits[i]
     local taken = admitted and (l.enforce or l.allowed or l.kind == 'budget')
-    local remaining, reset, share = 0, 0, ''
+    local remaining, reset, share = 0, 0, '-'
     if l.kind == 'requests' then
       local step, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
       local tat = math.max(tonumber(redis.call('GET', l.k1) or now_us), now_us)
@@ -205,7 +229,7 @@ local function admit()
       local used = l.spent + l.reserved
       remaining, reset, share = math.max(0, l.limit - used), l.ends - now, fmt(used / l.limit)
     end
-    local reason = ''
+    local reason = '-'
     if not l.allowed then
       reason = l.reason
     end
@@ -229,19 +253,27 @@ local function admit()
       end
     end
   end
-  return out
+  return table.concat(out, ' ')
 end
 
--- settle: ARGV 3 rid, 4 buckets; then 5 per item: kind, amount, actual,
--- bucket (tokens), window (tokens) or period expiry (budgets). KEYS: 2 per item.
+-- settle: ARGV 3 holds rid, buckets; then 5 per item: kind, amount, bucket
+-- (tokens), window (tokens) or period expiry (budgets), actual. KEYS: 1 per
+-- tokens item, 2 per concurrency or budget item.
 local function settle()
-  local rid, buckets = ARGV[3], tonumber(ARGV[4])
-  for i = 1, (#ARGV - 4) / 5 do
-    local base, k1, k2 = 4 + (i - 1) * 5, KEYS[2 * i - 1], KEYS[2 * i]
-    local kind, amountstr, actual = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+  local f = fields(ARGV[3])
+  local rid, buckets, k = f[1], tonumber(f[2]), 0
+  for i = 1, (#f - 2) / 5 do
+    local base = 2 + (i - 1) * 5
+    local kind, amountstr, actual = f[base + 1], f[base + 2], tonumber(f[base + 5])
+    k = k + 1
+    local k1 = KEYS[k]
+    if kind ~= 'tokens' then
+      k = k + 1
+    end
+    local k2 = KEYS[k]
     local member = rid .. '|' .. amountstr
     if kind == 'tokens' then
-      local bucket, width = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]) / buckets
+      local bucket, width = tonumber(f[base + 3]), tonumber(f[base + 4]) / buckets
       if bucket >= math.floor(now / width) - buckets then
         local field = fmt(bucket)
         local left = tonumber(redis.call('HGET', k1, field) or '0')
@@ -260,7 +292,7 @@ local function settle()
       if actual > 0 then
         local spent = tonumber(redis.call('HGET', k1, 'spent') or '0')
         redis.call('HSET', k1, 'spent', fmt(spent + actual))
-        extend(k1, tonumber(ARGV[base + 5]) - now)
+        extend(k1, tonumber(f[base + 4]) - now)
       end
     end
   end

@@ -36,11 +36,12 @@ queues calls for them: Redis runs scripts one at a time anyway, and a burst of
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -64,27 +65,27 @@ from policies.limits import (
     subjects,
     validate,
 )
-from policies.periods import period_bounds, period_key
+from policies.periods import period_bounds, period_key, period_of
 
 T = TypeVar("T")
 FIELDS = 7  # per limit in the answer: allowed, taken, remaining, reset, retry, share, reason
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """What a reservation holds of one counter, as the settle script wants it."""
-
-    kind: str
-    counter: str
-    keys: tuple[str, str]
-    amount: str
-    bucket: str = "0"  # tokens: the bucket the estimate went into
-    extra: str = "0"   # tokens: the window; budgets: when the period's keys expire
+KEPT = 4096  # strings kept per kind of cache (keys, a limit's fixed fields) before starting over
+# What a reservation holds of one counter, as the settle script wants it: the counter,
+# its keys, and its fields for the script around the real cost ("kind amount bucket extra",
+# bucket and extra: the tokens bucket and window, or when a budget period's keys expire).
+Item = tuple[str, list[str], str]
 
 
 def _num(value: float) -> str:
     """A float as the script reads it back exactly."""
     return repr(float(value))
+
+
+@lru_cache(maxsize=64)
+def _budget_figures(period: str, day: int) -> tuple[str, str]:
+    """A budget's period end and keys' expiry as the script reads them: per (period, day)."""
+    ends, expires = _expiry(period, day * 86400.0)
+    return _num(ends), _num(expires)
 
 
 class RedisCounters(CounterStore):
@@ -101,42 +102,73 @@ class RedisCounters(CounterStore):
         source = resources.files("policies").joinpath("redis_counters.lua").read_text()
         self._script = self._redis.register_script(source)
         self._held: OrderedDict[str, tuple[float, list[Item]]] = OrderedDict()  # by age
+        # Reservation ids: unique across replicas (their leases share Redis's sets), from a
+        # random prefix per store and a count, not a system call's randomness per request.
+        self._prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
+        self._keys_of: dict[tuple[str, str], tuple[str, ...]] = {}  # (kind, counter) -> keys
+        self._fixed: dict[tuple[str, float, float, float | None, bool], str] = {}
+        self._head = f" {_num(SLACK)} {BUCKETS} {_num(CONCURRENCY_RETRY)}"
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
-        self._forget(now)
-        rid = secrets.token_hex(8)
-        places = subjects(limits, now, lease)
+        if self._held:
+            self._forget(now)
+        rid = f"{self._prefix}{next(self._ids):x}"
+        places: dict[tuple[str, str], tuple[int, float]] = {}
+        for item in limits:
+            if item.family:
+                places = subjects(limits, now, lease)
+                break
         index = {pair: j + 1 for j, pair in enumerate(places)}
         keys: list[str] = []
-        args: list[str | int] = ["admit", _num(now), _num(lease), rid, len(limits), len(places),
-                                 _num(SLACK), BUCKETS, _num(CONCURRENCY_RETRY)]
-        held: list[Item] = []
+        fields = [f"{_num(lease)} {rid} {len(limits)} {len(places)}{self._head}"]
+        held: list[Item | None] = []
+        day = math.floor(now / 86400)
         for item in limits:
-            pair = index.get((item.family, item.subject or item.counter), 0) if item.family else 0
-            ends, expires = self._period(item, now)
-            burst = item.limit if item.burst is None else item.burst
-            first, second = self._keys(item, now)
-            keys += [first, second]
-            args += [item.kind, _num(item.limit), _num(item.window), _num(burst),
-                     _num(item.cost), int(item.enforce), pair, _num(ends), _num(expires)]
-            held.append(self._item(item, (first, second), now, expires))
+            kind, counter = item.kind, item.counter
+            pair = index.get((item.family, item.subject or counter), 0) if item.family else 0
+            cost = _num(item.cost)
+            fixed = self._fixed_fields(item)
+            if kind == "budget":
+                place = period_of(item.period, now)[0]
+                pair_keys = self._budget_keys(counter, place)
+                ends, expires = _budget_figures(item.period, day)
+                fields.append(f"{fixed} {cost} {pair} {ends} {expires}")
+                held.append((counter, pair_keys, f"budget {cost} 0 {expires}"))
+            else:
+                pair_keys = self._counter_keys(kind, counter)
+                fields.append(f"{fixed} {cost} {pair} 0.0 0.0")
+                if kind == "tokens":
+                    bucket = math.floor(now / (item.window / BUCKETS))
+                    held.append((counter, pair_keys, f"tokens {cost} {bucket} {_num(item.window)}"))
+                elif kind == "concurrency":
+                    held.append((counter, pair_keys, f"concurrency {cost} 0 0.0"))
+                else:
+                    held.append(None)  # requests: nothing to settle
+            keys += pair_keys
+        subject_args = []
         for (family, subject), (cap, until) in places.items():
             keys.append(f"{self._tag}:f:{family}")
-            args += [cap, subject, _num(until)]
+            fields.append(f"{cap} {_num(until)}")
+            subject_args.append(subject)
+        args: list[str | int] = ["admit", _num(now), " ".join(fields), *subject_args]
         reply = await self._run("admit", lambda: self._script(keys=keys, args=args))
+        answer = reply.split(" ")
         verdicts, items = [], []
-        for i, entry in enumerate(held):
-            allowed, taken, remaining, reset, retry, share, reason = \
-                reply[2 + i * FIELDS: 2 + (i + 1) * FIELDS]
-            verdicts.append(Verdict(allowed == 1, float(remaining), float(reset), float(retry),
-                                    float(share) if share != "" else None, reason))
-            if taken == 1 and entry.kind != "requests":
+        at = 2
+        for entry in held:
+            allowed, taken, remaining, reset, retry, share, reason = answer[at:at + FIELDS]
+            at += FIELDS
+            verdicts.append(Verdict(allowed == "1", float(remaining), float(reset), float(retry),
+                                    None if share == "-" else float(share),
+                                    "" if reason == "-" else reason))
+            if taken == "1" and entry is not None:
                 items.append(entry)
         if items:
             self._held[rid] = (now + lease + HOLD, items)
-        refused = int(reply[1])
-        return Admission(reply[0] == 1, verdicts, rid if items else None,
+        refused = int(answer[1])
+        return Admission(answer[0] == "1", verdicts, rid if items else None,
                          None if refused < 0 else refused)
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
@@ -144,11 +176,11 @@ class RedisCounters(CounterStore):
         if not items:
             return
         keys: list[str] = []
-        args: list[str | int] = ["settle", _num(now), reservation, BUCKETS]
-        for item in items:
-            keys += item.keys
-            args += [item.kind, item.amount, _num(actual.get(item.counter, 0.0)), item.bucket,
-                     item.extra]
+        fields = [f"{reservation} {BUCKETS}"]
+        for counter, pair_keys, figures in items:
+            keys += pair_keys
+            fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
+        args: list[str | int] = ["settle", _num(now), " ".join(fields)]
         await self._run("settle", lambda: self._script(keys=keys, args=args))
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
@@ -158,14 +190,14 @@ class RedisCounters(CounterStore):
         keys: list[str] = []
         args: list[str | int] = ["share", _num(now)]
         for counter, limit, period in counters:
-            keys += self._budget_keys(counter, period, now)
+            keys += self._budget_keys(counter, period_key(period, now))
             args.append(_num(limit))
         reply = await self._run("share", lambda: self._script(keys=keys, args=args))
         return {counter: float(value) for (counter, _, _), value in zip(counters, reply,
                                                                        strict=True)}
 
     async def seed(self, counter: str, period: str, spent: float, now: float) -> bool:
-        key = self._budget_keys(counter, period, now)[0]
+        key = self._budget_keys(counter, period_key(period, now))[0]
         _, expires = _expiry(period, now)
 
         async def write() -> list[Any]:
@@ -177,7 +209,7 @@ class RedisCounters(CounterStore):
         return bool((await self._run("seed", write))[0])
 
     async def spent(self, counter: str, period: str, now: float) -> float:
-        key = self._budget_keys(counter, period, now)[0]
+        key = self._budget_keys(counter, period_key(period, now))[0]
         value = await self._run("spent", lambda: self._redis.hget(key, "spent"))
         return float(value) if value is not None else 0.0
 
@@ -204,29 +236,38 @@ class RedisCounters(CounterStore):
                 return
             self._held.popitem(last=False)
 
-    def _keys(self, item: Limit, now: float) -> list[str]:
-        tag, counter = self._tag, item.counter
-        if item.kind == "requests":
-            return [f"{tag}:q:{counter}"] * 2
-        if item.kind == "tokens":
-            return [f"{tag}:t:{counter}"] * 2
-        if item.kind == "concurrency":
-            return [f"{tag}:c:{counter}", f"{tag}:cl:{counter}"]
-        return self._budget_keys(counter, item.period, now)
+    def _counter_keys(self, kind: str, counter: str) -> list[str]:
+        """A quota's keys in the script's order: one for requests and tokens, two for slots."""
+        found = self._keys_of.get((kind, counter))
+        if found is None:
+            tag = self._tag
+            found = ((f"{tag}:q:{counter}",) if kind == "requests" else
+                     (f"{tag}:t:{counter}",) if kind == "tokens" else
+                     (f"{tag}:c:{counter}", f"{tag}:cl:{counter}"))
+            if len(self._keys_of) >= KEPT:
+                self._keys_of.clear()
+            self._keys_of[kind, counter] = found
+        return list(found)
 
-    def _budget_keys(self, counter: str, period: str, now: float) -> list[str]:
-        place = period_key(period, now)
+    def _budget_keys(self, counter: str, place: str) -> list[str]:
         return [f"{self._tag}:b:{place}:{counter}", f"{self._tag}:bl:{place}:{counter}"]
 
-    def _period(self, item: Limit, now: float) -> tuple[float, float]:
-        return _expiry(item.period, now) if item.kind == "budget" else (0.0, 0.0)
+    def _fixed_fields(self, item: Limit) -> str:
+        """The fields of a limit that come back unchanged request after request.
 
-    def _item(self, item: Limit, pair: tuple[str, str], now: float, expires: float) -> Item:
-        if item.kind == "tokens":
-            bucket = math.floor(now / (item.window / BUCKETS))
-            return Item("tokens", item.counter, pair, _num(item.cost), str(bucket),
-                        _num(item.window))
-        return Item(item.kind, item.counter, pair, _num(item.cost), extra=_num(expires))
+        Kept by value: values equal as numbers give the script the same answers
+        (-0.0 and 0.0 can only be a burst or a budget's window, which it reads as 0).
+        """
+        key = (item.kind, item.limit, item.window, item.burst, item.enforce)
+        found = self._fixed.get(key)
+        if found is None:
+            burst = item.limit if item.burst is None else item.burst
+            found = (f"{item.kind} {_num(item.limit)} {_num(item.window)} {_num(burst)} "
+                     f"{int(item.enforce)}")
+            if len(self._fixed) >= KEPT:
+                self._fixed.clear()
+            self._fixed[key] = found
+        return found
 
 
 def _expiry(period: str, now: float) -> tuple[float, float]:
