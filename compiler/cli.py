@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
                                      "compile, explain, test and serve them.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    check = commands.add_parser("check", help="parse, resolve, type-check and lint policies")
+    check = commands.add_parser(
+        "check", help="parse, resolve, type-check and lint policies",
+        epilog="Limits per meta[\"NAME\"] or header[\"NAME\"] keep one counter per value a "
+               "client sends, at most `max_values` (default 1000) per block and period; past "
+               "that a new value is refused with 429 subject_limit_reached (see `gwc "
+               "explain-code GW311`).")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--format", choices=FORMATS, default="text")
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
