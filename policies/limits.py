@@ -180,6 +180,12 @@ class CounterStore(abc.ABC):
         HOLD seconds of its lease; after that it is a no-op.
         """
 
+    async def settle_many(self, settles: Sequence[tuple[str, Mapping[str, float]]],
+                          now: float) -> None:
+        """Several `settle`s; a store that can send them together overrides this."""
+        for reservation, actual in settles:
+            await self.settle(reservation, actual, now)
+
     @abc.abstractmethod
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:

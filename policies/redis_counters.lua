@@ -256,12 +256,12 @@ local function admit()
   return table.concat(out, ' ')
 end
 
--- settle: ARGV 3 holds rid, buckets; then 5 per item: kind, amount, bucket
--- (tokens), window (tokens) or period expiry (budgets), actual. KEYS: 1 per
--- tokens item, 2 per concurrency or budget item.
-local function settle()
-  local f = fields(ARGV[3])
-  local rid, buckets, k = f[1], tonumber(f[2]), 0
+-- settle: ARGV 3, 4, ... one reservation each: rid, buckets; then 5 per item:
+-- kind, amount, bucket (tokens), window (tokens) or period expiry (budgets),
+-- actual. KEYS, in the same order: 1 per tokens item, 2 per concurrency or
+-- budget item. Several reservations in one call cost one round trip.
+local function settle_one(f, k)
+  local rid, buckets = f[1], tonumber(f[2])
   for i = 1, (#f - 2) / 5 do
     local base = 2 + (i - 1) * 5
     local kind, amountstr, actual = f[base + 1], f[base + 2], tonumber(f[base + 5])
@@ -295,6 +295,14 @@ local function settle()
         extend(k1, tonumber(f[base + 4]) - now)
       end
     end
+  end
+  return k
+end
+
+local function settle()
+  local k = 0
+  for a = 3, #ARGV do
+    k = settle_one(fields(ARGV[a]), k)
   end
   return 0
 end

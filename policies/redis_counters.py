@@ -172,16 +172,24 @@ class RedisCounters(CounterStore):
                          None if refused < 0 else refused)
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
-        _, items = self._held.pop(reservation, (0.0, []))
-        if not items:
-            return
+        await self.settle_many([(reservation, actual)], now)
+
+    async def settle_many(self, settles: Sequence[tuple[str, Mapping[str, float]]],
+                          now: float) -> None:
+        """Several reservations in one script call: one round trip for all of them."""
         keys: list[str] = []
-        fields = [f"{reservation} {BUCKETS}"]
-        for counter, pair_keys, figures in items:
-            keys += pair_keys
-            fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
-        args: list[str | int] = ["settle", _num(now), " ".join(fields)]
-        await self._run("settle", lambda: self._script(keys=keys, args=args))
+        args: list[str | int] = ["settle", _num(now)]
+        for reservation, actual in settles:
+            _, items = self._held.pop(reservation, (0.0, []))
+            if not items:
+                continue
+            fields = [f"{reservation} {BUCKETS}"]
+            for counter, pair_keys, figures in items:
+                keys += pair_keys
+                fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
+            args.append(" ".join(fields))
+        if len(args) > 2:
+            await self._run("settle", lambda: self._script(keys=keys, args=args))
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:

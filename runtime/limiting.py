@@ -155,8 +155,9 @@ class Limiter:
         self._wake.set()
 
     async def settling(self) -> None:
-        """Settle what is queued, up to SETTLE_BATCH at once (each is one round trip to
-        Redis, so a batch overlaps them), for as long as the gateway serves."""
+        """Settle what is queued, up to SETTLE_BATCH reservations in one round trip to
+        each store, for as long as the gateway serves: under load, settles cost a
+        fraction of a round trip per request."""
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
@@ -171,21 +172,21 @@ class Limiter:
         """Settle everything queued so far (at shutdown: no settled spend is lost)."""
         queued = self._settles
         while queued:
-            batch = [queued.popleft() for _ in range(min(SETTLE_BATCH, len(queued)))]
-            await asyncio.gather(*(self.settle(*item) for item in batch))
+            by_store: dict[int, tuple[CounterStore, list[tuple[str, dict[str, float]]]]] = {}
+            for _ in range(min(SETTLE_BATCH, len(queued))):
+                held, cost, tokens = queued.popleft()
+                if held.reservation is not None:
+                    by_store.setdefault(id(held.store), (held.store, []))[1].append(
+                        (held.reservation, _actual(held, cost, tokens)))
+            await asyncio.gather(*(self._settle(store, settles)
+                                   for store, settles in by_store.values()))
 
-    async def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
-        """Charge the real cost and tokens, or release (None: there was no answer)."""
-        if held.reservation is None:
-            return
-        actual: dict[str, float] = {}
-        if cost is not None:
-            actual.update(dict.fromkeys(held.budgets, cost))
-        if tokens is not None:
-            actual.update(dict.fromkeys(held.tokens, tokens))
+    async def _settle(self, store: CounterStore,
+                      settles: list[tuple[str, dict[str, float]]]) -> None:
+        """Charge real costs and tokens, or release: one round trip for the batch."""
         started = time.perf_counter()
         try:
-            await held.store.settle(held.reservation, actual, self.clock())
+            await store.settle_many(settles, self.clock())
             self._timed("settle", started, True)
         except StoreUnavailable as failure:
             self._timed("settle", started, False)
@@ -273,6 +274,16 @@ def _subject_value(block: Quota | Budget, identity: dict[str, str | None],
     dimension = subject.dimension
     value = identity[dimension] if dimension in identity else request_get(dimension)
     return None if value is None else f"{dimension}={value_text(str(value))}"
+
+
+def _actual(held: Held, cost: float | None, tokens: float | None) -> dict[str, float]:
+    """What a reservation settles to: None releases (there was no answer)."""
+    actual: dict[str, float] = {}
+    if cost is not None:
+        actual.update(dict.fromkeys(held.budgets, cost))
+    if tokens is not None:
+        actual.update(dict.fromkeys(held.tokens, tokens))
+    return actual
 
 
 def lease(targets: Sequence[Deployment | PoolTarget]) -> float:

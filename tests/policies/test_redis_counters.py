@@ -66,6 +66,33 @@ def test_one_round_trip_to_admit_and_one_to_settle(redis_url: str,
     assert len(sent) == 20
 
 
+def test_many_settles_go_in_one_round_trip_and_free_what_each_held(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = []
+    send = Connection.send_packed_command
+
+    async def counted(self: Connection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        await send(self, command, check_health)
+
+    async def go() -> tuple[Admission, float]:
+        store = RedisCounters(redis_url)
+        try:
+            held = [await store.admit([SLOT, BUDGET], NOW, 30) for _ in range(4)]
+            assert not (await store.admit([SLOT], NOW, 30)).admitted  # four slots taken
+            monkeypatch.setattr(Connection, "send_packed_command", counted)
+            await store.settle_many([(a.reservation or "", {BUDGET.counter: 0.25})
+                                     for a in held], NOW + 1)
+            monkeypatch.undo()
+            return await store.admit([SLOT], NOW + 1, 30), await store.spent(
+                BUDGET.counter, "month", NOW + 1)
+        finally:
+            await store.close()
+
+    again, spent = asyncio.run(go())
+    assert len(sent) == 1 and again.admitted and spent == pytest.approx(1.0)
+
+
 def test_every_key_is_in_one_hash_tagged_slot_and_expires(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 
