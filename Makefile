@@ -37,8 +37,8 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy
 	$(BIN)/gwc fmt --check examples/*.gw
 
-test: lint
-	$(BIN)/pytest
+test: lint  # two workers (pytest-xdist): the suite's servers and fakes wait more than they compute
+	$(BIN)/pytest -n 2
 
 bench: $(DEMO_STAMP)  # the HTTP benchmarks also need nginx, wrk and Redis (apt-get install nginx-light wrk)
 	$(BIN)/python -m bench.compiler_bench

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-REDIS_URL = os.environ.get("GW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# a database of its own for each pytest-xdist worker (gw0 15, gw1 14, ...), as each
+# test empties it
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("GW_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER}")
 POSTGRES_URL = os.environ.get("GW_TEST_DB_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
