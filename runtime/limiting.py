@@ -39,6 +39,7 @@ from runtime.errors import GatewayError
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
 SETTLE_BATCH = 64
+FIXED_KEPT = 4096
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
@@ -64,6 +65,7 @@ class Applied:
     subject: str  # "team=research": whose counter, never a secret
 
 
+@functools.lru_cache(maxsize=65536)
 def value_text(value: str) -> str:
     """A subject's value as it may appear in a counter's name: itself when short and
     plain, else a digest (a header's value is the client's to choose)."""
@@ -87,6 +89,7 @@ class Limiter:
     _settles: deque[tuple[Held, float | None, float | None]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
+    _leases: dict[int, tuple[object, float]] = field(default_factory=dict)
 
     def build(self, quotas: Sequence[Quota], budgets: Sequence[Budget],
               identity: dict[str, str | None], request_get: Callable[[str], Any],
@@ -107,12 +110,25 @@ class Limiter:
                         most = max((pricing.most(tokens, max_tokens, d.model)
                                     for d in _deployments(targets)), default=0.0)
                     cost = most
-                else:
-                    cost = tokens + (max_tokens or 0) if t.kind == "tokens" else 1.0
-                out.append((block, Limit(f"{t.counter}{subject}{t.suffix}", t.kind, t.limit,
-                                         t.window, t.period, t.burst, cost, t.enforce,
-                                         t.family, t.cap, subject), subject))
+                elif t.kind == "tokens":
+                    cost = tokens + (max_tokens or 0)
+                else:  # a request, a slot: the same Limit every time, kept on its template
+                    fixed = t.fixed.get(subject)
+                    if fixed is None:
+                        fixed = t.limit_for(subject, 1.0)
+                        if len(t.fixed) < FIXED_KEPT:
+                            t.fixed[subject] = fixed
+                    out.append((block, fixed, subject))
+                    continue
+                out.append((block, t.limit_for(subject, cost), subject))
         return out
+
+    def lease(self, targets: tuple[Deployment | PoolTarget, ...]) -> float:
+        """`lease(targets)`, once per chain: a decision's chain is one object per policy."""
+        found = self._leases.get(id(targets))
+        if found is None or found[0] is not targets:
+            found = self._leases[id(targets)] = (targets, lease(targets))
+        return found[1]
 
     async def admit(self, counted: list[tuple[Quota | Budget, Limit, str]],
                     lease: float) -> tuple[Admission, Held, list[Applied]]:
@@ -237,6 +253,14 @@ class Template:
     enforce: bool = True
     family: str = ""
     cap: int | None = None
+    # subject -> its Limit, for the kinds whose cost is always 1; at most FIXED_KEPT,
+    # since a client may name its own subjects (a header's value)
+    fixed: dict[str, Limit] = field(default_factory=dict, compare=False, hash=False)
+
+    def limit_for(self, subject: str, cost: float) -> Limit:
+        return Limit(f"{self.counter}{subject}{self.suffix}", self.kind, self.limit,
+                     self.window, self.period, self.burst, cost, self.enforce, self.family,
+                     self.cap, subject)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from compiler.compiled import Budget
-from runtime.limiting import lease, rate_headers, refusal
+from runtime.limiting import rate_headers, refusal
 from runtime.pipeline.exchange import Exchange
 
 
@@ -29,7 +29,7 @@ async def enter(exchange: Exchange) -> None:
                             request.get, request.tokens, request.max_tokens, decision.targets)
     if not counted:
         return
-    admission, held, applied = await limiter.admit(counted, lease(decision.targets))
+    admission, held, applied = await limiter.admit(counted, limiter.lease(decision.targets))
     exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
     exchange.gateway.alerts.check(applied)
     if not admission.admitted:
