@@ -53,8 +53,10 @@ from __future__ import annotations
 
 import abc
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from policies.periods import PERIODS, period_bounds
 
@@ -210,3 +212,13 @@ class CounterStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Let go of connections; the store is not used after."""
+
+
+def forget_expired(held: OrderedDict[str, tuple[float, Any]], now: float) -> None:
+    """Drop the reservations nobody settled, well past their lease (callers that leaked
+    them), oldest first: a store keeps them in the order it made them."""
+    while held:
+        keep, _ = next(iter(held.values()))  # OrderedDict: O(1), unlike a dict's
+        if keep > now:
+            return
+        held.popitem(last=False)

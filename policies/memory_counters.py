@@ -25,6 +25,7 @@ from policies.limits import (
     CounterStore,
     Limit,
     Verdict,
+    forget_expired,
     subjects,
     validate,
 )
@@ -160,7 +161,7 @@ class MemoryCounters(CounterStore):
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
         if self._held:
-            self._forget(now)
+            forget_expired(self._held, now)
         places = None
         for item in limits:
             if item.family:
@@ -346,13 +347,6 @@ class MemoryCounters(CounterStore):
             found = self._budgets[key] = Budget()
         return found
 
-    def _forget(self, now: float) -> None:
-        """Drop reservations nobody settled, well past their lease (callers that leaked them)."""
-        while self._held:
-            keep, _ = next(iter(self._held.values()))  # OrderedDict: O(1), unlike a dict's
-            if keep > now:
-                return
-            self._held.popitem(last=False)
 
     def _places(self, limits: Sequence[Limit], now: float,
                 lease: float) -> dict[tuple[str, str], tuple[bool, float, float]]:

@@ -62,6 +62,7 @@ from policies.limits import (
     Limit,
     StoreUnavailable,
     Verdict,
+    forget_expired,
     subjects,
     validate,
 )
@@ -113,7 +114,7 @@ class RedisCounters(CounterStore):
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
         if self._held:
-            self._forget(now)
+            forget_expired(self._held, now)
         rid = f"{self._prefix}{next(self._ids):x}"
         places: dict[tuple[str, str], tuple[int, float]] = {}
         for item in limits:
@@ -236,13 +237,6 @@ class RedisCounters(CounterStore):
             raise StoreUnavailable(
                 f"redis at {self._where}: {what} failed ({type(exc).__name__})") from exc
 
-    def _forget(self, now: float) -> None:
-        """Drop reservations nobody settled, well past their lease (callers that leaked them)."""
-        while self._held:
-            keep, _ = next(iter(self._held.values()))  # OrderedDict: O(1), unlike a dict's
-            if keep > now:
-                return
-            self._held.popitem(last=False)
 
     def _counter_keys(self, kind: str, counter: str) -> list[str]:
         """A quota's keys in the script's order: one for requests and tokens, two for slots."""

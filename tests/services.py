@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from policies.records import Records, open_records
 
 # a database of its own for each pytest-xdist worker (gw0 15, gw1 14, ...), as each
 # test empties it
@@ -60,3 +63,18 @@ def postgres_url() -> Iterator[str]:
     yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The gateway's records database, once in SQLite and once in PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gw.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def records(db_url: str) -> Iterator[Records]:
+    opened = open_records(db_url)
+    yield opened
+    opened.close()

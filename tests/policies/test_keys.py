@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/gw.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def records(db_url: str) -> Iterator[Records]:
-    opened = open_records(db_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

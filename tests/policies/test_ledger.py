@@ -9,8 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,20 +19,6 @@ from tests.conftest import ROOT
 
 DAY = 86_400.0
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/gw.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def records(db_url: str) -> Iterator[Records]:
-    opened = open_records(db_url)
-    yield opened
-    opened.close()
 
 
 def spend(ts: float, team: str, usd: float, **fields: object) -> SpendRow:

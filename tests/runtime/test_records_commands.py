@@ -23,13 +23,6 @@ from tests.conftest import ROOT
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/gw.db"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 def key_args(action: str, db: str, **fields: Any) -> argparse.Namespace:
     """The Namespace `gwc keys ACTION ...` parses to."""
     base: dict[str, Any] = {"team": None, "user": None, "name": None, "expires": None,
