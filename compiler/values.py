@@ -22,6 +22,8 @@ INVALID: Any = object()  # a value that failed to check; its diagnostic is alrea
 Report = Callable[[Diagnostic], None]
 
 
+CALENDAR = ("day", "week", "month")  # the periods budgets are kept in (UTC)
+
 @dataclass(frozen=True, slots=True)
 class Field:
     kind: str
@@ -228,13 +230,19 @@ class Checker:
         amount = self.check_money(value.amount)
         if period is None or amount is INVALID:
             return INVALID
+        if period not in CALENDAR:
+            return self.out_of_range(value, f"a budget is spent per calendar day, week or "
+                                            f"month, not per {period}")
+        if amount <= 0:
+            return self.out_of_range(value, "a budget above $0 is needed: $0 admits nothing "
+                                            "(route to `deny` to refuse)")
         return Rate(amount, period)
 
     def check_count_rate(self, value: ast.Value, spec: Field) -> Any:
         if not isinstance(value, ast.Rate):
             return self.wrong(value, "count_rate")
         period = self._period(value)
-        amount = self.check(value.amount, Field("count"))
+        amount = self.check(value.amount, Field("count", low=1))
         if period is None or amount is INVALID:
             return INVALID
         return Rate(float(amount), period)

@@ -20,8 +20,10 @@ degraded (`/readyz`, a metric, the log) until the store answers again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
+import logging
 import math
 import time
 from collections import deque
@@ -36,10 +38,12 @@ from policies.periods import period_bounds
 from runtime import pricing
 from runtime.errors import GatewayError
 
+logger = logging.getLogger("gwc")
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
 SETTLE_BATCH = 64
 FIXED_KEPT = 4096
+SHARES_KEPT = 65536
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
@@ -121,6 +125,8 @@ class Limiter:
                     out.append((block, fixed, subject))
                     continue
                 out.append((block, t.limit_for(subject, cost), subject))
+        if len(out) > 1 and len({limit.counter for _, limit, _ in out}) < len(out):
+            out = _apart(out)
         return out
 
     def lease(self, targets: tuple[Deployment | PoolTarget, ...]) -> float:
@@ -159,6 +165,8 @@ class Limiter:
             if item.verdict.share is not None and isinstance(item.block, Budget):
                 dimension = item.block.subject.dimension
                 if dimension in ("team", "user", "key"):
+                    if len(self.shares) >= SHARES_KEPT:
+                        self.shares.clear()  # a client naming its own users: start over
                     self.shares[(dimension, item.subject.partition("=")[2])] = item.verdict.share
         held = Held(store, admission.reservation,
                     tuple(a.limit.counter for a in applied if a.limit.kind == "budget"),
@@ -177,7 +185,10 @@ class Limiter:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            await self.drain()
+            try:
+                await self.drain()
+            except Exception:  # a bug must not stop every later settle; the leases lapse
+                logger.exception("gwc: settling failed")
 
     def stop(self) -> None:
         """Let `settling` finish what is queued, then end."""
@@ -228,13 +239,13 @@ class Limiter:
     def _degrade(self, reason: str) -> None:
         if not self.degraded:
             self.degraded = True
-            self._seeded.clear()  # the store may come back empty: rebuild from the ledger then
             if self.on_degraded is not None:
                 self.on_degraded(True, reason)
 
     def _recovered(self) -> None:
         if self.degraded:
             self.degraded = False
+            self._seeded.clear()  # Redis may have come back empty: rebuild from the ledger
             if self.on_degraded is not None:
                 self.on_degraded(False, "the shared counters answer again")
 
@@ -271,16 +282,18 @@ def _templates(block: Quota | Budget) -> tuple[Template, ...]:
     if isinstance(block, Budget):
         if block.limit is None:
             return ()
-        return (Template(f"{name}:", "", "budget", block.limit.amount,
+        return (Template(f"{name}:", f"/{block.limit.period}", "budget", block.limit.amount,
                          period=block.limit.period, enforce=block.over == "reject",
                          family=family, cap=cap),)
     enforce, out = block.mode != "shadow", []
     if block.requests is not None:
-        out.append(Template(f"{name}:", ":requests", "requests", block.requests.amount,
+        out.append(Template(f"{name}:", f":requests/{block.requests.period}", "requests",
+                            block.requests.amount,
                             SECONDS[block.requests.period], burst=block.burst,
                             enforce=enforce, family=family, cap=cap))
     if block.tokens is not None:
-        out.append(Template(f"{name}:", ":tokens", "tokens", block.tokens.amount,
+        out.append(Template(f"{name}:", f":tokens/{block.tokens.period}", "tokens",
+                            block.tokens.amount,
                             SECONDS[block.tokens.period], enforce=enforce, family=family,
                             cap=cap))
     if block.concurrency is not None:
@@ -297,7 +310,25 @@ def _subject_value(block: Quota | Budget, identity: dict[str, str | None],
         return "global"
     dimension = subject.dimension
     value = identity[dimension] if dimension in identity else request_get(dimension)
-    return None if value is None else f"{dimension}={value_text(str(value))}"
+    if value is None:
+        return None
+    if dimension.startswith("header:"):  # a header may carry a credential: never its text
+        return f"{dimension}=#{hashlib.sha256(str(value).encode()).hexdigest()[:16]}"
+    return f"{dimension}={value_text(str(value))}"
+
+
+def _apart(counted: list[tuple[Quota | Budget, Limit, str]]
+           ) -> list[tuple[Quota | Budget, Limit, str]]:
+    """Blocks alike in kind, subject, `when` and period (two `budget per team { ... }`
+    of one period) keep a counter each: the second and later get `#2`, `#3`."""
+    seen: dict[str, int] = {}
+    out = []
+    for block, limit, subject in counted:
+        seen[limit.counter] = seen.get(limit.counter, 0) + 1
+        if seen[limit.counter] > 1:
+            limit = dataclasses.replace(limit, counter=f"{limit.counter}#{seen[limit.counter]}")
+        out.append((block, limit, subject))
+    return out
 
 
 def _actual(held: Held, cost: float | None, tokens: float | None) -> dict[str, float]:

@@ -98,7 +98,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
         return 2
     try:
         limits = Limits.from_env(env)
-        counters_from(env.get("GW_STATE_URL", "memory"))  # a bad setting fails here, once
+        counters_from(env.get("GW_STATE_URL") or "memory")  # a bad setting fails here, once
         min_lease_from(env)
     except (ValueError, StateError) as exc:
         print(f"gwc: {exc}", file=sys.stderr)
@@ -106,7 +106,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
     if workers < 1:
         print("gwc: --workers must be 1 or more", file=sys.stderr)
         return 2
-    if workers > 1 and env.get("GW_STATE_URL", "memory") == "memory":
+    if workers > 1 and (env.get("GW_STATE_URL") or "memory") == "memory":
         print(f"gwc: --workers {workers} needs shared counters: set GW_STATE_URL=redis://... "
               "(with memory counters each worker would count alone, and every quota and "
               "budget would hold N times over)", file=sys.stderr)

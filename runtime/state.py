@@ -12,6 +12,7 @@ waits for them, so a SIGTERM loses no settled spend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -79,7 +80,7 @@ class State:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], clock: Callable[[], float] = time.time) -> State:
-        state_url = env.get("GW_STATE_URL", "memory")
+        state_url = env.get("GW_STATE_URL") or "memory"
         min_lease = min_lease_from(env)
         counters = counters_from(state_url)
         try:
@@ -123,7 +124,8 @@ class State:
         self.limiter.stop()
         if self._settling is not None:
             await asyncio.wait({self._settling}, timeout=10)
-        await asyncio.wait_for(self.limiter.drain(), timeout=10)  # if it never ran
+        with contextlib.suppress(TimeoutError):  # a store too slow to answer: the leases lapse
+            await asyncio.wait_for(self.limiter.drain(), timeout=10)  # if it never ran
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=10)
         if self.ledger is not None:

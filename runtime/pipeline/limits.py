@@ -30,12 +30,12 @@ async def enter(exchange: Exchange) -> None:
     if not counted:
         return
     admission, held, applied = await limiter.admit(counted, limiter.lease(decision.targets))
+    exchange.held = held  # settled on the way out, whatever happens from here
     exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
     exchange.gateway.alerts.check(applied)
     if not admission.admitted:
         assert admission.refused_by is not None
         raise refusal(applied[admission.refused_by])
-    exchange.held = held
     for item in applied:
         block = item.block
         if isinstance(block, Budget) and block.over == "downgrade" and not item.verdict.allowed:

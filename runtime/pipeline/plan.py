@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from compiler.compiled import Request
 from runtime.errors import GatewayError
+from runtime.limiting import value_text
 from runtime.pipeline.exchange import Exchange
 from runtime.schemas import parse
 
@@ -31,7 +32,8 @@ def enter(exchange: Exchange) -> None:
     shares = exchange.gateway.limiter.shares if exchange.loaded.reads_budget else None
     budget = {dimension: share for dimension, value in (
         ("team", exchange.team), ("user", exchange.user), ("key", exchange.key_id))
-        if value is not None and (share := shares.get((dimension, value))) is not None} \
+        if value is not None
+        and (share := shares.get((dimension, value_text(value)))) is not None} \
         if shares else {}
     exchange.request = request = Request(
         model=parsed.model, user=exchange.user, team=exchange.team, key=exchange.key,

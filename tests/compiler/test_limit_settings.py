@@ -83,3 +83,15 @@ def test_keyed_subjects_format_as_written() -> None:
     text = 'budget per meta["feature"] { limit = $200 per month }\n'
     module, diagnostics = parse(text, "p.gw")
     assert diagnostics == [] and format_module(module, text) == text
+
+
+def test_limits_that_could_never_admit_are_refused(compile_text) -> None:
+    ctx = compile_text(PRICED + """
+quota per team { requests = 0 per minute }
+budget per team { limit = $5 per hour }
+budget per user { limit = $0 per day }
+""")
+    assert codes(ctx) == ["GW203", "GW203", "GW203"]
+    assert [d.message for d in ctx.diagnostics][1:] == [
+        "a budget is spent per calendar day, week or month, not per hour",
+        "a budget above $0 is needed: $0 admits nothing (route to `deny` to refuse)"]
