@@ -24,6 +24,8 @@ from runtime.errors import GatewayError
 from runtime.gateway import Gateway
 from runtime.records_commands import key_json
 
+MAX_LIFETIME = 100 * 365 * 86400.0  # seconds; NaN and infinities fail the comparison too
+
 
 def _records(gateway: Gateway) -> Records:
     records = gateway.state.records
@@ -58,9 +60,10 @@ def routes(gateway: Gateway) -> dict[str, Any]:
         team = _text(body, "team", required=True)
         assert team is not None
         expires = body.get("expires_in")
-        if expires is not None and (type(expires) not in (int, float) or expires <= 0):
-            raise GatewayError(400, "'expires_in' must be a number of seconds > 0",
-                               "invalid_type", param="expires_in")
+        if expires is not None and (type(expires) not in (int, float) or
+                                    not 0 < expires <= MAX_LIFETIME):
+            raise GatewayError(400, "'expires_in' must be a number of seconds, > 0 and at "
+                               "most a hundred years", "invalid_value", param="expires_in")
         models = body.get("models")
         if models is not None and (not isinstance(models, list) or not models or
                                    not all(isinstance(m, str) for m in models)):

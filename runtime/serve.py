@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -124,23 +125,28 @@ def _workers(count: int, host: str, port: int, serve_on: Callable[[socket.socket
     listening = socket.create_server((host, port), backlog=2048)
     gc.freeze()  # the compiled policy stays shared with the workers, not copied by the GC
     children: list[int] = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = serve_on(listening)
-            finally:
-                os._exit(code)
-        children.append(pid)
-    listening.close()
+    passed_on = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
-    for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for each in passed_on:  # before forking: a signal in between must not be lost
         signal.signal(each, forward)
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            for each in passed_on:
+                signal.signal(each, signal.SIG_DFL)  # the worker's loop takes them over
+            code = 1
+            try:
+                code = serve_on(listening)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listening.close()
     codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
     return 0 if all(code == 0 for code in codes) else 1
 
