@@ -1,10 +1,11 @@
 """Which counter a quota or budget block counts on: named by what it counts.
 
-A counter's name is its block's kind, subject and `when`, never the block's
+A counter's name is its block's kind, subject and `when` (here), then what it
+counts and over which period (the runtime adds those), never the block's
 place in the file or its limit. A reload that edits a limit, or moves the
 block, keeps counting on the same counter, so the new limit applies to what
-was counted so far; one that changes the subject or the `when` starts a new
-counter. The runtime names its counters so, and `gwc explain` shows the names,
+was counted so far; one that changes the subject, the `when` or the period
+starts a new counter. The runtime names its counters so, and `gwc explain` shows the names,
 so a reviewer can see which counters an edit keeps.
 """
 
