@@ -7,9 +7,10 @@ fate: a 429 with the real wait, a 402, a downgrade to a cheaper model, or the
 go-ahead with OpenAI's `x-ratelimit-*` figures.
 
 Counters are named by what they count (compiler/counters.py): the block's
-kind, subject and `when`, then the subject's value. A reload that changes a
-limit, or moves its block, keeps its counter (the new limit applies to the
-spend so far); one that changes its subject or its `when` starts afresh.
+kind, subject and `when`, then the subject's value, what is counted and the
+period. A reload that changes a limit, or moves its block, keeps its counter
+(the new limit applies to the spend so far); one that changes its subject,
+its `when` or its period starts afresh.
 
 When the shared store cannot answer, each block's `on_store_error` decides:
 one `refuse` among the request's blocks answers 503; otherwise the request is
@@ -39,6 +40,8 @@ from runtime import pricing
 from runtime.errors import GatewayError
 
 logger = logging.getLogger("gwc")
+# a quota's window in seconds; a quota `per month` is a sliding 30 days (budgets, unlike
+# quotas, keep calendar months: policies/periods.py)
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
 SETTLE_BATCH = 64
@@ -130,9 +133,13 @@ class Limiter:
         return out
 
     def lease(self, targets: tuple[Deployment | PoolTarget, ...]) -> float:
-        """`lease(targets)`, once per chain: a decision's chain is one object per policy."""
+        """The chain's lease, worked out once: a policy's decisions are cached, so each
+        chain is one object for as long as its policy serves (the cache is emptied
+        now and then, so that reloaded policies' chains do not stay alive through it)."""
         found = self._leases.get(id(targets))
         if found is None or found[0] is not targets:
+            if len(self._leases) >= FIXED_KEPT:
+                self._leases.clear()
             found = self._leases[id(targets)] = (targets, lease(targets))
         return found[1]
 
