@@ -21,7 +21,7 @@ import tempfile
 
 import aiohttp
 
-from bench.overhead import BODY, bench_key, full_policy
+from bench.overhead import BODY, prepare
 from bench.upstream import nginx
 from bench.upstream_client import wait_for
 
@@ -57,10 +57,7 @@ def total_instructions(out_file: str) -> int:
 
 def main() -> None:
     with nginx(18911) as upstream, tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "bench.gw")
-        with open(path, "w") as handle:
-            handle.write(full_policy(upstream))
-        database, headers = bench_key(folder)
+        path, database, headers = prepare(folder, upstream)
         out_file = os.path.join(folder, "callgrind.out")
         process = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",

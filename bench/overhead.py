@@ -58,11 +58,15 @@ def full_policy(upstream: str) -> str:
     return rules + "auth { mode = keys }\n"
 
 
-def bench_key(folder: str) -> tuple[str, dict[str, str]]:
-    """A database with one virtual key, and the headers that present it."""
+def prepare(folder: str, upstream: str) -> tuple[str, str, dict[str, str]]:
+    """The full policy written to `folder`, a database beside it with one virtual key,
+    and the headers that present the key: what every gateway bench serves."""
+    path = os.path.join(folder, "bench.gw")
+    with open(path, "w") as handle:
+        handle.write(full_policy(upstream))
     database = f"sqlite:///{folder}/gw.db"
     _, secret = Keys(open_records(database)).create_key("team-1", user="bench")
-    return database, {"Authorization": f"Bearer {secret}"}
+    return path, database, {"Authorization": f"Bearer {secret}"}
 
 
 async def latencies(url: str, count: int, headers: dict[str, str]) -> list[float]:
@@ -86,10 +90,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 def main() -> None:
     with nginx(18901) as upstream, tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "bench.gw")
-        with open(path, "w") as handle:
-            handle.write(full_policy(upstream))
-        database, headers = bench_key(folder)
+        path, database, headers = prepare(folder, upstream)
         redis.Redis.from_url(REDIS).flushdb()
         os.environ["GW_DB_URL"] = database
         with open(os.path.join(folder, "access.log"), "w") as log, \

@@ -17,17 +17,14 @@ import tempfile
 
 import redis
 
-from bench.overhead import REDIS, ROUNDS, SECONDS, bench_key, full_policy
+from bench.overhead import REDIS, ROUNDS, SECONDS, prepare
 from bench.upstream import nginx
 from bench.upstream_client import serving, wrk
 
 
 def main() -> None:
     with nginx(18931) as upstream, tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "bench.gw")
-        with open(path, "w") as handle:
-            handle.write(full_policy(upstream))
-        database, headers = bench_key(folder)
+        path, database, headers = prepare(folder, upstream)
         redis.Redis.from_url(REDIS).flushdb()
         os.environ.update(GW_DB_URL=database, GW_STATE_URL=REDIS)
         with open(os.path.join(folder, "access.log"), "w") as log, \
