@@ -36,7 +36,7 @@ from runtime.app import create_app
 from runtime.gateway import Gateway
 from runtime.http_limits import Limits, protocol
 from runtime.proxy import MAX_BODY_BYTES
-from runtime.state import State, StateError, counters_from, min_lease_from
+from runtime.state import State, StateError, min_lease_from, shares_counters
 
 DRAIN_SECONDS = 30
 
@@ -99,7 +99,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
         return 2
     try:
         limits = Limits.from_env(env)
-        counters_from(env.get("GW_STATE_URL") or "memory")  # a bad setting fails here, once
+        shared = shares_counters(env.get("GW_STATE_URL") or "memory")  # a bad one fails here
         min_lease_from(env)
     except (ValueError, StateError) as exc:
         print(f"gwc: {exc}", file=sys.stderr)
@@ -107,7 +107,7 @@ def run(path: str, host: str, port: int, watch_files: bool, insecure: bool,
     if workers < 1:
         print("gwc: --workers must be 1 or more", file=sys.stderr)
         return 2
-    if workers > 1 and (env.get("GW_STATE_URL") or "memory") == "memory":
+    if workers > 1 and not shared:
         print(f"gwc: --workers {workers} needs shared counters: set GW_STATE_URL=redis://... "
               "(with memory counters each worker would count alone, and every quota and "
               "budget would hold N times over)", file=sys.stderr)

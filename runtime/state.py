@@ -36,14 +36,21 @@ class StateError(Exception):
     """A setting that names no store gwc can use: one line, for `gwc serve` to print."""
 
 
-def counters_from(url: str) -> CounterStore:
+def shares_counters(url: str) -> bool:
+    """Whether GW_STATE_URL names Redis (shared) or memory; StateError if neither."""
     if url in ("", "memory"):
-        return MemoryCounters()
+        return False
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from policies.redis_counters import RedisCounters
-
-        return RedisCounters(url)
+        return True
     raise StateError(f"GW_STATE_URL must be `memory` or redis://...; got {url.split(':')[0]}:...")
+
+
+def counters_from(url: str) -> CounterStore:
+    if not shares_counters(url):
+        return MemoryCounters()
+    from policies.redis_counters import RedisCounters
+
+    return RedisCounters(url)
 
 
 def min_lease_from(env: Mapping[str, str]) -> float:
@@ -90,7 +97,8 @@ class State:
         ledger = LedgerWriter(records)
         limiter = Limiter(counters, clock, seed=ledger.ledger.period_spend_by_counter,
                           min_lease=min_lease)
-        return cls(limiter, records, KeyRing(records), ledger, shared=state_url != "memory")
+        return cls(limiter, records, KeyRing(records), ledger,
+                   shared=shares_counters(state_url))
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the request's path; `close` waits for it."""
