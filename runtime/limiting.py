@@ -78,6 +78,11 @@ def value_text(value: str) -> str:
     plain, else a digest (a header's value is the client's to choose)."""
     if len(value) <= 64 and set(value) <= SAFE:
         return value
+    return digest(value)
+
+
+def digest(value: str) -> str:
+    """A value named without its text: `#` and 64 bits of its SHA-256."""
     return "#" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
@@ -320,7 +325,7 @@ def _subject_value(block: Quota | Budget, identity: dict[str, str | None],
     if value is None:
         return None
     if dimension.startswith("header:"):  # a header may carry a credential: never its text
-        return f"{dimension}=#{hashlib.sha256(str(value).encode()).hexdigest()[:16]}"
+        return f"{dimension}={digest(str(value))}"
     return f"{dimension}={value_text(str(value))}"
 
 
