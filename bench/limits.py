@@ -14,6 +14,13 @@ writes to the socket while the batches run, and divided by the requests; the
 server's EVALSHA count is printed beside it. The namespace is a fresh one,
 deleted after.
 
+`redis concurrent` runs CONCURRENT requests at once, each an admit then its
+settle, over and over (as a gateway's requests do, though its settles go
+through the Limiter's queue): the store carries what they ask together, so a
+request costs less than one round trip. Its figures are the wall time per
+request (all of them over the requests) and this process's CPU time per
+request (redis-py's work per call, shared by the calls carried together).
+
 `redis client` is RedisCounters' own Python work, without Redis: the script
 call is stubbed by one answering what Redis answered to the same plan, so the
 figure is what the store costs the process besides the round trip; `+ packing`
@@ -39,6 +46,7 @@ from policies.redis_counters import RedisCounters
 
 NOW = 1_800_000_000.0
 BATCH = 100
+CONCURRENT = 8
 
 
 def typical(i: int) -> list[Limit]:
@@ -95,6 +103,17 @@ def line(name: str, samples: list[float]) -> str:
             f"(median; best batch {min(samples) * 1e6:.1f})")
 
 
+def operations(args: list[str]) -> list[str]:
+    """What each operation of a script call is (admit, settle, share): its header's first
+    word; the header's third says how many arguments of its own follow it."""
+    found, at = [], 0
+    while at < len(args):
+        header = args[at].split(" ", 3)
+        found.append(header[0])
+        at += 1 + int(header[2])
+    return found
+
+
 async def client_side(store: RedisCounters, requests: int, plan: Callable[[int], list[Limit]],
                       pack: bool) -> list[float]:
     """`pairs` with the script answered in-process by what Redis answered to this plan."""
@@ -102,14 +121,15 @@ async def client_side(store: RedisCounters, requests: int, plan: Callable[[int],
     real = store._script
     packer = Connection()
 
-    async def record(keys: list[str], args: list[Any]) -> Any:
-        answers[args[0]] = await real(keys=keys, args=args)
-        return answers[args[0]]
+    async def record(keys: list[str], args: list[str]) -> Any:
+        reply = await real(keys=keys, args=args)
+        answers.update(zip(operations(args), reply, strict=True))
+        return reply
 
-    async def stub(keys: list[str], args: list[Any]) -> Any:
+    async def stub(keys: list[str], args: list[str]) -> Any:
         if pack:
             packer.pack_command("EVALSHA", real.sha, len(keys), *keys, *args)
-        return answers[args[0]]
+        return [answers[op] for op in operations(args)]
 
     store._script = record  # type: ignore[assignment]
     await pairs(store, 1, plan)
@@ -118,6 +138,20 @@ async def client_side(store: RedisCounters, requests: int, plan: Callable[[int],
         return await pairs(store, requests, plan)
     finally:
         store._script = real
+
+
+async def concurrent(store: CounterStore, requests: int) -> tuple[float, float]:
+    """Wall and CPU seconds per request, CONCURRENT at a time, each admit then settle."""
+    async def one(first: int) -> None:
+        for i in range(first, requests, CONCURRENT):
+            now = NOW + i / 1000
+            answer = await store.admit(typical(i), now, 60)
+            assert answer.admitted and answer.reservation is not None
+            await store.settle(answer.reservation, {f"q1:tokens:team-{i % 8}": 900.0,
+                                                    f"b1:team-{i % 8}": 0.01}, now)
+    began, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one(first) for first in range(CONCURRENT)))
+    return (time.perf_counter() - began) / requests, (time.process_time() - cpu) / requests
 
 
 def evalshas(client: redis.Redis) -> int:
@@ -156,6 +190,17 @@ async def main(requests: int, url: str) -> None:
         print(f"redis round trips per request: {sent / requests:.2f} "
               f"(admit 1 + settle 1; server saw {server / requests:.2f} EVALSHA per request)")
         print(line("redis quotas", await pairs(store, requests, quotas, time.perf_counter)))
+        sent, before = 0, evalshas(client)
+        Connection.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        try:
+            wall, cpu = await concurrent(store, requests)
+        finally:
+            Connection.send_packed_command = send  # type: ignore[method-assign,assignment]
+        server = evalshas(client) - before - 1
+        print(f"{f'redis concurrent x{CONCURRENT}':<22} {wall * 1e6:8.1f} us per admit+settle "
+              f"(wall time, {CONCURRENT} requests at once; CPU {cpu * 1e6:.1f} us)")
+        print(f"redis round trips per request: {sent / requests:.2f} at {CONCURRENT} at once "
+              f"(server saw {server / requests:.2f} EVALSHA per request)")
     finally:
         await store.close()
         for key in client.scan_iter(match="{" + namespace + "}:*"):

@@ -2,15 +2,22 @@
 --
 -- MemoryCounters (memory_counters.py) is the reference; every step here is
 -- its step, with the float operations in the same order, so both give the
--- same answers. ARGV[1] names the operation: admit, settle or share. Keys
--- come from the client, all under one hash tag (see redis_counters.py).
--- Numbers travel as strings written with %.17g, which read back exactly.
--- An admit's or a settle's numbers travel in one argument, separated by
--- spaces, and an admit answers one such string: the client encodes and parses
--- one value where it would do sixty (which cost it more than the rest of its
--- work). Subjects, which can hold any byte, each travel on their own.
+-- same answers. A call carries several operations (admit, settle, share),
+-- run in order, each as if called alone: the client gathers what its callers
+-- ask at the same time into one round trip (see redis_counters.py). Keys come
+-- from the client, all under one hash tag. Numbers travel as strings written
+-- with %.17g, which read back exactly.
+--
+-- An operation's numbers travel in one argument, its header, separated by
+-- spaces: the client encodes and parses one value where it would do sixty
+-- (which cost it more than the rest of its work). The header starts with the
+-- operation, how many keys it uses, how many arguments follow it (subjects,
+-- which can hold any byte, each travel on their own) and its `now`; so the
+-- script finds each operation's keys and arguments without running the ones
+-- before it. The answer is one string per operation, in order; '!' and the
+-- error when one failed (the others still count).
 
-local now = tonumber(ARGV[2])
+local now
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -93,20 +100,19 @@ local function sum(order, amounts)
   return total
 end
 
--- admit: ARGV 3 holds lease, rid, n limits, m subjects, slack, buckets,
--- concurrency retry; then 9 per limit: kind, limit, window, burst, enforce,
--- cost, subject index (0: none), period end, period expiry; then 2 per
--- subject: cap, till. ARGV 4 to 3 + m: the subjects. KEYS: 1 per requests or
--- tokens limit, 2 per concurrency or budget limit, then 1 per subject.
--- Answers 2 + 7 per limit fields in one string ('-' for an empty one).
-local function admit()
-  local f = fields(ARGV[3])
-  local lease, rid = tonumber(f[1]), f[2]
-  local n, m = tonumber(f[3]), tonumber(f[4])
-  local slack, buckets, retry_slot = tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
-  local limits, k = {}, 0
+-- admit: the header holds admit, keys, m subjects, now, lease, rid, n limits,
+-- slack, buckets, concurrency retry; then 9 per limit: kind, limit, window,
+-- burst, enforce, cost, subject index (0: none), period end, period expiry;
+-- then 2 per subject: cap, till. The m arguments after it: the subjects.
+-- KEYS from k + 1: 1 per requests or tokens limit, 2 per concurrency or budget
+-- limit, then 1 per subject. Answers 2 + 7 per limit fields in one string
+-- ('-' for an empty one).
+local function admit(f, k, a)
+  local lease, rid, n, m = tonumber(f[5]), f[6], tonumber(f[7]), tonumber(f[3])
+  local slack, buckets, retry_slot = tonumber(f[8]), tonumber(f[9]), tonumber(f[10])
+  local limits = {}
   for i = 1, n do
-    local base = 7 + (i - 1) * 9
+    local base = 10 + (i - 1) * 9
     local l = {kind = f[base + 1], limit = tonumber(f[base + 2]),
       window = tonumber(f[base + 3]), burst = tonumber(f[base + 4]), enforce = f[base + 5] == '1',
       coststr = f[base + 6], cost = tonumber(f[base + 6]), place = tonumber(f[base + 7]),
@@ -121,8 +127,8 @@ local function admit()
   end
   local places = {}
   for j = 1, m do
-    local base, key = 7 + n * 9 + (j - 1) * 2, KEYS[k + j]
-    local cap, subject, till = tonumber(f[base + 1]), ARGV[3 + j], tonumber(f[base + 2])
+    local base, key = 10 + n * 9 + (j - 1) * 2, KEYS[k + j]
+    local cap, subject, till = tonumber(f[base + 1]), ARGV[a + j], tonumber(f[base + 2])
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local ok = redis.call('ZSCORE', key, subject) or redis.call('ZCARD', key) < cap
     local retry = 0
@@ -256,14 +262,14 @@ local function admit()
   return table.concat(out, ' ')
 end
 
--- settle: ARGV 3, 4, ... one reservation each: rid, buckets; then 5 per item:
--- kind, amount, bucket (tokens), window (tokens) or period expiry (budgets),
--- actual. KEYS, in the same order: 1 per tokens item, 2 per concurrency or
--- budget item. Several reservations in one call cost one round trip.
-local function settle_one(f, k)
-  local rid, buckets = f[1], tonumber(f[2])
-  for i = 1, (#f - 2) / 5 do
-    local base = 2 + (i - 1) * 5
+-- settle, one reservation: the header holds settle, keys, 0, now, rid,
+-- buckets; then 5 per item: kind, amount, bucket (tokens), window (tokens) or
+-- period expiry (budgets), actual. KEYS from k + 1, in the same order: 1 per
+-- tokens item, 2 per concurrency or budget item. Answers ''.
+local function settle(f, k)
+  local rid, buckets = f[5], tonumber(f[6])
+  for i = 1, (#f - 6) / 5 do
+    local base = 6 + (i - 1) * 5
     local kind, amountstr, actual = f[base + 1], f[base + 2], tonumber(f[base + 5])
     k = k + 1
     local k1 = KEYS[k]
@@ -296,27 +302,31 @@ local function settle_one(f, k)
       end
     end
   end
-  return k
+  return ''
 end
 
-local function settle()
-  local k = 0
-  for a = 3, #ARGV do
-    k = settle_one(fields(ARGV[a]), k)
-  end
-  return 0
-end
-
--- share: ARGV 3.. one limit per budget; KEYS: 2 per budget (hash, leases).
-local function share()
+-- share: the header holds share, keys, 0, now, then one limit per budget;
+-- KEYS from k + 1: 2 per budget (hash, leases). Answers the shares in one string.
+local function share(f, k)
   local out = {}
-  for i = 1, #ARGV - 2 do
-    local k1, k2 = KEYS[2 * i - 1], KEYS[2 * i]
+  for i = 1, #f - 4 do
+    local k1, k2 = KEYS[k + 2 * i - 1], KEYS[k + 2 * i]
     local spent = tonumber(redis.call('HGET', k1, 'spent') or '0')
-    table.insert(out, fmt((spent + live(k1, 'reserved', k2)) / tonumber(ARGV[i + 2])))
+    out[i] = fmt((spent + live(k1, 'reserved', k2)) / tonumber(f[i + 4]))
   end
-  return out
+  return table.concat(out, ' ')
 end
 
 local operations = {admit = admit, settle = settle, share = share}
-return operations[ARGV[1]]()
+local out, k, a = {}, 0, 1
+while a <= #ARGV do
+  local f = fields(ARGV[a])
+  now = tonumber(f[4])
+  local ok, answer = pcall(operations[f[1]], f, k, a)
+  if not ok then
+    answer = '!' .. tostring(type(answer) == 'table' and answer.err or answer)
+  end
+  out[#out + 1] = answer
+  k, a = k + tonumber(f[2]), a + 1 + tonumber(f[3])
+end
+return out

@@ -1,11 +1,27 @@
 """Quota and budget counters in Redis, shared by every replica.
 
-Each call is one round trip: `redis_counters.lua` runs the whole admission
-(every quota and budget of the request, all or nothing) or the whole settle
-inside Redis, which runs one script at a time, so two replicas can never both
-take the last slot. The script is sent by its SHA (EVALSHA) and loaded on
-NOSCRIPT, as redis-py's `register_script` does; the first call after a Redis
-restart therefore costs three trips, every later one one.
+`redis_counters.lua` runs the whole admission (every quota and budget of the
+request, all or nothing) or the whole settle inside Redis, which runs one
+script at a time, so two replicas can never both take the last slot. The
+script is sent by its SHA (EVALSHA) and loaded on NOSCRIPT, as redis-py's
+`register_script` does; the first call after a Redis restart therefore costs
+three trips, every later one one.
+
+Calls coalesce: what this process's callers (one event loop's) ask at the
+same time travels in one script call, since redis-py's own work per call
+(pool, retry, packing, parsing) costs more than the script. At most one call
+is in flight: Redis would run a second one only after the first anyway, and
+while one is out the admissions, settles and shares asked meanwhile queue and
+go together in the next, in the order asked, so the answers are those of the
+calls made one by one in that order (a settle queued behind an admission
+frees its slot for the admissions after it). A call asked when none is out
+goes at once, alone; a queued one waits for at most the call in flight, and
+the callers that call answers get one turn of the event loop to ask again
+(a request's settle after its admit) before the sender stops. So the load
+sets the batch size by itself, up to MAX_OPS operations and MAX_KEYS keys in
+a call (what one caller asks in one call is never split). The script answers
+each operation on its own, so a caller gets its own answer or its own
+`StoreUnavailable`.
 
 Keys: `{<namespace>}:q:<counter>` (requests, the theoretical arrival time),
 `:t:<counter>` (tokens, a hash of buckets), `:c:` and `:cl:<counter>`
@@ -27,10 +43,12 @@ early, never more than the burst.
 Reservations are kept in this process until settled (settle comes from the
 process that admitted), so a settle sends only what it changes. Every call is
 bounded (`timeout`, 0.5 s by default, to connect and to answer; four times
-that in all) and every failure is a `StoreUnavailable` naming the server but
-never its credentials. A replica keeps at most `connections` connections and
-queues calls for them: Redis runs scripts one at a time anyway, and a burst of
-300 requests opening 300 connections at once is what would time out.
+that in all, counted for each caller from when it asks, queued or not: a
+stalled Redis fails every waiting caller on time) and every failure is a
+`StoreUnavailable` naming the server but never its credentials. A caller that
+gives up on a call already sent leaves its admission to lapse with its lease.
+A replica keeps at most `connections` connections and queues calls for them
+(the script calls use one at a time; `seed`, `spent` and `ping` the others).
 """
 
 from __future__ import annotations
@@ -39,7 +57,7 @@ import asyncio
 import itertools
 import math
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -71,6 +89,11 @@ from policies.periods import period_bounds, period_key, period_of
 T = TypeVar("T")
 FIELDS = 7  # per limit in the answer: allowed, taken, remaining, reset, retry, share, reason
 KEPT = 4096  # strings kept per kind of cache (keys, a limit's fixed fields) before starting over
+# One script call's bounds, so that a burst does not hold Redis (every replica's) for long:
+# operations (an admission, one reservation's settle, a share) and keys (each argument
+# beyond an operation's own is a subject, which has a key).
+MAX_OPS = 64
+MAX_KEYS = 1024
 # What a reservation holds of one counter, as the settle script wants it: the counter,
 # its keys, and its fields for the script around the real cost ("kind amount bucket extra",
 # bucket and extra: the tokens bucket and window, or when a budget period's keys expire).
@@ -89,15 +112,26 @@ def _budget_figures(period: str, day: int) -> tuple[str, str]:
     return _num(ends), _num(expires)
 
 
+class Queued:
+    """One caller's operations, waiting for the script call that carries them."""
+
+    __slots__ = ("args", "deadline", "future", "keys", "ops", "what")
+
+    def __init__(self, what: str, keys: list[str], args: list[str], ops: int,
+                 future: asyncio.Future[list[str]], deadline: float) -> None:
+        self.what, self.keys, self.args, self.ops = what, keys, args, ops
+        self.future, self.deadline = future, deadline  # deadline: on the event loop's clock
+
+
 class RedisCounters(CounterStore):
     def __init__(self, url: str, namespace: str = "gw", timeout: float = 0.5,
                  connections: int = 16) -> None:
         parts = urlsplit(url)
         self._where = f"{parts.hostname}:{parts.port or 6379}"
-        self._timeout = timeout
+        self._bound = timeout * 4  # connect, send, answer, NOSCRIPT
         self._tag = "{" + namespace + "}"
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=connections, timeout=timeout * 4, socket_timeout=timeout,
+            url, max_connections=connections, timeout=self._bound, socket_timeout=timeout,
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._redis = aioredis.Redis.from_pool(pool)
         source = resources.files("policies").joinpath("redis_counters.lua").read_text()
@@ -110,6 +144,9 @@ class RedisCounters(CounterStore):
         self._keys_of: dict[tuple[str, str], tuple[str, ...]] = {}  # (kind, counter) -> keys
         self._fixed: dict[tuple[str, float, float, float | None, bool], str] = {}
         self._head = f" {_num(SLACK)} {BUCKETS} {_num(CONCURRENCY_RETRY)}"
+        self._queue: deque[Queued] = deque()
+        self._out = False  # a script call is in flight: new ones queue
+        self._sender: asyncio.Task[None] | None = None  # sends what queued, while any is
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
@@ -123,7 +160,7 @@ class RedisCounters(CounterStore):
                 break
         index = {pair: j + 1 for j, pair in enumerate(places)}
         keys: list[str] = []
-        fields = [f"{_num(lease)} {rid} {len(limits)} {len(places)}{self._head}"]
+        fields = [""]  # the header, once the keys are counted
         held: list[Item | None] = []
         day = math.floor(now / 86400)
         for item in limits:
@@ -153,9 +190,10 @@ class RedisCounters(CounterStore):
             keys.append(f"{self._tag}:f:{family}")
             fields.append(f"{cap} {_num(until)}")
             subject_args.append(subject)
-        args: list[str | int] = ["admit", _num(now), " ".join(fields), *subject_args]
-        reply = await self._run("admit", lambda: self._script(keys=keys, args=args))
-        answer = reply.split(" ")
+        fields[0] = (f"admit {len(keys)} {len(places)} {_num(now)} {_num(lease)} {rid} "
+                     f"{len(limits)}{self._head}")
+        reply = await self._call("admit", keys, [" ".join(fields), *subject_args], 1)
+        answer = reply[0].split(" ")
         verdicts, items = [], []
         at = 2
         for entry in held:
@@ -179,29 +217,32 @@ class RedisCounters(CounterStore):
                           now: float) -> None:
         """Several reservations in one script call: one round trip for all of them."""
         keys: list[str] = []
-        args: list[str | int] = ["settle", _num(now)]
+        args: list[str] = []
+        stamp = f"{_num(now)} "
         for reservation, actual in settles:
             _, items = self._held.pop(reservation, (0.0, []))
             if not items:
                 continue
+            first = len(keys)
             fields = [f"{reservation} {BUCKETS}"]
             for counter, pair_keys, figures in items:
                 keys += pair_keys
                 fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
-            args.append(" ".join(fields))
-        if len(args) > 2:
-            await self._run("settle", lambda: self._script(keys=keys, args=args))
+            args.append(f"settle {len(keys) - first} 0 {stamp}{' '.join(fields)}")
+        if args:
+            await self._call("settle", keys, args, len(args))
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:
         if not counters:
             return {}
         keys: list[str] = []
-        args: list[str | int] = ["share", _num(now)]
+        limits = []
         for counter, limit, period in counters:
             keys += self._budget_keys(counter, period_key(period, now))
-            args.append(_num(limit))
-        reply = await self._run("share", lambda: self._script(keys=keys, args=args))
+            limits.append(_num(limit))
+        header = f"share {len(keys)} 0 {_num(now)} {' '.join(limits)}"
+        reply = (await self._call("share", keys, [header], 1))[0].split(" ")
         return {counter: float(value) for (counter, _, _), value in zip(counters, reply,
                                                                        strict=True)}
 
@@ -226,16 +267,107 @@ class RedisCounters(CounterStore):
         await self._run("ping", self._redis.ping)
 
     async def close(self) -> None:
+        """Let what is queued go first (settles at shutdown: no spend is lost), then close."""
+        if self._sender is not None:
+            await asyncio.wait([self._sender])
         await self._redis.aclose()
 
     async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """One bounded call; any failure of Redis or the network is StoreUnavailable."""
         try:
-            async with asyncio.timeout(self._timeout * 4):  # connect, send, answer, NOSCRIPT
+            async with asyncio.timeout(self._bound):
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"redis at {self._where}: {what} failed ({type(exc).__name__})") from exc
+            raise self._unavailable(what, exc) from exc
+
+    async def _call(self, what: str, keys: list[str], args: list[str], ops: int) -> list[str]:
+        """`ops` operations in a script call: at once if none is in flight, else queued
+        for the next; their answers, in order.
+
+        Bounded from now, however long the queue: the sender answers every
+        caller by its deadline (one timer per script call, not one per caller).
+        """
+        if self._out:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[str]] = loop.create_future()
+            self._queue.append(Queued(what, keys, args, ops, future, loop.time() + self._bound))
+            answers = await future
+        else:
+            self._out = True
+            try:
+                answers = await self._run(what, lambda: self._script(keys=keys, args=args))
+            finally:
+                if self._queue:  # asked while this call was out: the sender takes it on
+                    self._sender = asyncio.create_task(self._send())
+                else:
+                    self._out = False
+        for answer in answers:
+            if answer[:1] == "!":
+                raise StoreUnavailable(f"redis at {self._where}: {what} failed ({answer[1:]})")
+        return answers
+
+    async def _send(self) -> None:
+        """Send the queue, one script call at a time, until it stays empty a turn.
+
+        A call ends by its oldest caller's deadline (the queue is in order of
+        asking, so every later caller's comes after); a caller whose deadline
+        passed while an earlier call was out fails without being sent.
+        """
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        batch: list[Queued] = []
+        try:
+            while queue:
+                batch, ops = [], 0
+                keys: list[str] = []
+                args: list[str] = []
+                now = loop.time()
+                while queue:
+                    entry = queue[0]
+                    if batch and (ops + entry.ops > MAX_OPS
+                                  or len(keys) + len(entry.keys) > MAX_KEYS):
+                        break
+                    queue.popleft()
+                    if entry.future.done():  # its caller was cancelled
+                        continue
+                    if entry.deadline <= now:
+                        entry.future.set_exception(self._unavailable(entry.what, TimeoutError()))
+                        continue
+                    batch.append(entry)
+                    keys += entry.keys
+                    args += entry.args
+                    ops += entry.ops
+                if not batch:
+                    continue
+                try:
+                    async with asyncio.timeout_at(batch[0].deadline):
+                        reply: list[str] = await self._script(keys=keys, args=args)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    for entry in batch:
+                        if not entry.future.done():
+                            entry.future.set_exception(self._unavailable(entry.what, exc))
+                else:
+                    at = 0
+                    for entry in batch:
+                        if not entry.future.done():
+                            entry.future.set_result(reply[at:at + entry.ops])
+                        at += entry.ops
+                if not queue:  # one turn for the callers just answered: what they ask next
+                    await asyncio.sleep(0)  # (a request's settle after its admit) rides along
+        except BaseException as exc:  # cancelled mid-call, or a bug: nobody is left to hang
+            for entry in [*batch, *queue]:
+                if not entry.future.done():
+                    entry.future.set_exception(self._unavailable(entry.what, exc))
+            queue.clear()
+            raise
+        finally:
+            self._out, self._sender = False, None
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        failure = StoreUnavailable(
+            f"redis at {self._where}: {what} failed ({type(exc).__name__})")
+        failure.__cause__ = exc
+        return failure
 
 
     def _counter_keys(self, kind: str, counter: str) -> list[str]:

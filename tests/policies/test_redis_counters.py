@@ -1,12 +1,16 @@
 """What only the Redis store can get wrong: round trips, keys, failures, replicas,
-and giving MemoryCounters' answers to any sequence of calls."""
+calls asked together travelling together, and giving MemoryCounters' answers to any
+sequence of calls."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +21,10 @@ from redis.asyncio.connection import Connection
 
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable
 from policies.memory_counters import MemoryCounters
-from policies.redis_counters import RedisCounters
+from policies.redis_counters import MAX_OPS, RedisCounters
+from tests.fakes import free_port
 from tests.policies.test_quotas import NOW
+from tests.services import unavailable
 
 QUOTA = Limit("q1:requests:team=research", "requests", 100, window=60)
 TOKENS = Limit("q2:tokens:team=research", "tokens", 1000, window=60, cost=300)
@@ -41,14 +47,34 @@ def test_a_quota_of_100_a_minute_admits_exactly_100_across_three_replicas(
     assert sum(a.admitted for a in asyncio.run(go())) == 100
 
 
-def counting(sent: list[Any]) -> Callable[..., Awaitable[None]]:
-    """Connection.send_packed_command, noting each command sent: one per round trip."""
+def counting(sent: list[Any], held: asyncio.Event | None = None
+             ) -> Callable[..., Awaitable[None]]:
+    """Connection.send_packed_command, noting each command sent: one per round trip.
+
+    With `held`, the first command is kept in flight a while after it is sent
+    (`held` is set meanwhile), so that a test can ask more during it.
+    """
     send = Connection.send_packed_command
 
     async def counted(self: Connection, command: Any, check_health: bool = True) -> None:
         sent.append(command)
         await send(self, command, check_health)
+        if held is not None and len(sent) == 1:
+            held.set()
+            await asyncio.sleep(0.1)
     return counted
+
+
+def operations(command: Any) -> list[str]:
+    """The operations of a sent EVALSHA, by name, in order: its headers' first words."""
+    packed = b"".join(command) if isinstance(command, list) else bytes(command)
+    return [word.decode() for word in packed.split()
+            if word in (b"admit", b"settle", b"share")]
+
+
+def seen(answer: Admission) -> tuple[Any, ...]:
+    """An admission without its reservation's id, which each store makes its own way."""
+    return answer.admitted, answer.refused_by, answer.reservation is None, answer.verdicts
 
 
 def test_one_round_trip_to_admit_and_one_to_settle(redis_url: str,
@@ -93,6 +119,204 @@ def test_many_settles_go_in_one_round_trip_and_free_what_each_held(
 
     again, spent = asyncio.run(go())
     assert len(sent) == 1 and again.admitted and spent == pytest.approx(1.0)
+
+
+# A burst of admissions, varied so that each kind of limit refuses some of them.
+SMALL = Limit("burst:requests", "requests", 30, window=60, burst=20)
+FEW = Limit("burst:concurrency", "concurrency", 6)
+CHEAP = Limit("burst:budget", "budget", 1.0, period="day", cost=0.0625)
+WINDOW = Limit("burst:tokens", "tokens", 2000, window=60, cost=150)
+
+
+def burst(i: int) -> list[Limit]:
+    chosen = [[SMALL, WINDOW], [FEW, CHEAP], [SMALL, FEW, CHEAP, WINDOW]][i % 3]
+    user = f"user-{i % 7}"
+    return [*chosen, Limit(f"burst:user:{user}", "requests", 9, window=30, family="burst",
+                           cap=4, subject=user)]
+
+
+def test_a_burst_of_admissions_travels_together_and_is_answered_as_one_by_one(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    plans = [(burst(i), NOW + i / 100) for i in range(100)]
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        memory = MemoryCounters()
+        alone = [seen(await memory.admit(limits, now, 30)) for limits, now in plans]
+        store = RedisCounters(redis_url)
+        try:
+            await store.ping()
+            await store.admit([Limit("warm", "requests", 1, window=1)], NOW, 30)  # loads it
+            monkeypatch.setattr(Connection, "send_packed_command", counting(sent))
+            together = await asyncio.gather(*(store.admit(limits, now, 30)
+                                              for limits, now in plans))
+        finally:
+            await store.close()
+        return alone, [seen(answer) for answer in together]
+
+    alone, together = asyncio.run(go())
+    assert together == alone
+    assert {False, True} <= {answer[0] for answer in alone}  # some refused, some admitted
+    # the first goes at once; the rest, asked while it is out, in calls of at most MAX_OPS
+    assert [len(operations(command)) for command in sent] == [1, MAX_OPS, 99 - MAX_OPS]
+
+
+def test_settles_asked_during_a_call_ride_with_the_next_and_count_first(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    one = Limit("one-slot", "concurrency", 1)
+
+    async def go() -> tuple[bool, bool, bool]:
+        store = RedisCounters(redis_url)
+        try:
+            held = await store.admit([one], NOW, 30)
+            assert held.reservation is not None
+            assert not (await store.admit([one], NOW, 30)).admitted  # the slot is taken
+            out = asyncio.Event()
+            monkeypatch.setattr(Connection, "send_packed_command", counting(sent, out))
+            first = asyncio.create_task(store.admit([QUOTA], NOW, 30))
+            await out.wait()  # the first call is in flight
+            settled = asyncio.create_task(store.settle(held.reservation, {}, NOW + 1))
+            again = asyncio.create_task(store.admit([one], NOW + 1, 30))
+            await settled
+            return (await first).admitted, (await again).admitted, settled.done()
+        finally:
+            await store.close()
+
+    first, again, settled = asyncio.run(go())
+    assert first and settled and again  # the settle went first: its slot was free again
+    assert [operations(command) for command in sent] == [["admit"], ["settle", "admit"]]
+
+
+def test_one_operation_failing_in_the_script_fails_only_its_caller(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    broken = Limit("broken", "requests", 5, window=60)
+    client = redis.Redis.from_url(redis_url)
+    client.hset("{gw}:q:broken", "not", "a number")  # GET on it: WRONGTYPE
+
+    async def go() -> list[Any]:
+        store = RedisCounters(redis_url)
+        try:
+            await store.admit([QUOTA], NOW, 30)
+            monkeypatch.setattr(Connection, "send_packed_command", counting(sent))
+            return list(await asyncio.gather(store.admit([QUOTA], NOW, 30),
+                                             store.admit([broken], NOW, 30),
+                                             store.admit([QUOTA], NOW, 30),
+                                             return_exceptions=True))
+        finally:
+            await store.close()
+
+    answers = asyncio.run(go())
+    client.close()
+    assert isinstance(answers[1], StoreUnavailable) and "WRONGTYPE" in str(answers[1])
+    assert answers[0].admitted and answers[2].admitted
+    assert [operations(command) for command in sent] == [["admit"], ["admit", "admit"]]
+
+
+class Server:
+    """A redis-server of the test's own, to stop, kill and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        try:
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            unavailable("redis-server", exc)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped one would not die at once
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    own = Server(tmp_path)
+    own.start()
+    yield own
+    own.kill()
+
+
+def test_a_stalled_redis_fails_every_queued_caller_within_the_bound(server: Server) -> None:
+    timeout = 0.2  # the bound: four times it, from when each caller asks
+
+    async def go() -> tuple[list[Any], float, bool]:
+        store = RedisCounters(server.url, timeout=timeout)
+        try:
+            await store.admit([QUOTA], NOW, 30)
+            server.signal(signal.SIGSTOP)
+            started = time.monotonic()
+            # 300 callers: six calls, each taking its socket timeout, but every caller is
+            # answered by its own bound, not after the five calls before its own
+            answers = await asyncio.gather(*(store.admit([QUOTA], NOW, 30) for _ in range(300)),
+                                           return_exceptions=True)
+            took = time.monotonic() - started
+            server.signal(signal.SIGCONT)
+            after = await store.admit([Limit("after", "requests", 1, window=1)], NOW, 30)
+            return list(answers), took, after.admitted
+        finally:
+            await store.close()
+
+    answers, took, after = asyncio.run(go())
+    assert all(isinstance(answer, StoreUnavailable) for answer in answers)
+    assert all(str(server.port) in str(answer) for answer in answers)
+    assert took < timeout * 4 + 0.3
+    assert after  # Redis answers again: so does the store
+
+
+def test_redis_killed_mid_call_fails_each_caller_and_a_restart_serves_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+
+    async def go() -> tuple[list[Any], float, Admission]:
+        store = RedisCounters(server.url)
+        try:
+            await store.admit([QUOTA], NOW, 30)  # connects, loads the script
+            out = asyncio.Event()
+            monkeypatch.setattr(Connection, "send_packed_command", counting(sent, out))
+            started = time.monotonic()
+            callers = [asyncio.create_task(store.admit([QUOTA, SLOT], NOW, 30))
+                       for _ in range(20)]
+            await out.wait()  # the first is in flight, the others queued
+            callers.append(asyncio.create_task(store.share([(BUDGET.counter, 5.0, "month")],
+                                                           NOW)))
+            server.kill()
+            answers = await asyncio.gather(*callers, return_exceptions=True)
+            took = time.monotonic() - started
+            monkeypatch.undo()
+            server.start()  # empty: the script must be loaded again
+            return list(answers), took, await store.admit([QUOTA], NOW, 30)
+        finally:
+            await store.close()
+
+    answers, took, after = asyncio.run(go())
+    assert all(isinstance(answer, StoreUnavailable) for answer in answers)
+    assert took < 1.0 and after.admitted
 
 
 def test_every_key_is_in_one_hash_tagged_slot_and_expires(redis_url: str) -> None:
