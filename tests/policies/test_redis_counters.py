@@ -72,7 +72,7 @@ def operations(command: Any) -> list[str]:
             if word in (b"admit", b"settle", b"share")]
 
 
-def seen(answer: Admission) -> tuple[Any, ...]:
+def answered(answer: Admission) -> tuple[Any, ...]:
     """An admission without its reservation's id, which each store makes its own way."""
     return answer.admitted, answer.refused_by, answer.reservation is None, answer.verdicts
 
@@ -142,7 +142,7 @@ def test_a_burst_of_admissions_travels_together_and_is_answered_as_one_by_one(
 
     async def go() -> tuple[list[Any], list[Any]]:
         memory = MemoryCounters()
-        alone = [seen(await memory.admit(limits, now, 30)) for limits, now in plans]
+        alone = [answered(await memory.admit(limits, now, 30)) for limits, now in plans]
         store = RedisCounters(redis_url)
         try:
             await store.ping()
@@ -152,7 +152,7 @@ def test_a_burst_of_admissions_travels_together_and_is_answered_as_one_by_one(
                                               for limits, now in plans))
         finally:
             await store.close()
-        return alone, [seen(answer) for answer in together]
+        return alone, [answered(answer) for answer in together]
 
     alone, together = asyncio.run(go())
     assert together == alone
@@ -435,20 +435,33 @@ def limits_of(picked: list[int], cost: int, subject: str) -> list[Limit]:
     return chosen
 
 
-async def play(store: CounterStore, program: list[tuple[tuple[Any, ...], float]]) -> list[Any]:
+Step = tuple[tuple[Any, ...], float]
+
+
+async def play(store: CounterStore, groups: list[list[Step]], together: bool = False
+               ) -> list[Any]:
+    """The calls of `groups`, in order; `together`: a group's are asked at once, so that
+    they travel in a script call or two (a settle settles what earlier groups held)."""
     now, held, seen = NOW, [], list[Any]()
-    for op, step in program:
-        now += step
-        if op[0] == "admit":
-            chosen = limits_of(op[1], op[2], op[3])
-            answer = await store.admit(chosen, now, op[4])
-            seen.append((answer.admitted, answer.refused_by, answer.reservation is None,
-                         answer.verdicts))
-            if answer.reservation is not None:
-                held.append((answer.reservation, chosen))
-        elif held:
-            rid, chosen = held.pop(op[1] % len(held))
-            await store.settle(rid, {item.counter: item.cost * op[2] for item in chosen}, now)
+    for group in groups:
+        calls: list[Awaitable[Any]] = []
+        chosen: list[list[Limit] | None] = []  # an admission's limits; None for a settle
+        for op, step in group:
+            now += step
+            if op[0] == "admit":
+                chosen.append(limits_of(op[1], op[2], op[3]))
+                calls.append(store.admit(chosen[-1], now, op[4]))
+            elif held:
+                rid, limits = held.pop(op[1] % len(held))
+                chosen.append(None)
+                calls.append(store.settle(rid, {item.counter: item.cost * op[2]
+                                                for item in limits}, now))
+        answers = await asyncio.gather(*calls) if together else [await call for call in calls]
+        for limits, answer in zip(chosen, answers, strict=True):
+            if limits is not None:
+                seen.append(answered(answer))
+                if answer.reservation is not None:
+                    held.append((answer.reservation, limits))
     seen.append(await store.share([("b", 1.0, "day"), ("ba", 0.5, "day")], now))
     seen.append([await store.spent(c, "day", now) for c in ("b", "ba")])
     return seen
@@ -458,21 +471,37 @@ async def play(store: CounterStore, program: list[tuple[tuple[Any, ...], float]]
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(programs)
 def test_redis_gives_memorys_answers_to_any_calls(redis_url: str,
-                                                  program: list[tuple[tuple[Any, ...], float]]
-                                                  ) -> None:
+                                                  program: list[Step]) -> None:
     assert_the_stores_agree(redis_url, program)
 
 
-def assert_the_stores_agree(redis_url: str, program: list[tuple[tuple[Any, ...], float]]
-                            ) -> None:
+def assert_the_stores_agree(redis_url: str, program: list[Step]) -> None:
+    assert_groups_agree(redis_url, [[step] for step in program])
+
+
+def assert_groups_agree(redis_url: str, groups: list[list[Step]]) -> None:
     async def go() -> tuple[list[Any], list[Any]]:
         redis_store = RedisCounters(redis_url, namespace=uuid.uuid4().hex)
         try:
-            return await play(MemoryCounters(), program), await play(redis_store, program)
+            return (await play(MemoryCounters(), groups),
+                    await play(redis_store, groups, together=True))
         finally:
             await redis_store.close()
     memory, shared = asyncio.run(go())
     assert memory == shared
+
+
+# Calls asked at once travel together: the answers must still be memory's, one by one.
+groups = st.lists(st.lists(st.tuples(st.one_of(admits, settles), steps), min_size=1,
+                           max_size=8), max_size=8)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups)
+def test_redis_gives_memorys_answers_to_calls_asked_at_once(
+        redis_url: str, program: list[list[Step]]) -> None:
+    assert_groups_agree(redis_url, program)
 
 
 # A replica's clock may be behind another's: `now` going back must not part the stores
@@ -486,5 +515,5 @@ backwards = st.lists(st.tuples(st.one_of(admits, settles),
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(backwards)
 def test_redis_gives_memorys_answers_when_time_goes_back(
-        redis_url: str, program: list[tuple[tuple[Any, ...], float]]) -> None:
+        redis_url: str, program: list[Step]) -> None:
     assert_the_stores_agree(redis_url, program)
