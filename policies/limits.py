@@ -56,7 +56,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from policies.periods import PERIODS, period_bounds
 
@@ -77,8 +77,10 @@ class StoreUnavailable(Exception):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(NamedTuple):
+    """One counter and what a request takes from it. A named tuple: the limits stage
+    makes several per request, and a frozen dataclass costs three times as much."""
+
     counter: str          # stable id built by the caller ("q3:requests:team=research"), no secrets
     kind: str             # "requests" | "tokens" | "concurrency" | "budget"
     limit: float          # N (requests, tokens, slots) or USD
@@ -92,8 +94,7 @@ class Limit:
     subject: str = ""     # the subject within its family; "" = the counter
 
 
-@dataclass(slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """One limit's answer, as this admission leaves its counter."""
 
     allowed: bool       # allowed (for a non-enforcing limit: would have been)
@@ -113,32 +114,30 @@ class Admission:
 
 
 def validate(limits: Sequence[Limit]) -> None:
-    """Refuse limits no store can count, before any store is asked."""
-    # Every admission pays for this, so it is comparisons, no generators: a chained
-    # comparison is False for NaN and for either infinity. Counters are looked at
-    # for repeats item by item only when some counter name comes twice.
+    """Refuse limits no store can count, before any store is asked, item by item."""
+    # Every admission pays for this, so it is comparisons on unpacked fields, no
+    # generators: a chained comparison is False for NaN and for either infinity.
+    # Repeats are looked for pair by pair only when some counter name comes twice.
     seen: set[tuple[str, str]] | None = None
-    if len(limits) > 1 and len({item.counter for item in limits}) < len(limits):
+    if len(limits) > 1 and len({item[0] for item in limits}) < len(limits):
         seen = set()
-    for item in limits:
-        kind = item.kind
+    for counter, kind, limit, window, period, burst, cost, _, family, cap, _ in limits:
         if kind not in KINDS:
             raise ValueError(f"unknown limit kind `{kind}`")
         if seen is not None:
-            pair = (kind, item.counter)
-            if pair in seen:
-                raise ValueError(f"counter `{item.counter}` appears twice in one admission")
-            seen.add(pair)
-        window, burst = item.window, item.burst
-        if not (0 < item.limit < _INF and 0 <= item.cost < _INF and -_INF < window < _INF
+            if (kind, counter) in seen:
+                raise ValueError(f"counter `{counter}` appears twice in one admission")
+            seen.add((kind, counter))
+        if not (0 < limit < _INF and 0 <= cost < _INF and -_INF < window < _INF
                 and (burst is None or -_INF < burst < _INF)):
-            raise ValueError(f"counter `{item.counter}`: limit must be > 0 and cost >= 0")
-        if window <= 0 and (kind == "requests" or kind == "tokens"):
-            raise ValueError(f"counter `{item.counter}`: a {kind} quota needs a window")
-        if kind == "budget" and item.period not in PERIODS:
-            raise ValueError(f"counter `{item.counter}`: period must be day, week or month")
-        if item.family and (item.cap is None or item.cap < 0):
-            raise ValueError(f"counter `{item.counter}`: a family needs a cap >= 0")
+            raise ValueError(f"counter `{counter}`: limit must be > 0 and cost >= 0")
+        if kind == "budget":
+            if period not in PERIODS:
+                raise ValueError(f"counter `{counter}`: period must be day, week or month")
+        elif window <= 0 and kind != "concurrency":
+            raise ValueError(f"counter `{counter}`: a {kind} quota needs a window")
+        if family and (cap is None or cap < 0):
+            raise ValueError(f"counter `{counter}`: a family needs a cap >= 0")
 
 
 def subjects(limits: Sequence[Limit], now: float,

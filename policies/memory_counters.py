@@ -172,62 +172,62 @@ class MemoryCounters(CounterStore):
         checked: list[tuple[bool, float, str, Any, Any]] = []
         refused = None
         now_us = math.floor(now * 1e6 + 0.5)
-        for i, item in enumerate(limits):
-            kind = item.kind
+        for i, (counter, kind, limit, window, period, burst, cost, enforce, family, _,
+                subject) in enumerate(limits):
             reason = "limit"
             if kind == "requests":
-                figures: Any = self._gcra(item)
-                step, capacity, cost = figures
-                base = self._tat.get(item.counter, now_us)
+                figures: Any = self._gcra(window, limit, burst, cost)
+                step, capacity, amount = figures
+                base = self._tat.get(counter, now_us)
                 if base < now_us:
                     base = now_us
-                allow_at = base + cost - capacity
+                allow_at = base + amount - capacity
                 allowed = allow_at <= now_us
                 retry = (allow_at - now_us if allow_at > now_us else 0) / 1e6
                 state: Any = base
             elif kind == "tokens":
-                limit = item.limit + SLACK * item.limit
-                state = self._windows.get(item.counter)
+                ceiling = limit + SLACK * limit
+                state = self._windows.get(counter)
                 if state is None:
-                    state = self._windows[item.counter] = Window()
-                width = item.window / BUCKETS
+                    state = self._windows[counter] = Window()
+                width = window / BUCKETS
                 current = math.floor(now / width)
                 if state.buckets:
                     state.drop(current - BUCKETS)
                 total = state.total()
-                allowed = total + item.cost <= limit
+                allowed = total + cost <= ceiling
                 retry = 0.0
                 if not allowed:
-                    retry = item.window
-                    if item.cost <= limit:
+                    retry = window
+                    if cost <= ceiling:
                         fallen = 0.0
                         for bucket, amount in state.buckets.items():
                             fallen += amount
-                            if total - fallen + item.cost <= limit:
+                            if total - fallen + cost <= ceiling:
                                 retry = (bucket + BUCKETS + 1) * width - now
                                 break
                 figures = (width, current)
             elif kind == "concurrency":
-                state = self._slots.get(item.counter)
+                state = self._slots.get(counter)
                 if state is None:
-                    state = self._slots[item.counter] = Leases()
-                allowed = state.live(now) + item.cost <= item.limit + SLACK * item.limit
+                    state = self._slots[counter] = Leases()
+                allowed = state.live(now) + cost <= limit + SLACK * limit
                 retry = CONCURRENCY_RETRY
                 figures = None
             else:
-                key, _, end = period_of(item.period, now)
-                state = self._budgets.get((item.counter, key))
+                key, _, end = period_of(period, now)
+                state = self._budgets.get((counter, key))
                 if state is None:
-                    state = self._budgets[item.counter, key] = Budget()
+                    state = self._budgets[counter, key] = Budget()
                 used = (state.spent or 0.0) + state.reserved.live(now)
-                allowed = used + item.cost <= item.limit + SLACK * item.limit
+                allowed = used + cost <= limit + SLACK * limit
                 retry = end - now
                 figures = end
-            if places is not None and item.family:
-                place = places.get((item.family, item.subject or item.counter))
+            if places is not None and family:
+                place = places.get((family, subject or counter))
                 if place is not None and not place[0]:
                     allowed, retry, reason = False, place[1], "subjects"
-            if not allowed and refused is None and item.enforce:
+            if not allowed and refused is None and enforce:
                 refused = i
             checked.append((allowed, retry, reason, state, figures))
         admitted = refused is None
@@ -235,15 +235,15 @@ class MemoryCounters(CounterStore):
         items: list[Item] = []
         verdicts = []
         for item, (allowed, retry, reason, state, figures) in zip(limits, checked, strict=True):
-            kind = item.kind
-            taken = admitted and (item.enforce or allowed or kind == "budget")
+            counter, kind, limit, _, _, _, cost, enforce = item[:8]
+            taken = admitted and (enforce or allowed or kind == "budget")
             if allowed:
                 reason, retry = "", 0.0
             if kind == "requests":
-                step, capacity, cost = figures
+                step, capacity, amount = figures
                 if taken:
-                    state += cost
-                    self._tat[item.counter] = state
+                    state += amount
+                    self._tat[counter] = state
                 ahead = state - now_us
                 remaining = float(math.floor((capacity - ahead) / step))
                 verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
@@ -252,29 +252,29 @@ class MemoryCounters(CounterStore):
                 width, current = figures
                 buckets = state.buckets
                 if taken:
-                    if item.cost > 0:
-                        state.put(current, buckets.get(current, 0.0) + item.cost)
-                    items.append((_TOKENS, item.counter, state, item.cost, current, width))
+                    if cost > 0:
+                        state.put(current, buckets.get(current, 0.0) + cost)
+                    items.append((_TOKENS, counter, state, cost, current, width))
                 reset = (next(reversed(buckets)) + BUCKETS + 1) * width - now if buckets else 0.0
-                remaining = item.limit - state.total()
+                remaining = limit - state.total()
                 verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0, reset,
                                         retry, None, reason))
             elif kind == "concurrency":
                 if taken:
-                    state.take(rid, item.cost, now + lease)
-                    items.append((_SLOTS, item.counter, state, item.cost, 0, 0.0))
-                remaining = item.limit - state.total
+                    state.take(rid, cost, now + lease)
+                    items.append((_SLOTS, counter, state, cost, 0, 0.0))
+                remaining = limit - state.total
                 verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
                                         state.last(now), retry, None, reason))
             else:
                 reserved = state.reserved
                 if taken:
-                    reserved.take(rid, item.cost, now + lease)
-                    items.append((_BUDGET, item.counter, state, item.cost, 0, 0.0))
+                    reserved.take(rid, cost, now + lease)
+                    items.append((_BUDGET, counter, state, cost, 0, 0.0))
                 used = (state.spent or 0.0) + reserved.total
-                remaining = item.limit - used
+                remaining = limit - used
                 verdicts.append(Verdict(allowed, remaining if remaining > 0.0 else 0.0,
-                                        figures - now, retry, used / item.limit, reason))
+                                        figures - now, retry, used / limit, reason))
         if admitted and places is not None:
             for (family, subject), (ok, _, until) in places.items():
                 if ok:
@@ -285,17 +285,18 @@ class MemoryCounters(CounterStore):
             return Admission(True, verdicts, rid, None)
         return Admission(admitted, verdicts, None, refused)
 
-    def _gcra(self, item: Limit) -> tuple[int, int, int]:
+    def _gcra(self, window: float, limit: float, burst: float | None,
+              cost: float) -> tuple[int, int, int]:
         """A requests quota in whole µs: emission interval, burst capacity, this cost.
 
         The same few quotas come back on every request: their figures are kept.
         """
-        key = (item.window, item.limit, item.burst, item.cost)
+        key = (window, limit, burst, cost)
         found = self._gcras.get(key)
         if found is None:
             if len(self._gcras) >= 4096:
                 self._gcras.clear()
-            found = self._gcras[key] = _gcra(item)
+            found = self._gcras[key] = _gcra(window, limit, burst, cost)
         return found
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
@@ -362,7 +363,8 @@ class MemoryCounters(CounterStore):
         return places
 
 
-def _gcra(item: Limit) -> tuple[int, int, int]:
-    step = max(1, math.floor(item.window * 1e6 / item.limit + 0.5))
-    burst = item.limit if item.burst is None else item.burst
-    return step, math.floor(burst * step + 0.5), math.floor(item.cost * step + 0.5)
+def _gcra(window: float, limit: float, burst: float | None,
+          cost: float) -> tuple[int, int, int]:
+    step = max(1, math.floor(window * 1e6 / limit + 0.5))
+    return step, math.floor((limit if burst is None else burst) * step + 0.5), \
+        math.floor(cost * step + 0.5)

@@ -21,7 +21,6 @@ degraded (`/readyz`, a metric, the log) until the store answers again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -30,9 +29,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from compiler.compiled import Budget, Deployment, PoolTarget, Quota, block_id
+from compiler.compiled import Budget, Decision, Deployment, PoolTarget, Quota, block_id
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable, Verdict
 from policies.memory_counters import MemoryCounters
 from policies.periods import period_bounds
@@ -47,9 +46,14 @@ SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week"
 SETTLE_BATCH = 64
 FIXED_KEPT = 4096
 SHARES_KEPT = 65536
+SHARED = frozenset(("team", "user", "key"))  # the budgets `budget.team` and its kin read
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
+
+
+# a counter the request meets: its block, what it takes from it, whose it is ("team=x")
+Counted = tuple[Quota | Budget, Limit, str]
 
 
 @dataclass(slots=True)
@@ -62,9 +66,10 @@ class Held:
     tokens: tuple[str, ...]  # counters to correct to the real tokens
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """One counted block, as the admission saw it: for headers, alerts and the log."""
+class Applied(NamedTuple):
+    """One counted block, as the admission saw it: for headers, alerts and the log (a
+    named tuple, made for every counter of every request, at a third of a frozen
+    dataclass's cost)."""
 
     block: Quota | Budget
     limit: Limit
@@ -101,30 +106,27 @@ class Limiter:
     _settles: deque[tuple[Held, float | None, float | None]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
-    _leases: dict[int, tuple[object, float]] = field(default_factory=dict)
+    _countings: dict[int, Counting] = field(default_factory=dict)
 
-    def build(self, quotas: Sequence[Quota], budgets: Sequence[Budget],
-              identity: dict[str, str | None], request_get: Callable[[str], Any],
-              tokens: float, max_tokens: float | None, targets: Sequence[Deployment | PoolTarget],
-              ) -> list[tuple[Quota | Budget, Limit, str]]:
-        """The counters this request meets, with what it takes from each: the blocks'
-        templates (made once per block) with the subject's value and the costs in."""
-        out: list[tuple[Quota | Budget, Limit, str]] = []
+    def build(self, decision: Decision, identity: dict[str, str | None],
+              request_get: Callable[[str], Any], tokens: float, max_tokens: float | None,
+              ) -> list[Counted]:
+        """The counters this request meets, with what it takes from each: the decision's
+        blocks (worked out once per decision) with the subject's value and the costs in."""
+        counting = self.counting(decision)
+        out: list[Counted] = []
         most: float | None = None
-        blocks: tuple[Quota | Budget, ...] = (*quotas, *budgets)
-        for block in blocks:
-            subject = _subject_value(block, identity, request_get)
-            if subject is None:
-                continue
-            for t in _templates(block):
-                if t.kind == "budget":
-                    if most is None:
-                        most = max((pricing.most(tokens, max_tokens, d.model)
-                                    for d in _deployments(targets)), default=0.0)
-                    cost = most
-                elif t.kind == "tokens":
-                    cost = tokens + (max_tokens or 0)
-                else:  # a request, a slot: the same Limit every time, kept on its template
+        for block, dimension, templates in counting.blocks:
+            if dimension:
+                value = identity[dimension] if dimension in identity else request_get(dimension)
+                if value is None:
+                    continue
+                subject = subject_name(dimension, str(value))
+            else:
+                subject = "global"
+            for t in templates:
+                kind = t.kind
+                if kind == "requests" or kind == "concurrency":  # the same Limit every time
                     fixed = t.fixed.get(subject)
                     if fixed is None:
                         fixed = t.limit_for(subject, 1.0)
@@ -132,23 +134,31 @@ class Limiter:
                             t.fixed[subject] = fixed
                     out.append((block, fixed, subject))
                     continue
+                if kind == "budget":
+                    if most is None:
+                        most = max((pricing.most(tokens, max_tokens, d.model)
+                                    for d in counting.deployments), default=0.0)
+                    cost = most
+                else:
+                    cost = tokens + (max_tokens or 0)
                 out.append((block, t.limit_for(subject, cost), subject))
-        if len(out) > 1 and len({limit.counter for _, limit, _ in out}) < len(out):
+        if counting.alike and len({limit.counter for _, limit, _ in out}) < len(out):
             out = _apart(out)
         return out
 
-    def lease(self, targets: tuple[Deployment | PoolTarget, ...]) -> float:
-        """The chain's lease, worked out once: a policy's decisions are cached, so each
-        chain is one object for as long as its policy serves (the cache is emptied
-        now and then, so that reloaded policies' chains do not stay alive through it)."""
-        found = self._leases.get(id(targets))
-        if found is None or found[0] is not targets:
-            if len(self._leases) >= FIXED_KEPT:
-                self._leases.clear()
-            found = self._leases[id(targets)] = (targets, lease(targets))
-        return found[1]
+    def counting(self, decision: Decision) -> Counting:
+        """A decision's blocks and lease, worked out once: a policy's decisions are
+        cached, so each is one object for as long as its policy serves (this cache is
+        emptied now and then, so that reloaded policies' decisions do not stay alive
+        through it)."""
+        found = self._countings.get(id(decision))
+        if found is None or found.decision is not decision:
+            if len(self._countings) >= FIXED_KEPT:
+                self._countings.clear()
+            found = self._countings[id(decision)] = Counting.of(decision)
+        return found
 
-    async def admit(self, counted: list[tuple[Quota | Budget, Limit, str]],
+    async def admit(self, counted: list[Counted],
                     lease: float) -> tuple[Admission, Held, list[Applied]]:
         """One admission for every counter; on a store failure, as the blocks say."""
         limits = [limit for _, limit, _ in counted]
@@ -159,7 +169,8 @@ class Limiter:
             await self._seed(store, limits, now)
             admission = await store.admit(limits, now, max(lease, self.min_lease))
             self._timed("admit", started, True)
-            self._recovered()
+            if self.degraded:
+                self._recovered()
         except StoreUnavailable as failure:
             self._timed("admit", started, False)
             if any(block.on_store_error == "refuse" for block, _, _ in counted):
@@ -171,19 +182,22 @@ class Limiter:
             store = self.local
             await self._seed(store, limits, now)
             admission = await store.admit(limits, now, max(lease, self.min_lease))
-        applied = [Applied(block, limit, verdict, subject) for (block, limit, subject), verdict
-                   in zip(counted, admission.verdicts, strict=True)]
-        for item in applied:
-            if item.verdict.share is not None and isinstance(item.block, Budget):
-                dimension = item.block.subject.dimension
-                if dimension in ("team", "user", "key"):
+        applied: list[Applied] = []
+        budgets: list[str] = []
+        tokens: list[str] = []
+        for (block, limit, subject), verdict in zip(counted, admission.verdicts, strict=True):
+            applied.append(Applied(block, limit, verdict, subject))
+            if limit.kind == "budget":
+                budgets.append(limit.counter)
+                if verdict.share is not None and block.subject.dimension in SHARED:
                     if len(self.shares) >= SHARES_KEPT:
                         self.shares.clear()  # a client naming its own users: start over
-                    self.shares[(dimension, item.subject.partition("=")[2])] = item.verdict.share
-        held = Held(store, admission.reservation,
-                    tuple(a.limit.counter for a in applied if a.limit.kind == "budget"),
-                    tuple(a.limit.counter for a in applied if a.limit.kind == "tokens"))
-        return admission, held, applied
+                    self.shares[(block.subject.dimension, subject.partition("=")[2])] = \
+                        verdict.share
+            elif limit.kind == "tokens":
+                tokens.append(limit.counter)
+        return admission, Held(store, admission.reservation, tuple(budgets), tuple(tokens)), \
+            applied
 
     def settle_later(self, held: Held, cost: float | None, tokens: float | None) -> None:
         """Queue a settle for `settling`: the request path appends, nothing more."""
@@ -286,9 +300,31 @@ class Template:
                      self.cap, subject)
 
 
-@functools.lru_cache(maxsize=4096)
+@dataclass(frozen=True, slots=True)
+class Counting:
+    """What a decision's quotas and budgets count, but for the request's subjects and
+    costs: each block with the dimension its subject reads ("" for global) and its
+    counters' templates, the models whose prices bound a reservation, its lease."""
+
+    decision: Decision
+    blocks: tuple[tuple[Quota | Budget, str, tuple[Template, ...]], ...]
+    deployments: tuple[Deployment, ...]
+    lease: float
+    alike: bool  # two blocks count on one name (see `_apart`)
+
+    @classmethod
+    def of(cls, decision: Decision) -> Counting:
+        members: tuple[Quota | Budget, ...] = (*decision.quotas, *decision.budgets)
+        blocks = tuple((block, "" if block.subject.kind == "global" else block.subject.dimension,
+                        _templates(block)) for block in members)
+        names = [t.counter + t.suffix for _, _, templates in blocks for t in templates]
+        deployments = tuple(_deployments(decision.targets))
+        return cls(decision, blocks, deployments, lease(decision.targets),
+                   len(set(names)) < len(names))
+
+
 def _templates(block: Quota | Budget) -> tuple[Template, ...]:
-    """A block's counters, made once: its name is a digest of its condition."""
+    """A block's counters: its name is a digest of its condition."""
     name = block_id(block)
     family, cap = (name, block.max_values) if block.subject.keyed else ("", None)
     if isinstance(block, Budget):
@@ -314,23 +350,16 @@ def _templates(block: Quota | Budget) -> tuple[Template, ...]:
     return tuple(out)
 
 
-def _subject_value(block: Quota | Budget, identity: dict[str, str | None],
-                   request_get: Callable[[str], Any]) -> str | None:
-    """Whose counter the block counts this request on, as `dimension=value`."""
-    subject = block.subject
-    if subject.kind == "global":
-        return "global"
-    dimension = subject.dimension
-    value = identity[dimension] if dimension in identity else request_get(dimension)
-    if value is None:
-        return None
-    if dimension.startswith("header:"):  # a header may carry a credential: never its text
-        return f"{dimension}={digest(str(value))}"
-    return f"{dimension}={value_text(str(value))}"
+@functools.lru_cache(maxsize=65536)
+def subject_name(dimension: str, value: str) -> str:
+    """Whose counter a block counts a request on, as `dimension=value`; a header's
+    value, which may carry a credential, by its digest only."""
+    if dimension.startswith("header:"):
+        return f"{dimension}={digest(value)}"
+    return f"{dimension}={value_text(value)}"
 
 
-def _apart(counted: list[tuple[Quota | Budget, Limit, str]]
-           ) -> list[tuple[Quota | Budget, Limit, str]]:
+def _apart(counted: list[Counted]) -> list[Counted]:
     """Blocks alike in kind, subject, `when` and period (two `budget per team { ... }`
     of one period) keep a counter each: the second and later get `#2`, `#3`."""
     seen: dict[str, int] = {}
@@ -338,7 +367,7 @@ def _apart(counted: list[tuple[Quota | Budget, Limit, str]]
     for block, limit, subject in counted:
         seen[limit.counter] = seen.get(limit.counter, 0) + 1
         if seen[limit.counter] > 1:
-            limit = dataclasses.replace(limit, counter=f"{limit.counter}#{seen[limit.counter]}")
+            limit = limit._replace(counter=f"{limit.counter}#{seen[limit.counter]}")
         out.append((block, limit, subject))
     return out
 
@@ -386,20 +415,41 @@ def refusal(applied: Applied) -> GatewayError:
                         "rate_limit_exceeded", headers={"Retry-After": wait})
 
 
+RATE_HEADERS = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode()
+                            for what in ("limit", "remaining", "reset"))
+                for kind in ("requests", "tokens")}
+
+
 def rate_headers(applied: Sequence[Applied]) -> list[tuple[bytes, bytes]]:
     """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied."""
+    tightest: dict[str, tuple[float, Applied]] = {}
+    for item in applied:
+        kind = item.limit.kind
+        if kind == "requests" or kind == "tokens":
+            left = item.verdict.remaining / item.limit.limit
+            if kind not in tightest or left < tightest[kind][0]:
+                tightest[kind] = (left, item)
     headers: list[tuple[bytes, bytes]] = []
     for kind in ("requests", "tokens"):
-        mine = [a for a in applied if a.limit.kind == kind]
-        if not mine:
+        if kind not in tightest:
             continue
-        tightest = min(mine, key=lambda a: a.verdict.remaining / a.limit.limit)
-        headers += [
-            (f"x-ratelimit-limit-{kind}".encode(), b"%d" % tightest.limit.limit),
-            (f"x-ratelimit-remaining-{kind}".encode(),
-             b"%d" % max(0, math.floor(tightest.verdict.remaining))),
-            (f"x-ratelimit-reset-{kind}".encode(), duration(tightest.verdict.reset).encode())]
+        item = tightest[kind][1]
+        limit, remaining, reset = RATE_HEADERS[kind]
+        headers += [(limit, b"%d" % item.limit.limit),
+                    (remaining, b"%d" % item.verdict.remaining),  # >= 0: %d is its floor
+                    (reset, _reset_text(item.verdict.reset))]
     return headers
+
+
+def _reset_text(seconds: float) -> bytes:
+    """A reset as a header's value, for the few thousand values a header shows."""
+    return _written(max(0, round(seconds * 1000)) if seconds < 1 else -math.ceil(seconds))
+
+
+@functools.lru_cache(maxsize=8192)
+def _written(rounded: int) -> bytes:
+    """`rounded`: milliseconds (>= 0), or whole seconds negated."""
+    return (f"{rounded}ms" if rounded >= 0 else duration(-rounded)).encode()
 
 
 def duration(seconds: float) -> str:

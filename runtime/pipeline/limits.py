@@ -24,12 +24,12 @@ async def enter(exchange: Exchange) -> None:
     if not decision.quotas and not decision.budgets:
         return
     limiter = exchange.gateway.limiter
-    counted = limiter.build(decision.quotas, decision.budgets,
+    counted = limiter.build(decision,
                             {"team": exchange.team, "user": exchange.user, "key": exchange.key_id},
-                            request.get, request.tokens, request.max_tokens, decision.targets)
+                            request.get, request.tokens, request.max_tokens)
     if not counted:
         return
-    admission, held, applied = await limiter.admit(counted, limiter.lease(decision.targets))
+    admission, held, applied = await limiter.admit(counted, limiter.counting(decision).lease)
     exchange.held = held  # settled on the way out, whatever happens from here
     exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
     exchange.gateway.alerts.check(applied)

@@ -3,6 +3,9 @@ counts apart, stable across processes, and never holding a header's text."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from compiler.compiled import load
 from compiler.request import Request
 from policies.memory_counters import MemoryCounters
 from runtime.limiting import Limiter
@@ -15,16 +18,18 @@ auth { mode = headers }
 """
 
 
-def counters(compile_text, blocks: str, request: Request) -> list[str]:
-    policy = compile_text(POLICY + blocks).policy
+def counters(tmp_path: Path, blocks: str, request: Request) -> list[str]:
+    path = tmp_path / "policy.gw"
+    path.write_text(POLICY + blocks)
+    compiled = load(str(path))
     counted = Limiter(MemoryCounters()).build(
-        policy.quotas, policy.budgets, {"team": request.team, "user": request.user, "key": None},
-        request.get, 10, 5, ())
+        compiled.decide(request), {"team": request.team, "user": request.user, "key": None},
+        request.get, 10, 5)
     return [limit.counter for _, limit, _ in counted]
 
 
-def test_budgets_of_one_subject_and_other_periods_count_apart(compile_text) -> None:
-    names = counters(compile_text, """
+def test_budgets_of_one_subject_and_other_periods_count_apart(tmp_path: Path) -> None:
+    names = counters(tmp_path, """
 budget per team { limit = $10 per day }
 budget per team { limit = $100 per month }
 budget per team { limit = $10 per day }
@@ -33,8 +38,8 @@ budget per team { limit = $10 per day }
     assert names[1].endswith("/month") and names[2] == names[0] + "#2"
 
 
-def test_a_header_subject_is_counted_by_a_digest_never_its_text(compile_text) -> None:
+def test_a_header_subject_is_counted_by_a_digest_never_its_text(tmp_path: Path) -> None:
     secret = "sk-live-abcdefghijklmnop"
-    names = counters(compile_text, 'quota per header["x-api-key"] { requests = 5 per minute }\n',
+    names = counters(tmp_path, 'quota per header["x-api-key"] { requests = 5 per minute }\n',
                      Request(headers={"x-api-key": secret}))
     assert len(names) == 1 and secret not in names[0] and "header:x-api-key=#" in names[0]
