@@ -181,6 +181,12 @@ class CounterStore(abc.ABC):
         HOLD seconds of its lease; after that it is a no-op.
         """
 
+    def settle_nowait(self, reservation: str, actual: Mapping[str, float], now: float) -> bool:
+        """`settle` at once, if this store can without waiting (one in this process's
+        memory); whether it did. A store that must be asked over the network answers
+        False, and the caller settles later, off the request's path."""
+        return False
+
     async def settle_many(self, settles: Sequence[tuple[str, Mapping[str, float]]],
                           now: float) -> None:
         """Several `settle`s; a store that can send them together overrides this."""

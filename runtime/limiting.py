@@ -199,8 +199,13 @@ class Limiter:
         return admission, Held(store, admission.reservation, tuple(budgets), tuple(tokens)), \
             applied
 
-    def settle_later(self, held: Held, cost: float | None, tokens: float | None) -> None:
-        """Queue a settle for `settling`: the request path appends, nothing more."""
+    def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
+        """End a hold: at once if its store can without waiting (memory), else queued
+        for `settling`, so that the request path appends and nothing more."""
+        if held.reservation is None:
+            return
+        if held.store.settle_nowait(held.reservation, _actual(held, cost, tokens), self.clock()):
+            return
         self._settles.append((held, cost, tokens))
         self._wake.set()
 
@@ -231,10 +236,13 @@ class Limiter:
                 if held.reservation is not None:
                     by_store.setdefault(id(held.store), (held.store, []))[1].append(
                         (held.reservation, _actual(held, cost, tokens)))
-            await asyncio.gather(*(self._settle(store, settles)
-                                   for store, settles in by_store.values()))
+            if len(by_store) == 1:  # the usual case: no task per store
+                await self._send_settles(*next(iter(by_store.values())))
+            else:
+                await asyncio.gather(*(self._send_settles(store, settles)
+                                       for store, settles in by_store.values()))
 
-    async def _settle(self, store: CounterStore,
+    async def _send_settles(self, store: CounterStore,
                       settles: list[tuple[str, dict[str, float]]]) -> None:
         """Charge real costs and tokens, or release: one round trip for the batch."""
         started = time.perf_counter()

@@ -4,9 +4,9 @@ The admission (runtime/limiting.py) takes from every counter the request
 meets, or from none, so that concurrent requests cannot overspend; it may
 refuse (429, 402, 503), or send an over-budget request to the budget's
 `downgrade` model. On the way out the reservation settles, to the answer's
-real cost and tokens, or is released when there was no answer. The settle and
-the ledger's row are written off the request's path: the client has its
-answer first.
+real cost and tokens, or is released when there was no answer. A settle in
+memory takes a few µs and is done at once; one with Redis, and the ledger's
+row, are sent off the request's path: the client has its answer first.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def leave(exchange: Exchange) -> None:
     charged = exchange.answered_by is not None and (exchange.error is None or bool(exchange.usage))
     if exchange.held is not None:
         tokens = float(exchange.usage.get("total_tokens") or 0)
-        gateway.limiter.settle_later(exchange.held, (exchange.cost or 0.0) if charged else None,
-                                     tokens if charged else None)
+        gateway.limiter.settle(exchange.held, (exchange.cost or 0.0) if charged else None,
+                               tokens if charged else None)
         exchange.held = None
     if charged:
         gateway.spent(exchange)
