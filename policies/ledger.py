@@ -10,10 +10,19 @@ past MAX_QUEUE waiting (a database down for many minutes under load), oldest
 first, or when the database refuses a row itself; each is counted in
 `dropped` and logged.
 
-A spend row carries the ids of the budget counters it was charged to, kept in
-`spend_counters`, so `period_spend_by_counter` rebuilds any budget's spend in
-a period after a restart, whatever its subject (a team, `meta["app"]`, a
-`when` condition), without the ledger knowing how the policy names them.
+A request is one row of the `requests` table: its log line and, when it was
+charged, its spend (which the `spend` view shows). The gateway hands them as a
+SpendRow and then a RequestRow of the same request id; the writer puts such a
+pair in one row, one insert where there would be two, and any other row in one
+of its own.
+
+A spend row carries the ids of the budget counters it was charged to, so that
+`period_spend_by_counter` rebuilds any budget's spend in a period after a
+restart, whatever its subject (a team, `meta["app"]`, a `when` condition),
+without the ledger knowing how the policy names them. `spend_counters` holds
+the charges summed per counter and whole second of a batch: a few rows a
+second under any load, not one per counter per request, and exact for periods
+that start and end on whole seconds, as every budget's does.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from policies.records import Records, RecordsError, Tx
+import orjson
+
+from policies.records import Records, RecordsError
 
 PERIOD = 0.5  # seconds between the writer's rounds
 BATCH = 500  # rows a round writes in one transaction; this many waiting starts a round early
@@ -44,7 +55,7 @@ class SpendRow(NamedTuple):
     """What a settled request cost, and to whom. Tokens: prompt_tokens includes the
     cached ones, as the providers count them. A named tuple, as RequestRow: the request
     path makes one each per request, at half a frozen dataclass's cost, and its fields
-    are the insert's parameters in the columns' order."""
+    but the counters are a `requests` row's first parameters, in order."""
 
     ts: float
     request_id: str | None = None
@@ -64,7 +75,8 @@ class SpendRow(NamedTuple):
 
 class RequestRow(NamedTuple):
     """One line of the request log, in the traffic format of interface.md; `key` is the
-    key's id, and nothing here is ever a prompt."""
+    key's id, and nothing here is ever a prompt. Its request id, not in the format, puts
+    it in one row with its request's SpendRow."""
 
     ts: float
     team: str | None = None
@@ -84,6 +96,7 @@ class RequestRow(NamedTuple):
     usd: float | None = None
     cache: str | None = None
     status: int | None = None
+    request_id: str | None = None
 
 
 class Ledger:
@@ -94,11 +107,10 @@ class Ledger:
 
     def write(self, rows: Sequence[SpendRow | RequestRow]) -> None:
         """Write rows in one transaction: all of them or, on a RecordsError, none."""
-        spend = [row for row in rows if isinstance(row, SpendRow)]
-        requests = [row for row in rows if isinstance(row, RequestRow)]
+        requests, charged = _request_rows(rows)
         with self.records.transaction() as tx:
-            _write_spend(tx, spend)
-            _write_requests(tx, requests)
+            tx.insert("requests", LEDGER_COLUMNS, requests)
+            tx.insert("spend_counters", ("counter", "ts", "usd"), _per_second(charged))
 
     def spend_report(self, by: By, since: float | None = None) -> list[dict[str, Any]]:
         """Spend by subject since a time, most first: `{"subject","usd","requests","tokens"}`,
@@ -116,8 +128,9 @@ class Ledger:
         return report
 
     def period_spend_by_counter(self, counter: str, start: float, end: float) -> float:
-        """The settled USD charged to a budget counter in [start, end): what the gateway
-        puts back in the counter when it starts."""
+        """The settled USD charged to a budget counter in [start, end), both whole seconds
+        (spend_counters sums each second): what the gateway puts back in the counter when
+        it starts."""
         rows = self.records.rows(
             "SELECT COALESCE(SUM(usd), 0) FROM spend_counters "
             "WHERE counter = ? AND ts >= ? AND ts < ?", (counter, start, end))
@@ -132,8 +145,9 @@ class Ledger:
         end = until if until is not None else float("inf")
         while True:
             page = self.records.rows(
-                f"SELECT id, {REQUEST_COLUMNS} FROM requests WHERE (ts > ? OR (ts = ? AND "
-                "id > ?)) AND ts < ? ORDER BY ts, id LIMIT ?", (ts, ts, last_id, end, PAGE))
+                f"SELECT id, {TRAFFIC_COLUMNS} FROM requests WHERE logged = 1 AND (ts > ? OR "
+                "(ts = ? AND id > ?)) AND ts < ? ORDER BY ts, id LIMIT ?",
+                (ts, ts, last_id, end, PAGE))
             for row in page:
                 yield _traffic(row[1:])
             if len(page) < PAGE:
@@ -212,8 +226,8 @@ class LedgerWriter:
         ledger."""
         with self._round:
             self._report_drops()
-            while self.queue and len(self._batch) < BATCH:
-                self._batch.append(self.queue.popleft())
+            take, popleft = min(len(self.queue), BATCH - len(self._batch)), self.queue.popleft
+            self._batch += [popleft() for _ in range(take)]  # add() never shortens the queue
             if not self._batch:
                 return True
             try:
@@ -262,31 +276,78 @@ class LedgerWriter:
             self._reported = self.dropped
 
 
-REQUEST_COLUMNS = ("ts, team, user_id, key_id, endpoint, model, stream, tools, tokens_in, "
+TRAFFIC_COLUMNS = ("ts, team, user_id, key_id, endpoint, model, stream, tools, tokens_in, "
                    "tokens_out, max_tokens, temperature, meta, headers, answered_by, usd, "
                    "cache, status")
+TRAFFIC_FIELDS = RequestRow._fields[:-1]  # all but request_id
+# A `requests` row: a SpendRow's fields but its counters, in its order (its model is the
+# one that answered), then the request log's own.
+LEDGER_COLUMNS = ("ts", "request_id", "key_id", "team", "user_id", "answered_by", "provider",
+                  "endpoint", "prompt_tokens", "completion_tokens", "cached_tokens", "usd",
+                  "status", "logged", "model", "stream", "tools", "tokens_in", "tokens_out",
+                  "max_tokens", "temperature", "meta", "headers", "cache")
+NOT_LOGGED = (0, None, None, None, None, None, None, None, None, None, None)  # a charge alone
 
 
-def _write_spend(tx: Tx, rows: list[SpendRow]) -> None:
-    tx.many("INSERT INTO spend (ts, request_id, key_id, team, user_id, model, provider, "
-            "endpoint, prompt_tokens, completion_tokens, cached_tokens, usd, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [row[:-1] for row in rows])  # all but the counters
-    tx.many("INSERT INTO spend_counters (counter, ts, usd) VALUES (?, ?, ?)",
-            [(counter, r.ts, r.usd) for r in rows for counter in r.counters])
+def _request_rows(rows: Sequence[SpendRow | RequestRow]
+                  ) -> tuple[list[tuple[Any, ...]], list[SpendRow]]:
+    """The `requests` rows, in LEDGER_COLUMNS' order, and the spend rows among `rows`. A
+    RequestRow right after the SpendRow of its request, agreeing with it on what both say
+    (its missing usd being the spend's 0), shares its row, at the charge's moment
+    (microseconds before the log line's)."""
+    out: list[tuple[Any, ...]] = []
+    charged: list[SpendRow] = []
+    spend: SpendRow | None = None  # the row before, if a SpendRow not yet in `out`
+    for row in rows:
+        if isinstance(row, SpendRow):
+            if spend is not None:
+                out.append(spend[:-1] + NOT_LOGGED)
+            spend = row
+            charged.append(row)
+            continue
+        (ts, team, user, key, endpoint, model, stream, tools, tokens_in, tokens_out,
+         max_tokens, temperature, meta, headers, answered_by, usd, cache, status,
+         request_id) = row  # unpacked at once: cheaper than reading the fields one by one
+        logged = (1, model, None if stream is None else int(stream),  # PostgreSQL's integers
+                  None if tools is None else int(tools), tokens_in, tokens_out, max_tokens,
+                  temperature, None if meta is None else _json(meta),
+                  None if headers is None else _json(headers), cache)
+        if spend is not None and request_id is not None and (
+                spend.request_id, spend.key_id, spend.team, spend.user, spend.model,
+                spend.endpoint, spend.usd, spend.status) == (
+                request_id, key, team, user, answered_by, endpoint,
+                0.0 if usd is None else usd, status):
+            out.append((*spend[:11], usd, status, *logged))
+        else:
+            if spend is not None:
+                out.append(spend[:-1] + NOT_LOGGED)
+            out.append((ts, request_id, key, team, user, answered_by, None, endpoint, None,
+                        None, None, usd, status, *logged))
+        spend = None
+    if spend is not None:
+        out.append(spend[:-1] + NOT_LOGGED)
+    return out, charged
 
 
-def _write_requests(tx: Tx, rows: list[RequestRow]) -> None:
-    tx.many(f"INSERT INTO requests ({REQUEST_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-            [(r.ts, r.team, r.user, r.key, r.endpoint, r.model, _flag(r.stream),
-              _flag(r.tools), r.tokens_in, r.tokens_out, r.max_tokens, r.temperature,
-              _json(r.meta), _json(r.headers), r.answered_by, r.usd, r.cache, r.status)
-             for r in rows])
+def _per_second(rows: list[SpendRow]) -> list[tuple[str, float, float]]:
+    """spend_counters rows: per whole second and set of counters charged together, the
+    USD charged, at the moment of the second's first charge (so inside every period
+    holding the second)."""
+    seconds: dict[tuple[tuple[str, ...], float], list[float]] = {}
+    for row in rows:
+        if row.counters:
+            summed = seconds.get((row.counters, row.ts // 1))
+            if summed is None:
+                seconds[row.counters, row.ts // 1] = [row.ts, row.usd]
+            else:
+                summed[1] += row.usd
+    return [(counter, ts, usd) for (counters, _), (ts, usd) in seconds.items()
+            for counter in counters]
 
 
 def _traffic(row: tuple[Any, ...]) -> dict[str, Any]:
     line: dict[str, Any] = {}
-    for field, value in zip(RequestRow._fields, row, strict=True):
+    for field, value in zip(TRAFFIC_FIELDS, row, strict=True):
         if value is None:
             continue
         if field == "ts":
@@ -305,9 +366,7 @@ def rfc3339(ts: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+def _json(value: Mapping[str, Any]) -> str:
+    """Compact JSON, as orjson writes it at a tenth of json.dumps' cost."""
+    return orjson.dumps(dict(value), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
-
-def _json(value: Mapping[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(dict(value), separators=(",", ":"), default=str)

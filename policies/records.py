@@ -44,6 +44,12 @@ AUTO_ID = {
 
 Row = tuple[Any, ...]
 
+# sqlite3 looks for an adapter for every parameter but an int, float or str, None too,
+# through a failed attribute lookup whose error it formats and drops: a fifth of the
+# ledger writer's work. Found registered, None binds at once (as NULL, as before; the
+# registry is the process's, and changes nothing else).
+sqlite3.register_adapter(type(None), lambda value: value)
+
 
 class RecordsError(Exception):
     """The database could not be opened, or a statement failed; the message is one line."""
@@ -65,15 +71,21 @@ class Tx:
         cursor = self._conn.execute(self._sql(sql), tuple(params))
         return [tuple(row) for row in cursor.fetchall()]
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """One statement over many rows (psycopg pipelines them: one round trip)."""
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Rows into one table: executemany on SQLite; COPY on PostgreSQL, at a quarter
+        of a pipelined executemany's CPU. COPY reads each value as text, as its column
+        would: a bool for an integer column must come as an int."""
         if not rows:
             return
+        names = ", ".join(columns)
         if self._postgres:
-            with self._conn.cursor() as cursor:
-                cursor.executemany(self._sql(sql), rows)
+            with (self._conn.cursor() as cursor,
+                  cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy):
+                for row in rows:
+                    copy.write_row(row)
         else:
-            self._conn.executemany(sql, rows)
+            self._conn.executemany(f"INSERT INTO {table} ({names}) VALUES "
+                                   f"({', '.join('?' * len(columns))})", rows)
 
     def _sql(self, sql: str) -> str:
         return _postgres_sql(sql) if self._postgres else sql

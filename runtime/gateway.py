@@ -192,25 +192,27 @@ class Gateway:
         if ledger is None:
             return
         details = usage.get("prompt_tokens_details") or {}
+        budgets = [a.limit.counter for a in exchange.applied if a.limit.kind == "budget"]
         ledger.add(SpendRow(
             time.time(), exchange.request_id, exchange.key_id, exchange.team, exchange.user,
             deployment.name, deployment.provider.name, exchange.endpoint.name,
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
             int(details.get("cached_tokens") or 0), cost, exchange.status,
-            tuple(a.limit.counter for a in exchange.applied if a.limit.kind == "budget")))
+            tuple(budgets)))
 
     def logged(self, exchange: Exchange, answered_by: str | None) -> None:
-        """The request log's line (the traffic format: no prompt, no secret)."""
+        """The request log's line (the traffic format: no prompt, no secret); its request
+        id puts it in the ledger's one row for the request, beside the spend."""
         ledger, request = self.state.ledger, exchange.request
         if ledger is None or request is None:
             return
-        usage = exchange.usage
+        meta = request.meta
         ledger.add(RequestRow(
             time.time(), exchange.team, exchange.user, exchange.key_id, exchange.endpoint.name,
             request.model, request.stream, request.tools, int(request.tokens),
-            usage.get("completion_tokens"), _whole(request.max_tokens), request.temperature,
-            dict(request.meta) or None, None, answered_by, exchange.cost, exchange.cache,
-            exchange.status))
+            _whole(exchange.usage.get("completion_tokens")), _whole(request.max_tokens),
+            request.temperature, dict(meta) if meta else None, None, answered_by, exchange.cost,
+            exchange.cache, exchange.status, exchange.request_id))
 
     def _degraded(self, degraded: bool, reason: str) -> None:
         self.metrics.degraded = int(degraded)

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from policies import ledger as ledger_module
+from policies import records as records_module
 from policies.ledger import Ledger, LedgerWriter, RequestRow, SpendRow, rfc3339
 from policies.records import Records, open_records
 from tests.conftest import ROOT
@@ -113,6 +114,133 @@ def test_an_export_reads_page_by_page_in_order(
     monkeypatch.setattr(ledger_module, "PAGE", 7)
     Ledger(records).write([RequestRow(ts=T0 + i // 3, tokens_in=i) for i in range(50)])
     assert [line["tokens_in"] for line in Ledger(records).export_requests()] == list(range(50))
+
+
+def test_text_the_copy_must_escape_comes_back_whole(records: Records) -> None:
+    odd = "tab\there, new\nline, back\\slash, \\N, quote' and ✓"
+    Ledger(records).write([RequestRow(ts=T0, team=odd, meta={"k": odd}, headers={"h": odd}),
+                           spend(T0, odd, 1.0, user=odd)])
+    [line] = Ledger(records).export_requests()
+    assert (line["team"], line["meta"], line["headers"]) == (odd, {"k": odd}, {"h": odd})
+    assert [r["subject"] for r in Ledger(records).spend_report("user")] == [odd]
+
+
+def served(i: int, ts: float, usd: float | None = 0.25,
+           **fields: object) -> tuple[SpendRow, RequestRow]:
+    """What the gateway hands the ledger for one answered request."""
+    charge = spend(ts, "research", usd or 0.0, request_id=f"r{i}", user="alice", key_id="key_a",
+                   model="a", provider="mock", endpoint="chat", status=200,
+                   counters=("budget:team:research",))
+    line = RequestRow(ts=ts + 1e-5, team="research", user="alice", key="key_a",
+                      endpoint="chat", model="requested", stream=False, tokens_in=7,
+                      tokens_out=5, answered_by="a", usd=usd, cache="miss", status=200,
+                      request_id=f"r{i}")
+    return charge, line._replace(**fields)
+
+
+def test_a_requests_spend_and_log_line_are_one_row(records: Records) -> None:
+    Ledger(records).write([*served(1, T0), *served(2, T0 + 1, team="ops"),  # disagrees
+                           *served(3, T0 + 2, usd=None),  # logged without usd: 0 charged
+                           spend(T0 + 3, "research", 0.5), RequestRow(ts=T0 + 4)])
+    assert records.rows("SELECT COUNT(*) FROM requests") == [(6,)]  # 1, 2 twice, 3, alone
+    assert Ledger(records).spend_report("team") == [
+        {"subject": "research", "usd": 1.0, "requests": 4, "tokens": 60}]
+    assert records.rows("SELECT request_id, model, provider, prompt_tokens, usd FROM spend "
+                        "ORDER BY ts") == [
+        ("r1", "a", "mock", 10, 0.25), ("r2", "a", "mock", 10, 0.25),
+        ("r3", "a", "mock", 10, 0.0), (None, None, None, 10, 0.5)]
+    lines = list(Ledger(records).export_requests())
+    assert [(line.get("team"), line.get("usd")) for line in lines] == [
+        ("research", 0.25), ("ops", 0.25), ("research", None), (None, None)]
+    assert lines[0] == {"ts": "2024-05-01T12:00:00.000Z", "team": "research", "user": "alice",
+                        "key": "key_a", "endpoint": "chat", "model": "requested",
+                        "stream": False, "tokens_in": 7, "tokens_out": 5, "answered_by": "a",
+                        "usd": 0.25, "cache": "miss", "status": 200}
+    assert Ledger(records).period_spend_by_counter("budget:team:research", T0, T0 + 3) == 0.5
+
+
+def test_a_pair_split_between_batches_still_counts_once(
+        records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger_module, "BATCH", 3)
+    writer = LedgerWriter(records)
+    writer.close()  # no thread racing the queue; flush still writes
+    for i in range(3):
+        for row in served(i, T0 + i):
+            writer.add(row)
+    assert writer.flush()
+    assert records.rows("SELECT COUNT(*) FROM requests") == [(4,)]  # r1 in two rows
+    assert Ledger(records).spend_report("key")[0]["requests"] == 3
+    assert len(list(Ledger(records).export_requests())) == 3
+
+
+def test_counters_summed_per_second_rebuild_every_whole_second_period(
+        records: Records) -> None:
+    both = ("budget:a", "budget:b")
+    rows = [spend(T0 - 2 + i / 4, "research", (i % 3 + 1) / 8,
+                  counters=both if i % 2 else both[:1]) for i in range(16)]
+    Ledger(records).write(rows)
+    # 4 seconds of 2 counter sets, (a) and (a, b): 12 rows where there were 24 charges
+    assert records.rows("SELECT COUNT(*) FROM spend_counters") == [(12,)]
+    ledger = Ledger(records)
+    for counter in both:
+        for start in range(-3, 3):
+            for end in range(start, 4):
+                per_request = sum(r.usd for r in rows if counter in r.counters
+                                  and T0 + start <= r.ts < T0 + end)  # eighths: exact
+                assert ledger.period_spend_by_counter(counter, T0 + start, T0 + end) == \
+                    per_request, (counter, start, end)
+    assert ledger.spend_report("team") == [
+        {"subject": "research", "usd": sum(r.usd for r in rows), "requests": 16,
+         "tokens": 240}]
+
+
+def test_the_previous_schema_upgrades_and_its_rows_keep_counting(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = records_module._steps
+    monkeypatch.setattr(records_module, "_steps", lambda: [s for s in steps() if s[0] <= 2])
+    old = open_records(db_url)
+    with old.transaction() as tx:  # as the ledger wrote them: a row a table and counter
+        for i, (team, user, model, usd) in enumerate([("research", "alice", "a", 1.5),
+                                                      ("research", None, "b", 0.25),
+                                                      ("ops", "carol", "a", 2.0)]):
+            tx.run("INSERT INTO spend (ts, request_id, key_id, team, user_id, model, "
+                   "provider, endpoint, prompt_tokens, completion_tokens, cached_tokens, "
+                   "usd, status) VALUES (?, ?, ?, ?, ?, ?, 'mock', 'chat', 10, 5, 0, ?, 200)",
+                   (T0 + i, f"old{i}", f"key_{team}", team, user, model, usd))
+            tx.run("INSERT INTO spend_counters (counter, ts, usd) VALUES (?, ?, ?)",
+                   (f"budget:team:{team}", T0 + i, usd))
+            tx.run("INSERT INTO requests (ts, team, user_id, key_id, endpoint, model, stream, "
+                   "meta, answered_by, usd, status) VALUES (?, ?, ?, ?, 'chat', 'asked', 1, "
+                   "'{\"app\":\"wiki\"}', ?, ?, 200)", (T0 + i, team, user, f"key_{team}",
+                                                      model, usd))
+    old.close()
+    monkeypatch.setattr(records_module, "_steps", steps)
+    records = open_records(db_url)
+    assert [v for (v,) in records.rows("SELECT version FROM schema_version")] == [1, 2, 3]
+    ledger = Ledger(records)
+    assert ledger.spend_report("team") == [
+        {"subject": "ops", "usd": 2.0, "requests": 1, "tokens": 15},
+        {"subject": "research", "usd": 1.75, "requests": 2, "tokens": 30}]
+    assert [(r["subject"], r["usd"]) for r in ledger.spend_report("model")] == [
+        ("a", 3.5), ("b", 0.25)]
+    assert [(r["subject"], r["requests"]) for r in ledger.spend_report("user", T0 + 1)] == [
+        ("carol", 1), (None, 1)]
+    assert [r["subject"] for r in ledger.spend_report("key")] == ["key_ops", "key_research"]
+    assert records.rows("SELECT request_id FROM spend ORDER BY id") == [
+        ("old0",), ("old1",), ("old2",)]
+    assert [(line["ts"][11:19], line["model"], line["meta"], line["stream"])
+            for line in ledger.export_requests()] == [
+        ("12:00:00", "asked", {"app": "wiki"}, True), ("12:00:01", "asked", {"app": "wiki"}, True),
+        ("12:00:02", "asked", {"app": "wiki"}, True)]
+    counter = "budget:team:research"
+    assert ledger.period_spend_by_counter(counter, T0, T0 + DAY) == 1.75
+    ledger.write([*served(1, T0 + 10), *served(2, T0 + 10.5)])  # new rows beside the old
+    assert ledger.period_spend_by_counter(counter, T0, T0 + DAY) == 2.25
+    assert ledger.period_spend_by_counter(counter, T0 + 1, T0 + 10) == 0.25
+    assert ledger.spend_report("team")[0] == {"subject": "research", "usd": 2.25,
+                                              "requests": 4, "tokens": 60}
+    assert len(list(ledger.export_requests())) == 5
+    records.close()
 
 
 def test_alerts_are_claimed_once_across_replicas(records: Records, db_url: str) -> None:

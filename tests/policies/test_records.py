@@ -134,3 +134,16 @@ def test_a_sqlite_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(RecordsError, match="cannot make the folder") as caught:
         open_records(f"sqlite:///{tmp_path}/plain/gw.db")
     assert "\n" not in str(caught.value)
+
+
+def test_insert_writes_many_rows_with_nulls_and_odd_text(db_url: str) -> None:
+    records = open_records(db_url)
+    odd = "tab\there, new\nline, back\\slash, \\N, quote' and ✓"
+    rows = [(f"key_{i}", odd, None if i % 2 else f"u{i}", float(i)) for i in range(5)]
+    with records.transaction() as tx:
+        tx.insert("keys", ("id", "team", "user_id", "created_at"), rows)
+    assert records.rows("SELECT id, team, user_id, created_at FROM keys ORDER BY id") == rows
+    with pytest.raises(RecordsError), records.transaction() as tx:  # all or nothing
+        tx.insert("keys", ("id", "team", "created_at"), [("key_9", "t", 1.0), ("key_0", "t", 1.0)])
+    assert records.rows("SELECT COUNT(*) FROM keys") == [(5,)]
+    records.close()
