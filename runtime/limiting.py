@@ -166,7 +166,8 @@ class Limiter:
         store: CounterStore = self.counters
         started = time.perf_counter()
         try:
-            await self._seed(store, limits, now)
+            if self._unseeded(limits, now):
+                await self._seed(store, limits, now)
             admission = await store.admit(limits, now, max(lease, self.min_lease))
             self._timed("admit", started, True)
             if self.degraded:
@@ -253,14 +254,19 @@ class Limiter:
             self._timed("settle", started, False)
             self._degrade(str(failure))  # the lease runs out by itself; the ledger keeps the spend
 
+    def _unseeded(self, limits: Sequence[Limit], now: float) -> list[Limit]:
+        """The budgets this process has not counted yet this period."""
+        if self.seed is None:
+            return []
+        seeded = self._seeded
+        return [limit for limit in limits
+                if limit.kind == "budget" and now >= seeded.get(limit.counter, 0.0)]
+
     async def _seed(self, store: CounterStore, limits: Sequence[Limit], now: float) -> None:
         """A budget's spend this period, from the ledger, the first time this process
         counts it (after a restart of the process, or of Redis)."""
-        if self.seed is None:
-            return
-        for limit in limits:
-            if limit.kind != "budget" or now < self._seeded.get(limit.counter, 0.0):
-                continue
+        assert self.seed is not None  # else nothing is unseeded
+        for limit in self._unseeded(limits, now):
             start, end = period_bounds(limit.period, now)
             spent = await asyncio.to_thread(self.seed, limit.counter, start, end)
             await store.seed(limit.counter, limit.period, spent, now)
@@ -423,29 +429,33 @@ def refusal(applied: Applied) -> GatewayError:
                         "rate_limit_exceeded", headers={"Retry-After": wait})
 
 
-RATE_HEADERS = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode()
-                            for what in ("limit", "remaining", "reset"))
-                for kind in ("requests", "tokens")}
+REQUESTS_HEADERS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+                    b"x-ratelimit-reset-requests")
+TOKENS_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
+                  b"x-ratelimit-reset-tokens")
 
 
 def rate_headers(applied: Sequence[Applied]) -> list[tuple[bytes, bytes]]:
     """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied."""
-    tightest: dict[str, tuple[float, Applied]] = {}
+    requests = tokens = None
+    requests_left = tokens_left = math.inf
     for item in applied:
-        kind = item.limit.kind
-        if kind == "requests" or kind == "tokens":
-            left = item.verdict.remaining / item.limit.limit
-            if kind not in tightest or left < tightest[kind][0]:
-                tightest[kind] = (left, item)
+        limit = item.limit
+        if limit.kind == "requests":
+            left = item.verdict.remaining / limit.limit
+            if left < requests_left:
+                requests, requests_left = item, left
+        elif limit.kind == "tokens":
+            left = item.verdict.remaining / limit.limit
+            if left < tokens_left:
+                tokens, tokens_left = item, left
     headers: list[tuple[bytes, bytes]] = []
-    for kind in ("requests", "tokens"):
-        if kind not in tightest:
-            continue
-        item = tightest[kind][1]
-        limit, remaining, reset = RATE_HEADERS[kind]
-        headers += [(limit, b"%d" % item.limit.limit),
-                    (remaining, b"%d" % item.verdict.remaining),  # >= 0: %d is its floor
-                    (reset, _reset_text(item.verdict.reset))]
+    for tightest, names in ((requests, REQUESTS_HEADERS), (tokens, TOKENS_HEADERS)):
+        if tightest is not None:
+            verdict = tightest.verdict
+            headers += [(names[0], b"%d" % tightest.limit.limit),
+                        (names[1], b"%d" % verdict.remaining),  # >= 0: %d is its floor
+                        (names[2], _reset_text(verdict.reset))]
     return headers
 
 

@@ -68,5 +68,6 @@ def test_a_streamed_answer_is_charged_as_the_provider_bills_it(
         assert line["cost"] == pytest.approx(bill, rel=1e-12)
         [row] = gw.spend()
         assert row["usd"] == pytest.approx(bill, rel=1e-12)
-        assert gw.spent_on(row["counters"][0], 1.0) == pytest.approx(bill, rel=1e-9)
+        [counter] = gw.charged()
+        assert gw.spent_on(counter, 1.0) == pytest.approx(bill, rel=1e-9)
 
