@@ -181,11 +181,13 @@ class CounterStore(abc.ABC):
         HOLD seconds of its lease; after that it is a no-op.
         """
 
-    def settle_nowait(self, reservation: str, actual: Mapping[str, float], now: float) -> bool:
-        """`settle` at once, if this store can without waiting (one in this process's
-        memory); whether it did. A store that must be asked over the network answers
-        False, and the caller settles later, off the request's path."""
-        return False
+    @abc.abstractmethod
+    def settle_soon(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
+        """`settle`, without waiting for it: a request's answer must not wait for a
+        round trip. In memory it is done at once; a shared store sends it with its
+        next call, or alone within a few ms. A failure is logged, and the
+        reservation then lapses with its lease; `close` sends what still waits.
+        """
 
     async def settle_many(self, settles: Sequence[tuple[str, Mapping[str, float]]],
                           now: float) -> None:

@@ -300,9 +300,9 @@ class MemoryCounters(CounterStore):
         return found
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
-        self.settle_nowait(reservation, actual, now)
+        self.settle_soon(reservation, actual, now)
 
-    def settle_nowait(self, reservation: str, actual: Mapping[str, float], now: float) -> bool:
+    def settle_soon(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
         _, items = self._held.pop(reservation, (0.0, []))
         for kind, counter, state, amount, bucket, width in items:
             real = actual.get(counter, 0.0)
@@ -319,7 +319,6 @@ class MemoryCounters(CounterStore):
                 state.reserved.free(reservation)
                 if real > 0:
                     state.spent = (state.spent or 0.0) + real
-        return True
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:

@@ -23,6 +23,12 @@ a call (what one caller asks in one call is never split). The script answers
 each operation on its own, so a caller gets its own answer or its own
 `StoreUnavailable`.
 
+A request's settle does not wait for its answer (`settle_soon`): it rides
+with the next script call, most often another request's admission, which
+Redis runs after it; with none asked within SETTLE_DELAY it goes alone. So
+under load a request costs one round trip, its admission, and other
+replicas see a slot freed or spend settled at most SETTLE_DELAY late.
+
 Keys: `{<namespace>}:q:<counter>` (requests, the theoretical arrival time),
 `:t:<counter>` (tokens, a hash of buckets), `:c:` and `:cl:<counter>`
 (concurrency: a running total and its leases), `:b:` and `:bl:<period>:<counter>`
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import secrets
 from collections import OrderedDict, deque
@@ -87,6 +94,7 @@ from policies.limits import (
 from policies.periods import period_bounds, period_key, period_of
 
 T = TypeVar("T")
+logger = logging.getLogger("gwc")
 FIELDS = 7  # per limit in the answer: allowed, taken, remaining, reset, retry, share, reason
 KEPT = 4096  # strings kept per kind of cache (keys, a limit's fixed fields) before starting over
 # One script call's bounds, so that a burst does not hold Redis (every replica's) for long:
@@ -94,6 +102,7 @@ KEPT = 4096  # strings kept per kind of cache (keys, a limit's fixed fields) bef
 # beyond an operation's own is a subject, which has a key).
 MAX_OPS = 64
 MAX_KEYS = 1024
+SETTLE_DELAY = 0.01  # seconds a `settle_soon` waits for a call to ride with before it goes alone
 # What a reservation holds of one counter, as the settle script wants it: the counter,
 # its keys, and its fields for the script around the real cost ("kind amount bucket extra",
 # bucket and extra: the tokens bucket and window, or when a budget period's keys expire).
@@ -147,6 +156,12 @@ class RedisCounters(CounterStore):
         self._queue: deque[Queued] = deque()
         self._out = False  # a script call is in flight: new ones queue
         self._sender: asyncio.Task[None] | None = None  # sends what queued, while any is
+        # settles that ride with the next script call (`settle_soon`): their keys and ops,
+        # and the timer that sends them alone if no call comes first
+        self._riding_keys: list[str] = []
+        self._riding: list[str] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self._alone: set[asyncio.Task[None]] = set()
 
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         validate(limits)
@@ -218,19 +233,58 @@ class RedisCounters(CounterStore):
         """Several reservations in one script call: one round trip for all of them."""
         keys: list[str] = []
         args: list[str] = []
-        stamp = f"{_num(now)} "
         for reservation, actual in settles:
-            _, items = self._held.pop(reservation, (0.0, []))
-            if not items:
-                continue
-            first = len(keys)
-            fields = [f"{reservation} {BUCKETS}"]
-            for counter, pair_keys, figures in items:
-                keys += pair_keys
-                fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
-            args.append(f"settle {len(keys) - first} 0 {stamp}{' '.join(fields)}")
+            self._settle_op(reservation, actual, now, keys, args)
         if args:
             await self._call("settle", keys, args, len(args))
+
+    def settle_soon(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
+        """With the next script call (an admission, most often: under load, each
+        request's settle rides with a later one's admission, so a request costs one
+        round trip), or alone after SETTLE_DELAY if none comes."""
+        if not self._settle_op(reservation, actual, now, self._riding_keys, self._riding):
+            return
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(SETTLE_DELAY, self._settle_alone)
+
+    def _settle_op(self, reservation: str, actual: Mapping[str, float], now: float,
+                   keys: list[str], args: list[str]) -> bool:
+        """Add one reservation's settle to a call's keys and ops; False if it holds
+        nothing (refused, or already settled)."""
+        _, items = self._held.pop(reservation, (0.0, []))
+        if not items:
+            return False
+        first = len(keys)
+        fields = [f"{reservation} {BUCKETS}"]
+        for counter, pair_keys, figures in items:
+            keys += pair_keys
+            fields.append(f"{figures} {_num(actual.get(counter, 0.0))}")
+        args.append(f"settle {len(keys) - first} 0 {_num(now)} {' '.join(fields)}")
+        return True
+
+    def _take_riding(self) -> tuple[list[str], list[str]]:
+        """The settles waiting to ride, taken off (the timer with them)."""
+        keys, args = self._riding_keys, self._riding
+        self._riding_keys, self._riding = [], []
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        return keys, args
+
+    def _settle_alone(self) -> None:
+        self._flush = None
+        task = asyncio.get_running_loop().create_task(self._send_riding())
+        self._alone.add(task)
+        task.add_done_callback(self._alone.discard)
+
+    async def _send_riding(self) -> None:
+        keys, args = self._take_riding()
+        if args:
+            try:
+                await self._call("settle", keys, args, len(args))
+            except StoreUnavailable as failure:
+                logger.warning("gwc: %d settles not sent, their leases lapse: %s",
+                               len(args), failure)
 
     async def share(self, counters: Sequence[tuple[str, float, str]],
                     now: float) -> dict[str, float]:
@@ -268,6 +322,9 @@ class RedisCounters(CounterStore):
 
     async def close(self) -> None:
         """Let what is queued go first (settles at shutdown: no spend is lost), then close."""
+        await self._send_riding()
+        if self._alone:
+            await asyncio.wait(set(self._alone))
         if self._sender is not None:
             await asyncio.wait([self._sender])
         await self._redis.aclose()
@@ -287,24 +344,48 @@ class RedisCounters(CounterStore):
         Bounded from now, however long the queue: the sender answers every
         caller by its deadline (one timer per script call, not one per caller).
         """
-        if self._out:
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[list[str]] = loop.create_future()
-            self._queue.append(Queued(what, keys, args, ops, future, loop.time() + self._bound))
-            answers = await future
-        else:
-            self._out = True
-            try:
-                answers = await self._run(what, lambda: self._script(keys=keys, args=args))
-            finally:
-                if self._queue:  # asked while this call was out: the sender takes it on
-                    self._sender = asyncio.create_task(self._send())
-                else:
-                    self._out = False
+        riders = 0
+        if self._riding and what != "settle":
+            riding_keys, riding = self._take_riding()
+            if len(riding_keys) + len(keys) <= MAX_KEYS and len(riding) + ops <= MAX_OPS:
+                keys, args, ops, riders = riding_keys + keys, riding + args, ops + len(riding), \
+                    len(riding)
+            else:  # too many to ride with this one: they go on their own
+                self._riding_keys, self._riding = riding_keys, riding
+                self._settle_alone()
+        try:
+            answers = await self._script_call(what, keys, args, ops)
+        except StoreUnavailable:
+            if riders:
+                logger.warning("gwc: %d settles not sent, their leases lapse", riders)
+            raise
+        if riders:
+            failed = [answer for answer in answers[:riders] if answer[:1] == "!"]
+            if failed:
+                logger.warning("gwc: %d settles failed in redis at %s, their leases lapse (%s)",
+                               len(failed), self._where, failed[0][1:])
+            answers = answers[riders:]
         for answer in answers:
             if answer[:1] == "!":
                 raise StoreUnavailable(f"redis at {self._where}: {what} failed ({answer[1:]})")
         return answers
+
+    async def _script_call(self, what: str, keys: list[str], args: list[str],
+                           ops: int) -> list[str]:
+        """At once if no call is in flight, else queued for the sender's next."""
+        if self._out:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[str]] = loop.create_future()
+            self._queue.append(Queued(what, keys, args, ops, future, loop.time() + self._bound))
+            return await future
+        self._out = True
+        try:
+            return await self._run(what, lambda: self._script(keys=keys, args=args))
+        finally:
+            if self._queue:  # asked while this call was out: the sender takes it on
+                self._sender = asyncio.create_task(self._send())
+            else:
+                self._out = False
 
     async def _send(self) -> None:
         """Send the queue, one script call at a time, until it stays empty a turn.

@@ -26,7 +26,6 @@ import hashlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -43,7 +42,6 @@ logger = logging.getLogger("gwc")
 # quotas, keep calendar months: policies/periods.py)
 SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 604800.0,
            "month": 2592000.0}
-SETTLE_BATCH = 64
 FIXED_KEPT = 4096
 SHARES_KEPT = 65536
 SHARED = frozenset(("team", "user", "key"))  # the budgets `budget.team` and its kin read
@@ -103,9 +101,6 @@ class Limiter:
     degraded: bool = False
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
     _seeded: dict[str, float] = field(default_factory=dict)  # counter -> its period's end
-    _settles: deque[tuple[Held, float | None, float | None]] = field(default_factory=deque)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _stopping: bool = False
     _countings: dict[int, Counting] = field(default_factory=dict)
 
     def build(self, decision: Decision, identity: dict[str, str | None],
@@ -201,58 +196,9 @@ class Limiter:
             applied
 
     def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
-        """End a hold: at once if its store can without waiting (memory), else queued
-        for `settling`, so that the request path appends and nothing more."""
-        if held.reservation is None:
-            return
-        if held.store.settle_nowait(held.reservation, _actual(held, cost, tokens), self.clock()):
-            return
-        self._settles.append((held, cost, tokens))
-        self._wake.set()
-
-    async def settling(self) -> None:
-        """Settle what is queued, up to SETTLE_BATCH reservations in one round trip to
-        each store, for as long as the gateway serves: under load, settles cost a
-        fraction of a round trip per request."""
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.drain()
-            except Exception:  # a bug must not stop every later settle; the leases lapse
-                logger.exception("gwc: settling failed")
-
-    def stop(self) -> None:
-        """Let `settling` finish what is queued, then end."""
-        self._stopping = True
-        self._wake.set()
-
-    async def drain(self) -> None:
-        """Settle everything queued so far (at shutdown: no settled spend is lost)."""
-        queued = self._settles
-        while queued:
-            by_store: dict[int, tuple[CounterStore, list[tuple[str, dict[str, float]]]]] = {}
-            for _ in range(min(SETTLE_BATCH, len(queued))):
-                held, cost, tokens = queued.popleft()
-                if held.reservation is not None:
-                    by_store.setdefault(id(held.store), (held.store, []))[1].append(
-                        (held.reservation, _actual(held, cost, tokens)))
-            if len(by_store) == 1:  # the usual case: no task per store
-                await self._send_settles(*next(iter(by_store.values())))
-            else:
-                await asyncio.gather(*(self._send_settles(store, settles)
-                                       for store, settles in by_store.values()))
-
-    async def _send_settles(self, store: CounterStore,
-                      settles: list[tuple[str, dict[str, float]]]) -> None:
-        """Charge real costs and tokens, or release: one round trip for the batch."""
-        started = time.perf_counter()
-        try:
-            await store.settle_many(settles, self.clock())
-            self._timed("settle", started, True)
-        except StoreUnavailable as failure:
-            self._timed("settle", started, False)
-            self._degrade(str(failure))  # the lease runs out by itself; the ledger keeps the spend
+        """End a hold without waiting for the store: the client has its answer first."""
+        if held.reservation is not None:
+            held.store.settle_soon(held.reservation, _actual(held, cost, tokens), self.clock())
 
     def _unseeded(self, limits: Sequence[Limit], now: float) -> list[Limit]:
         """The budgets this process has not counted yet this period."""

@@ -78,7 +78,6 @@ class State:
     shared: bool = False  # counters in Redis, shared by every replica
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _refresher: asyncio.Task[None] | None = None
-    _settling: asyncio.Task[None] | None = None
 
     @classmethod
     def memory(cls, clock: Callable[[], float] = time.time) -> State:
@@ -112,7 +111,6 @@ class State:
             logger.error("gwc: background work failed", exc_info=task.exception())
 
     async def start(self) -> None:
-        self._settling = asyncio.get_running_loop().create_task(self.limiter.settling())
         if self.keyring is not None:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_keys())
 
@@ -129,15 +127,11 @@ class State:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        self.limiter.stop()
-        if self._settling is not None:
-            await asyncio.wait({self._settling}, timeout=10)
-        with contextlib.suppress(TimeoutError):  # a store too slow to answer: the leases lapse
-            await asyncio.wait_for(self.limiter.drain(), timeout=10)  # if it never ran
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=10)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
-        await self.limiter.counters.close()
+        with contextlib.suppress(TimeoutError):  # a store too slow to answer: the leases lapse
+            await asyncio.wait_for(self.limiter.counters.close(), timeout=10)  # its settles go
         if self.records is not None:
             self.records.close()

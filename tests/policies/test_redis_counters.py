@@ -21,7 +21,7 @@ from redis.asyncio.connection import Connection
 
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable
 from policies.memory_counters import MemoryCounters
-from policies.redis_counters import MAX_OPS, RedisCounters
+from policies.redis_counters import MAX_OPS, SETTLE_DELAY, RedisCounters
 from tests.fakes import free_port
 from tests.policies.test_quotas import NOW
 from tests.services import unavailable
@@ -186,6 +186,49 @@ def test_settles_asked_during_a_call_ride_with_the_next_and_count_first(
     first, again, settled = asyncio.run(go())
     assert first and settled and again  # the settle went first: its slot was free again
     assert [operations(command) for command in sent] == [["admit"], ["settle", "admit"]]
+
+
+def test_a_settle_soon_rides_with_the_next_admission_or_goes_alone_soon_after(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Any] = []
+    one = Limit("one-slot", "concurrency", 1)
+
+    async def go() -> tuple[bool, bool, bool]:
+        store = RedisCounters(redis_url)
+        try:
+            monkeypatch.setattr(Connection, "send_packed_command", counting(sent))
+            held = await store.admit([one], NOW, 30)
+            assert held.reservation is not None
+            store.settle_soon(held.reservation, {}, NOW + 1)  # sends nothing yet
+            readmitted = await store.admit([one], NOW + 1, 30)  # with it: the slot is free
+            assert readmitted.reservation is not None
+            store.settle_soon(readmitted.reservation, {}, NOW + 2)
+            await asyncio.sleep(SETTLE_DELAY * 5)  # no admission came: it went alone
+            alone = (await store.admit([one], NOW + 3, 30)).admitted
+            assert (await store.admit([one], NOW + 3, 30)).reservation is None  # it holds
+            return held.admitted, readmitted.admitted, alone
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == (True, True, True)
+    assert [operations(command) for command in sent if operations(command)] == [
+        ["admit"], ["settle", "admit"], ["settle"], ["admit"], ["admit"]]
+
+
+def test_settles_waiting_to_ride_are_sent_when_the_store_closes(redis_url: str) -> None:
+    async def go() -> float:
+        store = RedisCounters(redis_url)
+        held = await store.admit([BUDGET], NOW, 30)
+        assert held.reservation is not None
+        store.settle_soon(held.reservation, {BUDGET.counter: 0.25}, NOW)
+        await store.close()
+        reader = RedisCounters(redis_url)
+        try:
+            return await reader.spent(BUDGET.counter, BUDGET.period, NOW)
+        finally:
+            await reader.close()
+
+    assert asyncio.run(go()) == 0.25
 
 
 def test_one_operation_failing_in_the_script_fails_only_its_caller(
