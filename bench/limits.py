@@ -4,8 +4,10 @@
     python -m bench.limits --requests 5000 --url redis://127.0.0.1:6379/15
 
 A request is one admit and its settle, one after the other on one connection,
-for two plans of five limits: `typical` (a requests and a tokens quota, a slot,
-two budgets) and `quotas` (two requests quotas, a tokens quota, two budgets).
+the settle sent as the gateway sends it (`settle_soon`: with Redis it rides
+with the next request's admission, so a request is one round trip), for two
+plans of five limits: `typical` (a requests and a tokens quota, a slot, two
+budgets) and `quotas` (two requests quotas, a tokens quota, two budgets).
 The figure is the median over batches of the time per admit+settle pair (CPU
 time of this process, but wall time for a real Redis round trip), and
 the best batch beside it (the machine is shared: the best is the least
@@ -15,8 +17,7 @@ server's EVALSHA count is printed beside it. The namespace is a fresh one,
 deleted after.
 
 `redis concurrent` runs CONCURRENT requests at once, each an admit then its
-settle, over and over (as a gateway's requests do, though its settles go
-through the Limiter's queue): the store carries what they ask together, so a
+settle, over and over, as a gateway's requests do: the store carries what they ask together, so a
 request costs less than one round trip. Its figures are the wall time per
 request (all of them over the requests) and this process's CPU time per
 request (redis-py's work per call, shared by the calls carried together).
@@ -93,7 +94,7 @@ async def pairs(store: CounterStore, requests: int,
         for now, limits, actual in batch:
             answer = await store.admit(limits, now, 60)
             assert answer.admitted and answer.reservation is not None
-            await store.settle(answer.reservation, actual, now)
+            store.settle_soon(answer.reservation, actual, now)  # as the gateway settles
         samples.append((clock() - began) / BATCH)
     return samples
 
@@ -147,8 +148,8 @@ async def concurrent(store: CounterStore, requests: int) -> tuple[float, float]:
             now = NOW + i / 1000
             answer = await store.admit(typical(i), now, 60)
             assert answer.admitted and answer.reservation is not None
-            await store.settle(answer.reservation, {f"q1:tokens:team-{i % 8}": 900.0,
-                                                    f"b1:team-{i % 8}": 0.01}, now)
+            store.settle_soon(answer.reservation, {f"q1:tokens:team-{i % 8}": 900.0,
+                                                   f"b1:team-{i % 8}": 0.01}, now)
     began, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(first) for first in range(CONCURRENT)))
     return (time.perf_counter() - began) / requests, (time.process_time() - cpu) / requests
@@ -188,7 +189,8 @@ async def main(requests: int, url: str) -> None:
         server = evalshas(client) - before - 1  # this INFO's own request is not an EVALSHA
         print(line("redis typical", shared))
         print(f"redis round trips per request: {sent / requests:.2f} "
-              f"(admit 1 + settle 1; server saw {server / requests:.2f} EVALSHA per request)")
+              f"(each settle rides with the next admission, as the gateway's do; server "
+              f"saw {server / requests:.2f} EVALSHA per request)")
         print(line("redis quotas", await pairs(store, requests, quotas, time.perf_counter)))
         sent, before = 0, evalshas(client)
         Connection.send_packed_command = counted  # type: ignore[method-assign,assignment]
