@@ -38,8 +38,19 @@ def _budget(b: Budget, request: Request) -> dict[str, Any]:
 
 
 def _cache(c: Cache) -> dict[str, Any]:
+    embedder = f"model({c.embedder_model})" if c.embedder == "model" else c.embedder
     return {"mode": c.mode, "threshold": c.threshold, "ttl": units.format_seconds(c.ttl),
-            "scope": c.scope, "source": _where(c.source)}
+            "scope": c.scope or "team", "embedder": embedder if c.mode == "semantic" else None,
+            "source": _where(c.source)}
+
+
+def _cache_text(cache: dict[str, Any]) -> str:
+    if cache["mode"] == "exact":
+        return f"exact, ttl {cache['ttl']}, scope {cache['scope']}"
+    threshold = "the embedder's default" if cache["threshold"] is None else \
+        f"{cache['threshold']:g}"
+    return (f"semantic by {cache['embedder']}, threshold {threshold}, ttl {cache['ttl']}, "
+            f"scope {cache['scope']}")
 
 
 def _counter(dimension: str, request: Request) -> str | None:
@@ -92,7 +103,6 @@ def as_text(result: dict[str, Any]) -> str:
                      f"{b['over']} at {b['source']['file']}:{b['source']['line']}, "
                      f"counter {b['counter_id']}")
     cache = result["cache"]
-    lines.append("cache:   " + (f"{cache['mode']}, threshold {cache['threshold']:g}, ttl "
-                                f"{cache['ttl']}, scope {cache['scope']}" if cache else "none"))
+    lines.append("cache:   " + (_cache_text(cache) if cache else "none"))
     lines.append("path:    " + (" -> ".join(p["test"] for p in result["path"]) or "(root)"))
     return "\n".join(lines) + "\n"

@@ -214,10 +214,11 @@ class Cache:
     index: int
     source: Source
     mode: str = "exact"
-    threshold: float = 0.95
+    threshold: float | None = None  # None: the embedder's own default (runtime)
     ttl: float = 3600.0
-    scope: str = "global"
-    embedder: str | None = None
+    scope: str | None = None  # None: the caller's team, else its key; never global unwritten
+    embedder: str = "hash"  # hash, minilm, or model (then embedder_model names it)
+    embedder_model: str | None = None
     max_entries: int = 10_000
     cond: Cond = TRUE
 

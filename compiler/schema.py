@@ -90,7 +90,7 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "threshold": Field("fraction"),
         "ttl": Field("duration", low=0.001),
         "scope": Field("name", choices=("global", "team", "user", "key")),
-        "embedder": Field("name"),
+        "embedder": Field("embedder"),
         "max_entries": Field("count", low=1),
     }, {}),
     "budget": ({

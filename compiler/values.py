@@ -23,6 +23,8 @@ Report = Callable[[Diagnostic], None]
 
 
 CALENDAR = ("day", "week", "month")  # the periods budgets are kept in (UTC)
+# the embedders the gateway runs itself (policies/embedders.py NAMES: a test holds them equal)
+EMBEDDERS = ("hash", "minilm")
 
 @dataclass(frozen=True, slots=True)
 class Field:
@@ -42,6 +44,7 @@ EXPECTED = {
     "duration_range": "a range of durations", "members": "a list of models",
     "percent_list": "a list of percents", "string_map": "a map of strings to strings",
     "percent_map": "a map of percents", "over": "reject, allow or downgrade(MODEL)",
+    "embedder": "hash, minilm or model(MODEL)",
     "names": "a list of names",
 }
 
@@ -380,6 +383,21 @@ class Checker:
                                            f"{suggestion(dim, ['team', 'user', 'key'])}",
                                   value.span, help="budget shares are for team, user or key"))
         return shares
+
+    def check_embedder(self, value: ast.Value, spec: Field) -> Any:
+        """`hash` and `minilm` run in the gateway; `model(NAME)` calls a declared model."""
+        if isinstance(value, ast.Ident) and value.name in EMBEDDERS:
+            return (value.name, None)
+        if isinstance(value, ast.Call) and value.name.name == "model" and \
+                len(value.args) == 1 and isinstance(value.args[0], ast.Ident):
+            return ("model", value.args[0])
+        if isinstance(value, ast.Ident):
+            self.report(error("GW206", f"unknown embedder '{value.name}'"
+                                       f"{suggestion(value.name, EMBEDDERS)}", value.span,
+                              help="embedder = hash, minilm or model(MODEL), MODEL an "
+                                   "embedding model the policy declares"))
+            return INVALID
+        return self.wrong(value, "embedder")
 
     def check_over(self, value: ast.Value, spec: Field) -> Any:
         if isinstance(value, ast.Ident) and value.name in ("reject", "allow"):

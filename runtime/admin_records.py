@@ -34,7 +34,7 @@ def _records(gateway: Gateway) -> Records:
     return records
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as exc:
@@ -44,7 +44,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+def text_field(body: dict[str, Any], name: str, required: bool = False) -> str | None:
     value = body.get(name)
     if value is None and not required:
         return None
@@ -56,8 +56,8 @@ def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None
 
 def routes(gateway: Gateway) -> dict[str, Any]:
     async def create_key(request: Request) -> Response:
-        body = await _body(request)
-        team = _text(body, "team", required=True)
+        body = await json_body(request)
+        team = text_field(body, "team", required=True)
         assert team is not None
         expires = body.get("expires_in")
         if expires is not None and (type(expires) not in (int, float) or
@@ -71,7 +71,7 @@ def routes(gateway: Gateway) -> dict[str, Any]:
                                param="models")
         keys = Keys(_records(gateway))
         record, secret = await asyncio.to_thread(
-            keys.create_key, team, _text(body, "user"), _text(body, "name"),
+            keys.create_key, team, text_field(body, "user"), text_field(body, "name"),
             time.time() + expires if expires is not None else None, models)
         return JSONResponse({**key_json(record), "key": secret}, 201)
 

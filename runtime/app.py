@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -22,12 +23,15 @@ from starlette.types import ASGIApp
 
 from compiler.compiled import CompiledPolicy
 from runtime import admin_records
+from runtime.admin_records import json_body, text_field
 from runtime.endpoints import ENDPOINTS
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
 from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error
 from runtime.request_ids import new_request_id
+
+SCOPE = re.compile(r"global|(team|user|key)=.+")  # a cache entry's scope subject
 
 logger = logging.getLogger("gwc")
 
@@ -114,6 +118,14 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     async def admin_breakers(request: Request) -> Response:
         return JSONResponse(gateway.breakers())
 
+    async def admin_cache_flush(request: Request) -> Response:
+        """All entries, or one scope subject's (`{"scope": "team=research"}`)."""
+        scope = text_field(await json_body(request), "scope") if await request.body() else None
+        if scope is not None and not SCOPE.fullmatch(scope):
+            raise GatewayError(400, "'scope' is `global` or `team=NAME`, `user=NAME`, "
+                               "`key=KEY_ID`", "invalid_value", param="scope")
+        return JSONResponse({"flushed": await gateway.cacher.flush(scope)})
+
     records = admin_records.routes(gateway)
     routes = [
         *(Route(path, proxy, methods=["POST"]) for path, proxy in lanes.items()),
@@ -125,6 +137,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         Route("/admin/reload", admin(admin_reload), methods=["POST"]),
         Route("/admin/policy", admin(admin_policy), methods=["GET"]),
         Route("/admin/breakers", admin(admin_breakers), methods=["GET"]),
+        Route("/admin/cache/flush", admin(admin_cache_flush), methods=["POST"]),
         Route("/admin/keys", admin(records["create_key"]), methods=["POST"]),
         Route("/admin/keys", admin(records["list_keys"]), methods=["GET"]),
         Route("/admin/keys/{key_id}", admin(records["revoke_key"]), methods=["DELETE"]),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from compiler.compiled import Budget, CompiledPolicy, Quota, Refused, block_id, load
 from policies.breaker import State as BreakerState
@@ -32,6 +33,7 @@ from policies.store import MemoryStore, Store
 from runtime import providers
 from runtime.access_log import AccessLog
 from runtime.alerts import Alerts
+from runtime.caching import Cacher
 from runtime.health import HealthChecks
 from runtime.limiting import Limiter
 from runtime.metrics import Metrics
@@ -87,6 +89,7 @@ class Gateway:
     state: State = field(default_factory=State.memory)  # counters, keys, ledger
     alerts: Alerts = field(init=False)
     limiter: Limiter = field(init=False)
+    cacher: Cacher = field(init=False)
     _alerting: asyncio.Task[None] | None = None
     counters: dict[str, list[dict[str, Any]]] | None = None  # the last reload's, kept or new
 
@@ -94,6 +97,8 @@ class Gateway:
         self.metrics = Metrics(self.breaker_states)
         self.health = HealthChecks(self.store)
         self.limiter = self.state.limiter
+        url = self.state.cache_url
+        self.cacher = Cacher(aioredis.Redis.from_url(url) if url else None)
         self.limiter.on_degraded = self._degraded
         self.limiter.timed = self._store_timed
         ledger = self.state.ledger
@@ -124,6 +129,7 @@ class Gateway:
         if self._alerting is not None:
             self._alerting.cancel()
         await self.state.close()
+        await self.cacher.close()
         if self.compiler is not None:
             self.compiler.shutdown(wait=False, cancel_futures=True)
         if self.session is not None:

@@ -85,6 +85,10 @@ class Metrics:
                                ("op",))
         self.store_errors = Counter("gw_store_errors", "Counter store calls that failed",
                                     ("op",))
+        self.cache = Counter("gw_cache", "Cache lookups by result (hit, miss, bypass)",
+                             ("result",))
+        self.saved = Counter("gw_cache_saved_usd", "What the answers served from the cache "
+                             "cost when fetched, in USD, by model", ("model",))
         self.degraded = 0  # 1 while the shared counters are unreachable and memory stands in
         self.breaker_states = breaker_states
         self.registry = CollectorRegistry()
@@ -92,7 +96,8 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         for figures in (self.requests, self.latency, self.upstream, self.tokens, self.reloads,
-                        self.spend, self.refusals, self.store, self.store_errors):
+                        self.spend, self.refusals, self.store, self.store_errors, self.cache,
+                        self.saved):
             yield figures.family()
         degraded = GaugeMetricFamily("gw_state_degraded", "1 while the shared counters are "
                                      "unreachable and this replica counts alone")

@@ -50,12 +50,18 @@ def stamp(exchange: Exchange) -> list[tuple[bytes, bytes]]:
     """The `x-gw-*` headers of a proxied answer, encoded for ASGI."""
     headers = [(b"x-gw-request-id", exchange.request_id.encode()),
                (b"x-gw-policy", exchange.loaded.version.encode())]
-    deployment = exchange.answered_by
+    deployment, hit = exchange.answered_by, exchange.hit
     if deployment is not None:
         headers += [(b"x-gw-model", deployment.name.encode()),
                     (b"x-gw-provider", deployment.provider.name.encode()),
                     (b"x-gw-attempts", b"%d" % exchange.tried()),
                     (b"x-gw-cache", exchange.cache.encode())]
+    elif hit is not None:
+        headers += [(b"x-gw-model", hit.model.encode()),
+                    (b"x-gw-provider", hit.provider.encode()), (b"x-gw-attempts", b"0"),
+                    (b"x-gw-cache", b"hit")]
+        if exchange.similarity is not None:
+            headers.append((b"x-gw-cache-similarity", b"%.4f" % exchange.similarity))
     if exchange.cost is not None and exchange.answer is not None:
         headers.append((b"x-gw-cost", b"%.8f" % exchange.cost))
     if exchange.limit_headers:

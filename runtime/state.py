@@ -76,6 +76,7 @@ class State:
     keyring: KeyRing | None = None
     ledger: LedgerWriter | None = None
     shared: bool = False  # counters in Redis, shared by every replica
+    cache_url: str | None = None  # cached answers shared in this Redis, else in memory
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _refresher: asyncio.Task[None] | None = None
 
@@ -96,8 +97,9 @@ class State:
         ledger = LedgerWriter(records)
         limiter = Limiter(counters, clock, seed=ledger.ledger.period_spend_by_counter,
                           min_lease=min_lease)
-        return cls(limiter, records, KeyRing(records), ledger,
-                   shared=shares_counters(state_url))
+        shared = shares_counters(state_url)
+        return cls(limiter, records, KeyRing(records), ledger, shared=shared,
+                   cache_url=state_url if shared else None)
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the request's path; `close` waits for it."""

@@ -168,8 +168,11 @@ def _cache(ctx: Context, decl: ast.CacheDecl) -> None:
     if cond is None:
         return
     fields = _fields(ctx, decl.body, {k: k for k in ("mode", "threshold", "ttl", "scope",
-                                                      "embedder", "max_entries")})
+                                                      "max_entries")})
+    embedder = ctx.value(decl.body, "embedder", ("hash", None))
     ctx.policy.caches.append(p.Cache(len(ctx.policy.caches), source(decl.span), cond=cond,
+                                     embedder=embedder[0],
+                                     embedder_model=embedder[1].name if embedder[1] else None,
                                      **fields))
 
 

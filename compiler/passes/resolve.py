@@ -50,9 +50,9 @@ def run(ctx: Context) -> None:
             if over is not None and over[1] is not None:
                 check(over[1], targets, "model or pool", "GW107")
         elif isinstance(decl, ast.CacheDecl):
-            embedder = decl.body.attributes().get("embedder")
-            if embedder is not None and id(embedder) in ctx.values:
-                check(embedder.value, models, "model")  # type: ignore[arg-type]
+            embedder = ctx.value(decl.body, "embedder")
+            if embedder is not None and embedder[1] is not None:
+                check(embedder[1], models, "model")
         elif isinstance(decl, ast.TestDecl):
             expect = decl.body.blocks().get("expect")
             if expect is not None:

@@ -47,7 +47,7 @@ STAGES: list[Stage] = [
     Stage("identity", identity.enter),                     # who calls: auth
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
     Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
-    Stage("cache", cache.enter),                           # a stored answer, or none
+    Stage("cache", cache.enter, cache.leave, cache.chunk),  # a stored answer; keep a fresh one
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
     Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost
 ]

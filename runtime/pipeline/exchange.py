@@ -15,6 +15,8 @@ from compiler.compiled import Decision, Deployment, Request
 from runtime.errors import GatewayError
 
 if TYPE_CHECKING:
+    from policies.cache_store import Entry
+    from runtime.caching import Lookup
     from runtime.endpoints import Endpoint
     from runtime.gateway import Gateway, Loaded
     from runtime.limiting import Applied, Held
@@ -64,8 +66,12 @@ class Exchange:
     held: Held | None = None
     limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    # cache: hit, miss or bypass
+    # cache: hit, miss or bypass; where the answer is or would be kept, what was found
     cache: str = "bypass"
+    lookup: Lookup | None = None
+    hit: Entry | None = None
+    similarity: float | None = None
+    streamed: list[Body] | None = None  # a stream's chunks, to keep once it completes
 
     # chain: the tries, and the answer: a body, or a stream's chunks
     attempts: list[Attempt] = field(default_factory=list)

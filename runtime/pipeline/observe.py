@@ -45,7 +45,16 @@ def leave(exchange: Exchange) -> None:
                                   else "rate_limit_exceeded", "shadow"))
         if shadowed:
             line["would_refuse"] = shadowed
-    if deployment is None:
+    if exchange.decision is not None and exchange.decision.cache is not None:
+        metrics.cache.add((exchange.cache,))
+    hit = exchange.hit
+    if hit is not None:  # no upstream was called: the model is the one that answered then
+        metrics.requests.add((rule, hit.model, hit.provider, status, "hit"))
+        metrics.saved.add((hit.model,), hit.cost)
+        line.update(model=hit.model, provider=hit.provider, saved=hit.cost)
+        if exchange.similarity is not None:
+            line["similarity"] = round(exchange.similarity, 4)
+    elif deployment is None:
         metrics.requests.add((rule, "", "", status, exchange.cache))
     else:
         model, provider = deployment.name, deployment.provider.name

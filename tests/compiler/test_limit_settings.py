@@ -95,3 +95,10 @@ budget per user { limit = $0 per day }
     assert [d.message for d in ctx.diagnostics][1:] == [
         "a budget is spent per calendar day, week or month, not per hour",
         "a budget above $0 is needed: $0 admits nothing (route to `deny` to refuse)"]
+
+
+def test_the_compiler_knows_the_embedders_the_gateway_runs() -> None:
+    from compiler.values import EMBEDDERS
+    from policies.embedders import NAMES
+
+    assert EMBEDDERS == NAMES

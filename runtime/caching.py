@@ -1,0 +1,334 @@
+"""What the cache stage keys answers by, and how it finds, replays and keeps them.
+
+Exact mode keys an answer by a digest of the canonical request: every field
+that can change the answer, with keys sorted and numbers in one spelling
+(`1`, `1.0` and `1e0` are one number), so that equal requests always meet.
+Fields that only say how to deliver it (`stream`, `stream_options`) or who
+asks (`user`, `metadata`, `store`) are left out. Semantic mode keys a
+partition the same way, but for the last user message, which is embedded
+and compared within the partition only: a changed system prompt, model,
+earlier turn or parameter is another partition, never a near hit.
+
+Every key starts with the scope's subject, so one tenant's entries are never
+another's: `team=research` by default (the caller's key where it has no
+team), `global` only when a policy writes it. A request whose subject is
+unknown (scope `user` and no user) is not cached.
+
+A semantic candidate is a hit only at `threshold` or above **and** when the
+lexical guard (policies/lexical.py) finds both messages ask the same thing:
+no similarity can tell "enable 2FA" from "disable 2FA" apart reliably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import importlib
+import secrets
+import time
+import types
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from compiler.compiled import Cache, Deployment
+from policies import lexical
+from policies.cache_store import CacheStore, Entry, LocalCache
+from policies.redis_cache import RedisCache
+
+if TYPE_CHECKING:
+    from runtime.pipeline.exchange import Body, Exchange
+    from runtime.providers.base import Adapter
+
+IGNORED = frozenset(("stream", "stream_options", "user", "metadata", "store"))
+VECTORS_KEPT = 4096  # embeddings of recent messages, so a repeated question is not embedded again
+
+
+def canonical(value: Any) -> Any:
+    """JSON with one spelling per number: an integral float is its integer."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(canonical(parts), option=orjson.OPT_SORT_KEYS),
+                           digest_size=16).hexdigest()
+
+
+def scope_of(block: Cache, exchange: Exchange) -> str | None:
+    """Whose entries a request reads and writes, as `dimension=value`; None: nobody's."""
+    scope = block.scope
+    if scope == "global":
+        return "global"
+    if scope is None:
+        if exchange.team is not None:
+            return f"team={exchange.team}"
+        return f"key={exchange.key_id}" if exchange.key_id is not None else None
+    value = {"team": exchange.team, "user": exchange.user, "key": exchange.key_id}[scope]
+    return f"{scope}={value}" if value is not None else None
+
+
+def asked(body: Body) -> tuple[str, Body] | None:
+    """The last user message's text, and the request without it, when the request
+    ends with a user message of text only; else None (semantic mode keys it exactly)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    content = last.get("content")
+    if isinstance(content, list):
+        if not all(isinstance(p, dict) and p.get("type") == "text"
+                   and isinstance(p.get("text"), str) for p in content):
+            return None
+        content = "\n".join(p["text"] for p in content)
+    if not isinstance(content, str):
+        return None
+    rest = {k: v for k, v in body.items() if k not in IGNORED}
+    rest["messages"] = [*messages[:-1], {**last, "content": None}]
+    return content, rest
+
+
+@dataclass(slots=True)
+class Lookup:
+    """Where a request's answer is, or would be, kept."""
+
+    store: CacheStore
+    block: Cache
+    scope: str
+    key: str = ""  # exact
+    partition: str = ""  # semantic
+    text: str = ""
+    vector: np.ndarray | None = None
+
+
+class Cacher:
+    """The gateway's cached answers: one store per cache block's settings (in memory,
+    or in Redis when `GW_STATE_URL` names one), and the embedders that semantic
+    blocks use, batched off the event loop."""
+
+    def __init__(self, redis: aioredis.Redis | None = None) -> None:
+        self.redis = redis
+        self.stores: dict[str, CacheStore] = {}
+        self._embedders: dict[str, Batched] = {}
+
+    def store(self, block: Cache) -> CacheStore:
+        name = digest(block.mode, block.scope, block.embedder, block.embedder_model)
+        found = self.stores.get(name)
+        if found is None:
+            found = self.stores[name] = LocalCache(block.max_entries) if self.redis is None \
+                else RedisCache(self.redis, name, block.max_entries)
+        found.resize(block.max_entries)
+        return found
+
+    async def find(self, block: Cache, exchange: Exchange,
+                   read: bool) -> tuple[Lookup | None, Entry | None, float | None]:
+        """The request's place in the cache, and the entry found there (if `read`)
+        with its similarity (semantic hits only)."""
+        scope = scope_of(block, exchange)
+        if scope is None:
+            return None, None, None
+        store, now = self.store(block), exchange.gateway.limiter.clock()
+        question = asked(exchange.body) if block.mode == "semantic" else None
+        if question is None:
+            request = {k: v for k, v in exchange.body.items() if k not in IGNORED}
+            lookup = Lookup(store, block, scope, key=digest(scope, exchange.endpoint.name,
+                                                            request))
+            return lookup, await store.get(lookup.key, scope, now) if read else None, None
+        text, rest = question
+        lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.name,
+                                                              rest), text=text)
+        lookup.vector = await self.embedder(block, exchange).embed(text)
+        if not read:
+            return lookup, None, None
+        threshold = block.threshold if block.threshold is not None else \
+            _embedders().DEFAULT_THRESHOLDS[block.embedder]
+        mine: lexical.Features | None = None  # the guard's reading of this message, once
+        for entry, similarity in await store.nearest(lookup.partition, scope, lookup.vector,
+                                                     now):
+            if similarity < threshold:
+                break
+            if entry.text != text:
+                if entry.guard is None:
+                    entry.guard = lexical.features(entry.text)
+                mine = mine or lexical.features(text)
+                if not lexical.compatible(entry.guard, mine):
+                    continue
+            store.used(entry)
+            return lookup, entry, similarity
+        return lookup, None, None
+
+    def keep(self, lookup: Lookup, exchange: Exchange, answer: Body) -> None:
+        deployment = exchange.answered_by
+        assert deployment is not None
+        ttl = lookup.block.ttl
+        entry = Entry(answer, deployment.name, deployment.provider.name, exchange.cost or 0.0,
+                      lookup.scope, exchange.gateway.limiter.clock() + ttl, lookup.text)
+        if lookup.vector is None:
+            lookup.store.put(lookup.key, entry, ttl)
+        else:
+            lookup.store.add(lookup.partition, lookup.vector, entry, ttl)
+
+    async def flush(self, scope: str | None = None) -> int:
+        return sum([await store.flush(scope) for store in self.stores.values()])
+
+    async def close(self) -> None:
+        for store in self.stores.values():
+            await store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def embedder(self, block: Cache, exchange: Exchange) -> Batched:
+        """The block's embedder: the gateway's own, made once, or `model(NAME)` through
+        its provider's adapter in the policy the request runs on."""
+        if block.embedder == "model":
+            assert block.embedder_model is not None
+            loaded = exchange.loaded
+            deployment = loaded.policy.deployments[block.embedder_model]
+            name = f"model:{deployment.name}:{id(loaded)}"
+            found = self._embedders.get(name)
+            if found is None:
+                for stale in [n for n in self._embedders if n.startswith("model:")]:
+                    del self._embedders[stale]  # a reload's adapters replace the old ones
+                adapter = loaded.adapters[deployment.provider.name]
+                found = self._embedders[name] = Batched(functools.partial(
+                    _embed_by_model, adapter, deployment))
+            return found
+        found = self._embedders.get(block.embedder)
+        if found is None:
+            local = _embedders().embedder(block.embedder)
+            found = self._embedders[block.embedder] = Batched(functools.partial(
+                asyncio.to_thread, local.embed))
+        return found
+
+
+def _embedders() -> types.ModuleType:
+    """policies.embedders, imported when a semantic block first needs it: a gateway
+    that caches exactly never loads it."""
+    return importlib.import_module("policies.embedders")
+
+
+async def _embed_by_model(adapter: Adapter, deployment: Deployment,
+                          texts: list[str]) -> np.ndarray:
+    """Vectors from an embedding model the policy declares, rows L2-normalised."""
+    answer = await adapter.embed(deployment.model, {"model": deployment.model.upstream,
+                                                    "input": texts}, deployment.timeouts)
+    data = sorted(answer.get("data") or [], key=lambda item: item.get("index", 0))
+    vectors = np.asarray([item["embedding"] for item in data], dtype=np.float32)
+    if vectors.shape[0] != len(texts):
+        raise ValueError(f"the embedding model answered {vectors.shape[0]} vectors for "
+                         f"{len(texts)} texts")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+class Batched:
+    """An embedder, one batch at a time: texts asked while a batch runs go together in
+    the next, so a burst costs a few calls, not one each (a local embedder runs in a
+    worker thread, off the event loop)."""
+
+    def __init__(self, embed: Callable[[list[str]], Awaitable[np.ndarray]]) -> None:
+        self._embed = embed
+        self._queue: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._running = False
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    async def embed(self, text: str) -> np.ndarray:
+        found = self._recent.get(text)
+        if found is not None:
+            self._recent.move_to_end(text)
+            return found
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.append((text, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    vectors = await self._embed([text for text, _ in batch])
+                except Exception as exc:  # each waiter hears of it; the next batch tries anew
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (text, future), vector in zip(batch, vectors, strict=True):
+                    self._recent[text] = vector
+                    if not future.done():
+                        future.set_result(vector)
+                while len(self._recent) > VECTORS_KEPT:
+                    self._recent.popitem(last=False)
+        finally:
+            self._running = False
+
+
+def replayed(entry: Entry) -> Body:
+    """A stored answer as a fresh one: its own id and time, the model that answered."""
+    return {**entry.answer, "id": f"chatcmpl-gw{secrets.token_hex(12)}",
+            "created": int(time.time())}
+
+
+async def replay_stream(answer: Body, include_usage: bool) -> AsyncIterator[Body]:
+    """A stored answer as the chunks of a stream, as OpenAI sends them: the role and
+    the content (and tool calls) first, then each choice's finish, then the usage
+    when asked for."""
+    head = {"id": answer["id"], "object": "chat.completion.chunk",
+            "created": answer["created"], "model": answer.get("model")}
+    choices = answer.get("choices") or []
+    for choice in choices:
+        message = choice.get("message") or {}
+        delta: Body = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{**call, "index": i}
+                                   for i, call in enumerate(message["tool_calls"])]
+        yield {**head, "choices": [{"index": choice.get("index", 0), "delta": delta,
+                                    "finish_reason": None}]}
+    for choice in choices:
+        yield {**head, "choices": [{"index": choice.get("index", 0), "delta": {},
+                                    "finish_reason": choice.get("finish_reason")}]}
+    if include_usage and answer.get("usage"):
+        yield {**head, "choices": [], "usage": answer["usage"]}
+
+
+def assembled(chunks: list[Body], usage: Body) -> Body | None:
+    """The answer a completed stream delivered, to keep: its text per choice and how
+    each finished. None for what a replay could not give back as it came (tool calls,
+    refusals, logprobs), which are then not kept."""
+    if not chunks:
+        return None
+    texts: dict[int, list[str]] = {}
+    finished: dict[int, Any] = {}
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if choice.get("logprobs") or any(value is not None for name, value in delta.items()
+                                             if name not in ("role", "content")):
+                return None
+            index = choice.get("index", 0)
+            if isinstance(delta.get("content"), str):
+                texts.setdefault(index, []).append(delta["content"])
+            if choice.get("finish_reason") is not None:
+                finished[index] = choice["finish_reason"]
+    first = chunks[0]
+    return {"id": first.get("id"), "object": "chat.completion", "created": first.get("created"),
+            "model": first.get("model"),
+            "choices": [{"index": i, "message": {"role": "assistant",
+                                                 "content": "".join(texts.get(i, []))},
+                         "finish_reason": finished.get(i)} for i in sorted(finished)],
+            "usage": usage}
