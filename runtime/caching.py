@@ -25,6 +25,7 @@ import asyncio
 import functools
 import hashlib
 import importlib
+import json
 import secrets
 import time
 import types
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from runtime.providers.base import Adapter
 
 IGNORED = frozenset(("stream", "stream_options", "user", "metadata", "store"))
+EXACT_INTS = 2**53  # floats up to this are integers exactly, and are spelled as integers
 VECTORS_KEPT = 4096  # embeddings of recent messages, so a repeated question is not embedded again
 
 
@@ -56,14 +58,18 @@ def canonical(value: Any) -> Any:
         return {k: canonical(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and -EXACT_INTS <= value <= EXACT_INTS:
         return int(value)
     return value
 
 
 def digest(*parts: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(canonical(parts), option=orjson.OPT_SORT_KEYS),
-                           digest_size=16).hexdigest()
+    normal = canonical(parts)
+    try:
+        text = orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits: the standard library writes any
+        text = json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 def scope_of(block: Cache, exchange: Exchange) -> str | None:

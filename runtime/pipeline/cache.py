@@ -34,9 +34,9 @@ async def enter(exchange: Exchange) -> None:
     read = "no-cache" not in control
     try:
         lookup, entry, similarity = await exchange.gateway.cacher.find(block, exchange, read)
-    except Exception as exc:  # an embedder that failed: the request goes on uncached
-        logger.warning("gwc: the cache lookup failed, the request goes on without it: %s",
-                       exc)
+    except Exception:  # an embedder that failed (its model down, its extra not installed)
+        logger.warning("gwc: the cache lookup failed; the request goes on without it",
+                       exc_info=True)
         return
     if lookup is None:
         return
