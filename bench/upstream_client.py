@@ -50,14 +50,15 @@ def wait_for(port: int, timeout: float = 15.0) -> None:
 
 
 def wrk(url: str, connections: int, seconds: int = 8,
-        headers: dict[str, str] | None = None) -> float:
-    """Requests per second wrk measured against url's chat completions route."""
+        headers: dict[str, str] | None = None, lua: str = BODY_LUA) -> float:
+    """Requests per second wrk measured against url's chat completions route; `lua`
+    says what to send (by default, one body again and again)."""
     if shutil.which("wrk") is None:
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(BODY_LUA + "".join(f'wrk.headers["{k}"] = "{v}"\n'
+        script.write(lua + "".join(f'wrk.headers["{k}"] = "{v}"\n'
                                         for k, v in (headers or {}).items()))
         script.flush()
         subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", script.name,
