@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 import tracemalloc
+import uuid
 
 import numpy as np
 
@@ -99,14 +100,15 @@ def embed_times() -> dict[str, float]:
     return times
 
 
-# every request its own question: wrk's Lua makes the body per request
+# every request its own question: wrk's Lua makes the body per request, from a count and
+# this round's own nonce (each round is a new wrk, whose count and random numbers restart)
 MISSES_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 counter = 0
 request = function()
   counter = counter + 1
   local body = '{"model":"m3","messages":[{"role":"user","content":"How do I rotate key '
-    .. counter .. ' of service ' .. math.random(1, 1000000000) .. ' today?"}]}'
+    .. counter .. ' of service NONCE-' .. math.random(1, 1000000000) .. ' today?"}]}'
   return wrk.format(nil, nil, nil, body)
 end
 """
@@ -134,7 +136,8 @@ def throughput() -> None:
             rates: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(ROUNDS):
                 for name, url in urls.items():
-                    rates[name].append(wrk(url, 8, SECONDS, headers=headers, lua=MISSES_LUA))
+                    lua = MISSES_LUA.replace("NONCE", uuid.uuid4().hex)
+                    rates[name].append(wrk(url, 8, SECONDS, headers=headers, lua=lua))
         base = statistics.median(rates["no cache"])
         print(f"throughput, every request a miss (req/s, wrk, 8 connections, median of "
               f"{ROUNDS} alternating rounds of {SECONDS} s)")
