@@ -189,7 +189,7 @@ these those there here what which who whom whose when where why how can could wo
 will shall may might must have has had having get got please just also very really any all
 some each every about at by up way vs versus kindly tell show me like want need know
 """)
-_SYMBOLS = frozenset("$€£¥%°×÷*^=<>+-~/")
+_SYMBOLS = frozenset("$€£¥%°×÷*^=<>+-~/→")
 
 _NUMBER_WORDS = {w: i for i, w in enumerate(_ordered(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -254,7 +254,7 @@ _TOKEN = re.compile(
       | (?P<flag>(?<![\w-])--?[A-Za-z][\w-]*)
       | (?P<path>(?<![\w./])/[\w.-]+(?:/[\w.-]+)*)
       | (?P<word>\w(?:\w|['.](?=\w))*(?:\+\+|\#)?)
-      | (?P<symbol>->|=>|[^\w\s])""",
+      | (?P<symbol>->|=>|[^\w\s]|\n)""",
     re.VERBOSE,
 )
 _TIMES = re.compile(r"(\d)\s*[x×*]\s*(?=\d)")
@@ -299,7 +299,7 @@ def _info(raw: str) -> _Info:
                      low in _MARKERS, low[0].isdigit() or low in _NUMERIC)
     kind = _STOP if raw in _STOPS else _SYMBOL if raw in _SYMBOLS or len(raw) == 2 else _OTHER
     return _Info(kind, low, "", 0, False, False, False, None, False,
-                 low in _MARKERS, low in _CURRENCY)
+                 kind == _SYMBOL and low in _MARKERS, False)
 
 
 def _plain(word: str, acronym: bool) -> str:
@@ -496,9 +496,10 @@ def _number_at(words: list[str], i: int) -> tuple[str | None, str, int]:
     j = i
     while j < len(words):
         n = _NUMBER_WORDS.get(words[j])
-        if n is None and words[j] == "and" and current >= 100 and j + 1 < len(words) \
-                and words[j + 1] in _NUMBER_WORDS:
-            j += 1  # one hundred and five
+        following = _NUMBER_WORDS.get(words[j + 1], 0) if j + 1 < len(words) else 0
+        if n is None and ((words[j] == "and" and current >= 100 and following)
+                          or (words[j] == "-" and current % 100 >= 20 and 0 < following < 10)):
+            j += 1  # one hundred and five, twenty-five
             continue
         if n is None:
             break
