@@ -37,7 +37,7 @@ SUBJECT = Limit("q4:requests:user=ann", "requests", 10, window=60, family="q4", 
 def test_a_quota_of_100_a_minute_admits_exactly_100_across_three_replicas(
         redis_url: str) -> None:
     async def go() -> list[Admission]:
-        replicas = [RedisCounters(redis_url) for _ in range(3)]
+        replicas = [RedisCounters(redis_url, timeout=5) for _ in range(3)]  # counts, not bounds
         try:
             return list(await asyncio.gather(*(replicas[i % 3].admit([QUOTA], NOW + i / 1000, 30)
                                                for i in range(300))))
