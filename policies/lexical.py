@@ -44,10 +44,6 @@ def _stem(word: str) -> str:
     return word[:-1] if word.endswith("e") and len(word) > 3 else word
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
 def _table(text: str) -> list[tuple[str, list[list[str]]]]:
     """Lines of `name: words | words | ...` as (name, [words, words, ...])."""
     rows = []
@@ -76,10 +72,6 @@ def _particle_table(text: str) -> tuple[dict[tuple[str, str], tuple[str, int]], 
             for particle, sign in zip(ends[::2], ends[1::2], strict=True):
                 poles[verb, particle] = (axis, 1 if sign == "+" else -1)
     return poles, reach
-
-
-def _ordered(text: str) -> list[str]:
-    return text.split()
 
 
 # Each axis: words at one pole | words at the other.
@@ -170,10 +162,10 @@ _NEGATING_PREFIXES = ("un", "dis", "de", "non", "in", "im", "ir", "il", "anti", 
 _OPPOSITE_PREFIXES = (("over", "under"), ("up", "down"), ("in", "out"), ("in", "ex"),
                       ("im", "ex"), ("en", "de"), ("in", "de"), ("max", "min"),
                       ("upper", "lower"))
-_NEGATIONS = _words(
+_NEGATIONS = frozenset(str.split(
     "not no never none nothing nobody nowhere neither nor without cannot non nope "
     "dont doesnt didnt isnt arent wasnt werent cant couldnt wouldnt shouldnt wont "
-    "havent hasnt hadnt aint")
+    "havent hasnt hadnt aint"))
 
 # Directional words, by family: "A to B" and "B into A" are one pair read both ways.
 _MARKERS = {"to": "to", "into": "to", "onto": "to", "->": "to", "→": "to", "=>": "to",
@@ -182,30 +174,30 @@ _MARKERS = {"to": "to", "into": "to", "onto": "to", "->": "to", "→": "to", "=>
             "as": "as", "for": "for", "/": "/", "÷": "/", "divided": "/", "^": "^",
             "minus": "-"}
 _COORDINATORS = frozenset(("and", "or", "vs", "versus"))  # X and Y is Y and X
-_STOPWORDS = _words("""
+_STOPWORDS = frozenset(str.split("""
 a an the of and or but if so is are was were be been being am do does did doing done
 i me my mine we us our you your yours he him his she her it its they them their this that
 these those there here what which who whom whose when where why how can could would should
 will shall may might must have has had having get got please just also very really any all
 some each every about at by up way vs versus kindly tell show me like want need know
-""")
+"""))
 _SYMBOLS = frozenset("$€£¥%°×÷*^=<>+-~/→")
 
-_NUMBER_WORDS = {w: i for i, w in enumerate(_ordered(
+_NUMBER_WORDS = {w: i for i, w in enumerate(str.split(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen"))}
 _NUMBER_WORDS |= {w: 10 * i for i, w in enumerate(
-    _ordered("twenty thirty forty fifty sixty seventy eighty ninety"), start=2)}
+    str.split("twenty thirty forty fifty sixty seventy eighty ninety"), start=2)}
 _NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9,
                   "dozen": 12}
-_ORDINALS = {w: i for i, w in enumerate(_ordered(
+_ORDINALS = {w: i for i, w in enumerate(str.split(
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
     "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"),
     start=1)}
 _ORDINAL_SUFFIXES = frozenset(("st", "nd", "rd", "th"))
 _MULTIPLES = {"twice": 2, "thrice": 3}
-_ONE_AS_PRONOUN = _words("which this that the each any every no some another new old "
-                         "right wrong other only")
+_ONE_AS_PRONOUN = frozenset(str.split(
+    "which this that the each any every no some another new old right wrong other only"))
 
 # Units by canonical name: `name: forms | name: forms | ...`.
 _UNITS = {form: name.strip() for name, forms in (
@@ -222,12 +214,12 @@ tsp: tsp teaspoon | celsius: c celsius | fahrenheit: f fahrenheit | degree: degr
 usd: usd dollar buck | eur: eur euro | gbp: gbp | jpy: jpy yen | cent: cent
 %: % percent pct | px: px pixel | times: times x | am: am | pm: pm | gbit: gbps mbps
 """.replace("\n", " | ").split("|") if part.strip()) for form in forms.split()}
-_TIME_UNITS = _words("ms s min h day week month year decade")
+_TIME_UNITS = frozenset(str.split("ms s min h day week month year decade"))
 _PERIODIC = {"hourly": "h", "daily": "day", "weekly": "week", "monthly": "month",
              "yearly": "year", "annually": "year", "annual": "year"}
 _RATE_WORDS = frozenset(("a", "an", "per", "every", "each"))
 _CURRENCY = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy"}
-_NOT_NAMES = _words("i i'm i've i'd i'll ok okay hi hello hey thanks e.g i.e etc")
+_NOT_NAMES = frozenset(str.split("i i'm i've i'd i'll ok okay hi hello hey thanks e.g i.e etc"))
 
 
 class Features(NamedTuple):
@@ -366,7 +358,7 @@ def _read(text: str) -> list[_Token]:
             for m in _TOKEN.finditer(text)]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def features(text: str) -> Features:
     """Everything `compatible` compares, read once from one message."""
     text = _normalise(text)
