@@ -102,3 +102,22 @@ def test_the_compiler_knows_the_embedders_the_gateway_runs() -> None:
     from policies.embedders import NAMES
 
     assert EMBEDDERS == NAMES
+
+
+CACHED = """
+provider local { type = mock }
+model a { provider = local; input = $1/1M; output = $1/1M }
+model vectors { provider = local }
+route { otherwise -> a }
+"""
+
+
+def test_an_embedder_is_hash_minilm_or_a_declared_model(compile_text) -> None:
+    ctx = compile_text(CACHED + "cache { mode = semantic; embedder = model(vectors) }\n")
+    assert not [d for d in ctx.diagnostics if d.severity == "error"]
+    cache = ctx.policy.caches[0]
+    assert (cache.embedder, cache.embedder_model, cache.scope) == ("model", "vectors", None)
+    assert_diagnostic(compile_text(CACHED + "cache { mode = semantic; embedder = minlm }\n"),
+                      "GW206", 6, 37, "unknown embedder 'minlm' (did you mean 'minilm'?)")
+    assert_diagnostic(compile_text(CACHED + "cache { embedder = model(nope) }\n"),
+                      "GW101", 6, 26, underlined="nope")
