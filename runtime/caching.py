@@ -26,6 +26,7 @@ import functools
 import hashlib
 import importlib
 import json
+import logging
 import secrets
 import time
 import types
@@ -42,14 +43,19 @@ from compiler.compiled import Cache, Deployment
 from policies import lexical
 from policies.cache_store import CacheStore, Entry, LocalCache
 from policies.redis_cache import RedisCache
+from runtime.errors import UpstreamError
 
 if TYPE_CHECKING:
     from runtime.pipeline.exchange import Body, Exchange
     from runtime.providers.base import Adapter
 
+logger = logging.getLogger("gwc")
 IGNORED = frozenset(("stream", "stream_options", "user", "metadata", "store"))
 EXACT_INTS = 2**53  # floats up to this are integers exactly, and are spelled as integers
 VECTORS_KEPT = 4096  # embeddings of recent messages, so a repeated question is not embedded again
+# a declared embedding model has no figures of its own here: it starts at the threshold
+# of the sentence model measured (docs/language.md says to measure it)
+MEASURED = {"model": "minilm"}
 
 
 def canonical(value: Any) -> Any:
@@ -156,11 +162,17 @@ class Cacher:
         text, rest = question
         lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.name,
                                                               rest), text=text)
-        lookup.vector = await self.embedder(block, exchange).embed(text)
+        try:
+            lookup.vector = await self.embedder(block, exchange).embed(text)
+        except (UpstreamError, ValueError, ImportError, OSError,
+                _embedders().EmbedderUnavailable):  # its model down, its extra not installed
+            logger.warning("gwc: the cache's embedder failed; the request goes on uncached",
+                           exc_info=True)
+            return None, None, None
         if not read:
             return lookup, None, None
         threshold = block.threshold if block.threshold is not None else \
-            _embedders().DEFAULT_THRESHOLDS[block.embedder]
+            _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
         mine: lexical.Features | None = None  # the guard's reading of this message, once
         for entry, similarity in await store.nearest(lookup.partition, scope, lookup.vector,
                                                      now):

@@ -14,12 +14,8 @@ lookup and keeps the fresh answer; `no-store` neither reads nor writes.
 
 from __future__ import annotations
 
-import logging
-
 from runtime.caching import assembled, replay_stream, replayed
 from runtime.pipeline.exchange import Body, Exchange
-
-logger = logging.getLogger("gwc")
 
 
 async def enter(exchange: Exchange) -> None:
@@ -32,12 +28,7 @@ async def enter(exchange: Exchange) -> None:
     if "no-store" in control:
         return
     read = "no-cache" not in control
-    try:
-        lookup, entry, similarity = await exchange.gateway.cacher.find(block, exchange, read)
-    except Exception:  # an embedder that failed (its model down, its extra not installed)
-        logger.warning("gwc: the cache lookup failed; the request goes on without it",
-                       exc_info=True)
-        return
+    lookup, entry, similarity = await exchange.gateway.cacher.find(block, exchange, read)
     if lookup is None:
         return
     exchange.lookup, exchange.cache = lookup, "miss"

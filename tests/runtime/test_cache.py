@@ -234,3 +234,22 @@ def test_an_entry_kept_by_one_replica_is_a_hit_on_another(
             seen = ask(second, QUESTION)
         assert seen == "hit"
         assert ask(second, QUESTION.replace("enable", "disable")) == "miss"
+
+
+def test_a_declared_embedding_model_embeds_through_its_provider(client: Any) -> None:
+    sdk = client(ROUTE + 'cache when endpoint == "chat" { mode = semantic; '
+                 "embedder = model(emb) }\n")
+    embedded = sdk.script.calls.get("emb", 0)
+    sdk.ask()
+    _, paraphrase = sdk.ask("how do I enable 2-factor authentication on my account")
+    _, opposite = sdk.ask(QUESTION.replace("enable", "disable"))
+    assert sdk.script.calls["emb"] == embedded + 3  # the fake's vectors are all alike:
+    assert (paraphrase["x-gw-cache"], opposite["x-gw-cache"]) == ("hit", "miss")  # the guard
+
+
+def test_an_embedder_that_fails_leaves_the_request_uncached_not_failed(client: Any) -> None:
+    sdk = client(ROUTE + 'provider dead { type = openai; base_url = "http://127.0.0.1:9/v1"; '
+                 'api_key = "x" }\nmodel down { provider = dead }\n'
+                 'cache when endpoint == "chat" { mode = semantic; embedder = model(down) }\n')
+    _, headers = sdk.ask()
+    assert headers["x-gw-cache"] == "bypass"
