@@ -135,6 +135,7 @@ class Cacher:
         self.redis = redis
         self.stores: dict[str, CacheStore] = {}
         self._embedders: dict[str, Batched] = {}
+        self._missing: set[str] = set()  # embedders whose extra is not installed
 
     def store(self, block: Cache) -> CacheStore:
         name = digest(block.mode, block.scope, block.embedder, block.embedder_model)
@@ -164,8 +165,13 @@ class Cacher:
                                                               rest), text=text)
         try:
             lookup.vector = await self.embedder(block, exchange).embed(text)
-        except (UpstreamError, ValueError, ImportError, OSError,
-                _embedders().EmbedderUnavailable):  # its model down, its extra not installed
+        except _embedders().EmbedderUnavailable as missing:  # its extra not installed
+            if block.embedder not in self._missing:  # said once, not on every request
+                self._missing.add(block.embedder)
+                logger.error("gwc: the cache block at %s:%d goes uncached: %s",
+                             block.source.file, block.source.line, missing)
+            return None, None, None
+        except (UpstreamError, ValueError, OSError):  # its model down or answering junk
             logger.warning("gwc: the cache's embedder failed; the request goes on uncached",
                            exc_info=True)
             return None, None, None
