@@ -109,3 +109,15 @@ def test_a_stream_with_tool_calls_is_not_kept() -> None:
     plain = {"id": "c", "created": 1, "model": "m", "choices": [
         {"index": 0, "delta": {"content": "x", "refusal": None}, "finish_reason": "stop"}]}
     assert assembled([plain], {}) is not None
+
+
+@given(st.dictionaries(st.sampled_from(["model", "messages", "content", "role", "x"]),
+                       json_values, max_size=4),
+       st.lists(json_values, max_size=4))
+def test_any_body_is_keyed_or_left_to_exact_mode_without_an_error(
+        body: dict[str, Any], messages: list[Any]) -> None:
+    for candidate in (body, {**body, "messages": messages},
+                      {**body, "messages": [*messages, {"role": "user", "content": body}]}):
+        found = asked(candidate)
+        assert found is None or isinstance(found[0], str)
+        assert len(digest("team=t", "chat", candidate if found is None else found[1])) == 32
