@@ -253,3 +253,11 @@ def test_an_embedder_that_fails_leaves_the_request_uncached_not_failed(client: A
                  'cache when endpoint == "chat" { mode = semantic; embedder = model(down) }\n')
     _, headers = sdk.ask()
     assert headers["x-gw-cache"] == "bypass"
+
+
+def test_a_changed_number_is_a_miss_however_alike_the_question(client: Any) -> None:
+    sdk = client(SEMANTIC)
+    sdk.ask("What is 17 times 23?")
+    _, again = sdk.ask("What is 17 times 23?")
+    _, other = sdk.ask("What is 17 times 24?")
+    assert (again["x-gw-cache"], other["x-gw-cache"]) == ("hit", "miss")
