@@ -138,7 +138,7 @@ class Cacher:
         self._missing: set[str] = set()  # embedders whose extra is not installed
 
     def store(self, block: Cache) -> CacheStore:
-        name = digest(block.mode, block.scope, block.embedder, block.embedder_model)
+        name = _store_name(block.mode, block.scope, block.embedder, block.embedder_model)
         found = self.stores.get(name)
         if found is None:
             found = self.stores[name] = LocalCache(block.max_entries) if self.redis is None \
@@ -236,6 +236,12 @@ class Cacher:
             found = self._embedders[block.embedder] = Batched(functools.partial(
                 asyncio.to_thread, local.embed))
         return found
+
+
+@functools.lru_cache(maxsize=256)
+def _store_name(*settings: str | None) -> str:
+    """A block's entries are named by what they depend on, so that a reload keeps them."""
+    return digest(*settings)
 
 
 def _embedders() -> types.ModuleType:
