@@ -2,10 +2,14 @@
 
 An exact entry is found by its key, a digest of the whole request. A
 semantic one lives in a partition (a digest of everything but the last
-user message) as one row of the partition's float32 matrix, so a lookup is
-one matrix-vector product over the partition: exact search, no index to
-tune, about a millisecond for a hundred thousand 256-float rows. Rows are
-L2-normalised by the embedder, so the product is the cosine similarity.
+user message). A small partition is one float32 matrix, a row an entry, so a
+lookup is one matrix-vector product: exact search, nothing to tune. That
+reads every row, so its time grows with the partition (about 15 ms for a
+hundred thousand 512-float rows, memory-bound); from `APPROXIMATE_FROM`
+entries a partition is searched through an approximate index instead
+(`policies.cache_index`, faiss's inverted file: under a millisecond at that
+size), its candidates re-scored exactly. Rows are L2-normalised by the
+embedder, so either way the product is the cosine similarity.
 
 Both kinds expire (`ttl`, checked when found) and share one LRU order:
 past `max_entries` the entry used least recently goes, whatever its kind.
@@ -17,6 +21,7 @@ call takes the caller's `now`.
 from __future__ import annotations
 
 import abc
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
+# faiss loads with this module, not in the first training thread: loading a native
+# library holds the interpreter lock, so a late import would stall the event loop
+from policies.cache_index import ApproximateIndex
+
 CANDIDATES = 4  # semantic candidates handed back, best first, for the caller's lexical guard
+APPROXIMATE_FROM = 10_000  # entries from which a partition is searched by an index (measured)
+OVERSAMPLE = 32  # candidates the index proposes for the matrix to re-score
 
 
 @dataclass(slots=True, eq=False)
@@ -39,19 +50,67 @@ class Entry:
     expires: float
     text: str = ""  # semantic: the message it answered, for the lexical guard
     guard: Any = None  # the guard's reading of `text`, made once
-    # where it is held: the exact key, or the partition and its row
+    # where it is held: the exact key, or the partition and its row or label
     key: str = field(default="", repr=False)
-    row: int = field(default=-1, repr=False)
+    row: int = field(default=-1, repr=False)  # in the partition's matrix
+    label: int = field(default=-1, repr=False)  # in its approximate index, if in one
+
+
+class Training:
+    """A partition's index trained and filled in a thread, on a copy of its rows.
+
+    faiss lets go of the interpreter while it trains, so lookups and adds go
+    on meanwhile (exactly, on the matrix); the partition takes the index on
+    the first call that finds the thread done.
+    """
+
+    __slots__ = ("failed", "index", "thread")
+
+    def __init__(self, rows: np.ndarray, labels: np.ndarray) -> None:
+        self.index: ApproximateIndex | None = None
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(rows, labels), daemon=True,
+                                       name="gwc-cache-index")
+        self.thread.start()
+
+    def _run(self, rows: np.ndarray, labels: np.ndarray) -> None:
+        try:
+            index = ApproximateIndex(rows)
+            index.add(labels, rows)
+            self.index = index
+        except BaseException as exc:  # handed to the partition's thread, which raises it
+            self.failed = exc
 
 
 class Partition:
-    """The rows of one partition: a matrix that doubles as it fills, and its entries."""
+    """The rows of one partition and their entries: a matrix, and an index once it is large.
 
-    __slots__ = ("entries", "vectors")
+    The float32 matrix holds every row, an entry's at `entry.row`, and decides
+    every similarity. A partition of fewer than `APPROXIMATE_FROM` entries is
+    searched exactly, one product over the matrix. When it reaches that size,
+    an approximate index (`policies.cache_index`) is trained on a copy of its
+    rows in a thread (`Training`), each row under its entry's label; once it
+    is done the partition takes it, drops from it the rows removed meanwhile
+    and files the ones added, and from then on files each row as it comes.
+    The index proposes `OVERSAMPLE` candidates and the matrix re-scores them,
+    so a similarity is the true cosine whichever path found the row. Below a
+    quarter of `APPROXIMATE_FROM` the index is dropped.
+    """
+
+    __slots__ = ("dropped", "entries", "index", "labelled", "next_label", "training",
+                 "vectors")
 
     def __init__(self, dimensions: int) -> None:
         self.vectors = np.empty((8, dimensions), dtype=np.float32)
-        self.entries: list[Entry] = []
+        self.entries: list[Entry] = []  # row by row
+        self.index: ApproximateIndex | None = None
+        self.training: Training | None = None
+        self.labelled: dict[int, Entry] = {}  # the index's entries (or its training's)
+        self.dropped: list[int] = []  # labels removed while the index trained
+        self.next_label = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
     def add(self, vector: np.ndarray, entry: Entry) -> None:
         size = len(self.entries)
@@ -62,26 +121,97 @@ class Partition:
         self.vectors[size] = vector
         entry.row = size
         self.entries.append(entry)
+        if self.index is not None:
+            self._file([entry])
+        elif self.training is not None:
+            self._take_index()
+        elif size + 1 >= APPROXIMATE_FROM:
+            labels = self._label(self.entries)
+            self.training = Training(self.vectors[:size + 1].copy(), labels)
 
     def remove(self, entry: Entry) -> None:
+        if entry.label >= 0:
+            if self.index is not None:
+                self.index.remove(entry.label)
+            else:
+                self.dropped.append(entry.label)  # from the index once it is taken
+            del self.labelled[entry.label]
+            entry.label = -1
         last = self.entries.pop()
         if last is not entry:  # the last row fills the hole
             self.vectors[entry.row] = self.vectors[len(self.entries)]
             last.row = entry.row
             self.entries[entry.row] = last
         entry.row = -1
+        if (self.index is not None or self.training is not None) \
+                and len(self.entries) < APPROXIMATE_FROM // 4:
+            for held in self.entries:
+                held.label = -1
+            self.index, self.training, self.labelled, self.dropped = None, None, {}, []
 
     def nearest(self, vector: np.ndarray, count: int) -> list[tuple[Entry, float]]:
+        if self.training is not None:
+            self._take_index()
         size = len(self.entries)
         if not size:
             return []
-        similarity = self.vectors[:size] @ vector
-        if size > count:
-            best = np.argpartition(similarity, size - count)[size - count:]
+        rows = None
+        if self.index is None:
+            similarity = self.vectors[:size] @ vector
+        else:  # the index's candidates, re-scored against their rows
+            labelled = self.labelled
+            rows = np.array([labelled[label].row for label in
+                             self.index.candidates(vector, max(count, OVERSAMPLE))],
+                            dtype=np.intp)
+            similarity = self.vectors[rows] @ vector
+        if len(similarity) > count:
+            best = np.argpartition(similarity, len(similarity) - count)[-count:]
             best = best[np.argsort(-similarity[best])]
         else:
             best = np.argsort(-similarity)
-        return [(self.entries[i], float(similarity[i])) for i in best]
+        found = best if rows is None else rows[best]
+        return [(self.entries[row], float(s))
+                for row, s in zip(found.tolist(), similarity[best].tolist(), strict=True)]
+
+    def settle(self) -> None:
+        """Wait for the index being trained, if one is, and take it."""
+        if self.training is not None:
+            self.training.thread.join()
+            self._take_index()
+
+    def _take_index(self) -> None:
+        training = self.training
+        assert training is not None
+        if training.thread.is_alive():
+            return
+        self.training = None
+        if training.failed is not None:
+            for held in self.entries:
+                held.label = -1
+            self.labelled, self.dropped = {}, []
+            raise RuntimeError("the cache could not train a partition's index") \
+                from training.failed
+        self.index = training.index
+        assert self.index is not None
+        for label in self.dropped:
+            self.index.remove(label)
+        self.dropped = []
+        self._file([held for held in self.entries if held.label < 0])
+
+    def _label(self, entries: list[Entry]) -> np.ndarray:
+        labels = np.arange(self.next_label, self.next_label + len(entries), dtype=np.int64)
+        self.next_label += len(entries)
+        for label, entry in zip(labels.tolist(), entries, strict=True):
+            entry.label = label
+            self.labelled[label] = entry
+        return labels
+
+    def _file(self, entries: list[Entry]) -> None:
+        """Put the rows of `entries` in the index, under new labels."""
+        assert self.index is not None
+        if entries:
+            rows = self.vectors[[entry.row for entry in entries]]
+            self.index.add(self._label(entries), rows)
 
 
 class MemoryCache:
