@@ -10,6 +10,8 @@ the tests at other servers.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,53 @@ def unavailable(service: str, reason: object) -> None:
     if os.environ.get("CI"):
         pytest.fail(message + "; CI must have it", pytrace=False)
     pytest.skip(message)
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, without persistence: to stop,
+    kill and start again in fault tests."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.fakes import free_port
+
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        try:
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            unavailable("redis-server", exc)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # stopped or not
+            self.process.wait(10)
 
 
 @pytest.fixture

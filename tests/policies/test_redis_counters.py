@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,9 +21,8 @@ from redis.asyncio.connection import Connection
 from policies.limits import Admission, CounterStore, Limit, StoreUnavailable
 from policies.memory_counters import MemoryCounters
 from policies.redis_counters import MAX_OPS, SETTLE_DELAY, RedisCounters
-from tests.fakes import free_port
 from tests.policies.test_quotas import NOW
-from tests.services import unavailable
+from tests.services import RedisServer
 
 QUOTA = Limit("q1:requests:team=research", "requests", 100, window=60)
 TOKENS = Limit("q2:tokens:team=research", "tokens", 1000, window=60, cost=300)
@@ -257,54 +255,15 @@ def test_one_operation_failing_in_the_script_fails_only_its_caller(
     assert [operations(command) for command in sent] == [["admit"], ["admit", "admit"]]
 
 
-class Server:
-    """A redis-server of the test's own, to stop, kill and start again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        try:
-            self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except FileNotFoundError as exc:
-            unavailable("redis-server", exc)
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def signal(self, number: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(number)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()  # stopped or not
-            self.process.wait(10)
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    own = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    own = RedisServer(tmp_path)
     own.start()
     yield own
     own.kill()
 
 
-def test_a_stalled_redis_fails_every_queued_caller_within_the_bound(server: Server) -> None:
+def test_a_stalled_redis_fails_every_queued_caller_within_the_bound(server: RedisServer) -> None:
     timeout = 0.2  # the bound: four times it, from when each caller asks
 
     async def go() -> tuple[list[Any], float, bool]:
@@ -332,7 +291,7 @@ def test_a_stalled_redis_fails_every_queued_caller_within_the_bound(server: Serv
 
 
 def test_redis_killed_mid_call_fails_each_caller_and_a_restart_serves_again(
-        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[Any] = []
 
     async def go() -> tuple[list[Any], float, Admission]:

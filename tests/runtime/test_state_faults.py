@@ -33,6 +33,7 @@ from policies.records import open_records
 from policies.redis_counters import RedisCounters
 from tests.fakes import free_port, gwc_serve
 from tests.runtime.test_cluster import Cluster, key_for, openai_error, start
+from tests.services import RedisServer
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 COST = 1 * 100e-6 + 4 * 200e-6  # "hi" in, "mock reply from mock-a" out
@@ -183,54 +184,12 @@ auth {{
 """
 
 
-class Redis:
-    """A redis-server of the test's own, on a free port, without persistence."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        try:
-            self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except FileNotFoundError as exc:
-            from tests.services import unavailable
-
-            unavailable("redis-server", exc)
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[Redis]:
-    server = Redis(tmp_path)
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
     server.start()
     yield server
-    server.stop()
+    server.kill()
 
 
 class Load:
@@ -289,7 +248,7 @@ def until(check: Any, timeout: float = 10) -> Any:
 
 
 @pytest.mark.parametrize("mode", ["refuse", "local"])
-def test_redis_stopped_and_started_under_load(tmp_path: Path, own_redis: Redis, mode: str
+def test_redis_stopped_and_started_under_load(tmp_path: Path, own_redis: RedisServer, mode: str
                                               ) -> None:
     policy = tmp_path / "policy.gw"
     policy.write_text(OUTAGE.format(latency="5ms", mode=mode))
@@ -303,7 +262,7 @@ def test_redis_stopped_and_started_under_load(tmp_path: Path, own_redis: Redis, 
                 load.wait_for(0, 20)
                 assert {status for _, status, _ in load.answers} == {200}
                 assert readiness(url) == ("ready", 0)
-                own_redis.stop()
+                own_redis.kill()
                 down = time.monotonic()
                 load.wait_for(down + 0.2, 40)  # past the calls in flight when it stopped
                 if mode == "local":
