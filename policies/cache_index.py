@@ -17,14 +17,21 @@ its 256 lists it looked up faster, added and removed rows twenty times faster,
 held less, and found the same near rows (paraphrase-like data); a graph needs
 no training but pays milliseconds for each add and each removal, on the
 event loop. Its price: the training, done in a thread (`cache_store.Training`),
-and centres fixed once trained, so past a few hundred thousand rows in one
-partition a lookup reads more.
+again as a partition grows until it has `LISTS` centres; past that (some
+hundred thousand rows in one partition) a lookup reads more.
 """
 
 from __future__ import annotations
 
-import faiss
-import numpy as np
+import os
+
+# One OpenMP thread per calling thread, read when faiss loads: a lookup or an add on
+# the event loop is a few microseconds of work, and a team of threads waits at its
+# barrier for a busy core (8 ms at a time, measured while an index trains).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 import numpy.typing as npt
 
 LISTS = 256  # k-means centres, when the partition has rows enough to train them
@@ -32,6 +39,11 @@ TRAINING_PER_LIST = 39  # the rows k-means wants per centre (fewer centres for f
 PROBES = 16  # lists a lookup reads: recall against time
 
 Rows = npt.NDArray[np.float32]
+
+
+def lists_for(rows: int) -> int:
+    """The centres an index trained on this many rows has."""
+    return max(1, min(LISTS, rows // TRAINING_PER_LIST))
 
 
 class ApproximateIndex:
@@ -42,9 +54,8 @@ class ApproximateIndex:
     def __init__(self, training: Rows) -> None:
         """An index whose centres are trained on `training` (it holds no rows yet);
         seconds of work for some ten thousand rows, with the interpreter let go."""
-        faiss.omp_set_num_threads(1)  # this thread's: training takes one core, not all
         dimensions = training.shape[1]
-        lists = max(1, min(LISTS, len(training) // TRAINING_PER_LIST))
+        lists = lists_for(len(training))
         self._quantizer = faiss.IndexFlatIP(dimensions)  # the index holds it: kept alive here
         self._index = faiss.IndexIVFScalarQuantizer(
             self._quantizer, dimensions, lists, faiss.ScalarQuantizer.QT_8bit,
@@ -56,6 +67,10 @@ class ApproximateIndex:
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    @property
+    def lists(self) -> int:
+        return int(self._index.nlist)
 
     def add(self, labels: npt.NDArray[np.int64], rows: Rows) -> None:
         """Index `rows` under `labels` (new ones)."""

@@ -4,11 +4,12 @@ An exact entry is found by its key, a digest of the whole request. A
 semantic one lives in a partition (a digest of everything but the last
 user message). A small partition is one float32 matrix, a row an entry, so a
 lookup is one matrix-vector product: exact search, nothing to tune. That
-reads every row, so its time grows with the partition (about 15 ms for a
-hundred thousand 512-float rows, memory-bound); from `APPROXIMATE_FROM`
-entries a partition is searched through an approximate index instead
-(`policies.cache_index`, faiss's inverted file: under a millisecond at that
-size), its candidates re-scored exactly. Rows are L2-normalised by the
+reads every row, so its time grows with the partition (0.17 ms for ten
+thousand 512-float rows, 15 ms for a hundred thousand, memory-bound); from
+`APPROXIMATE_FROM` entries, where the two cost the same, a partition is
+searched through an approximate index instead (`policies.cache_index`,
+faiss's inverted file: 0.07 ms at ten thousand, under a millisecond at a
+hundred thousand), its candidates re-scored exactly. Rows are L2-normalised by the
 embedder, so either way the product is the cosine similarity.
 
 Both kinds expire (`ttl`, checked when found) and share one LRU order:
@@ -31,10 +32,10 @@ import numpy as np
 
 # faiss loads with this module, not in the first training thread: loading a native
 # library holds the interpreter lock, so a late import would stall the event loop
-from policies.cache_index import ApproximateIndex
+from policies.cache_index import LISTS, ApproximateIndex, lists_for
 
 CANDIDATES = 4  # semantic candidates handed back, best first, for the caller's lexical guard
-APPROXIMATE_FROM = 10_000  # entries from which a partition is searched by an index (measured)
+APPROXIMATE_FROM = 4_000  # entries from which a partition is searched by an index (measured)
 OVERSAMPLE = 32  # candidates the index proposes for the matrix to re-score
 
 
@@ -64,9 +65,10 @@ class Training:
     the first call that finds the thread done.
     """
 
-    __slots__ = ("failed", "index", "thread")
+    __slots__ = ("boundary", "failed", "index", "thread")
 
-    def __init__(self, rows: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, labels: np.ndarray, boundary: int) -> None:
+        self.boundary = boundary  # the labels it holds are below this
         self.index: ApproximateIndex | None = None
         self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(rows, labels), daemon=True,
@@ -92,9 +94,12 @@ class Partition:
     rows in a thread (`Training`), each row under its entry's label; once it
     is done the partition takes it, drops from it the rows removed meanwhile
     and files the ones added, and from then on files each row as it comes.
-    The index proposes `OVERSAMPLE` candidates and the matrix re-scores them,
-    so a similarity is the true cosine whichever path found the row. Below a
-    quarter of `APPROXIMATE_FROM` the index is dropped.
+    An index has centres for the rows it was trained on; when the partition
+    has grown to twice them (up to `cache_index.LISTS`), a new one is trained
+    the same way while the old one serves. The index proposes `OVERSAMPLE`
+    candidates and the matrix re-scores them, so a similarity is the true
+    cosine whichever path found the row. Below a quarter of `APPROXIMATE_FROM`
+    the index is dropped.
     """
 
     __slots__ = ("dropped", "entries", "index", "labelled", "next_label", "training",
@@ -123,18 +128,17 @@ class Partition:
         self.entries.append(entry)
         if self.index is not None:
             self._file([entry])
-        elif self.training is not None:
+        if self.training is not None:
             self._take_index()
-        elif size + 1 >= APPROXIMATE_FROM:
-            labels = self._label(self.entries)
-            self.training = Training(self.vectors[:size + 1].copy(), labels)
+        elif size + 1 >= APPROXIMATE_FROM and (self.index is None or self._outgrown()):
+            self._train()
 
     def remove(self, entry: Entry) -> None:
         if entry.label >= 0:
             if self.index is not None:
                 self.index.remove(entry.label)
-            else:
-                self.dropped.append(entry.label)  # from the index once it is taken
+            if self.training is not None:
+                self.dropped.append(entry.label)  # from the new index once it is taken
             del self.labelled[entry.label]
             entry.label = -1
         last = self.entries.pop()
@@ -179,24 +183,46 @@ class Partition:
             self.training.thread.join()
             self._take_index()
 
+    def _outgrown(self) -> bool:
+        """Whether the rows would now train twice the index's centres (or all it may have):
+        a list read by a lookup holds more rows as a partition grows, centres stay."""
+        assert self.index is not None
+        lists = self.index.lists
+        return lists < lists_for(len(self.entries)) >= min(LISTS, 2 * lists)
+
+    def _train(self) -> None:
+        """Train an index on a copy of the rows, in a thread: the first, or one with
+        more centres for a partition that has grown (the old one serves meanwhile)."""
+        if self.index is None:
+            self._label(self.entries)
+        labels = np.array([held.label for held in self.entries], dtype=np.int64)
+        self.training = Training(self.vectors[:len(self.entries)].copy(), labels,
+                                 self.next_label)
+
     def _take_index(self) -> None:
         training = self.training
         assert training is not None
         if training.thread.is_alive():
             return
-        self.training = None
+        self.training, dropped, self.dropped = None, self.dropped, []
         if training.failed is not None:
-            for held in self.entries:
-                held.label = -1
-            self.labelled, self.dropped = {}, []
+            if self.index is None:  # the matrix goes on alone; a grown one keeps its index
+                for held in self.entries:
+                    held.label = -1
+                self.labelled = {}
             raise RuntimeError("the cache could not train a partition's index") \
                 from training.failed
-        self.index = training.index
-        assert self.index is not None
-        for label in self.dropped:
-            self.index.remove(label)
-        self.dropped = []
-        self._file([held for held in self.entries if held.label < 0])
+        index = training.index
+        assert index is not None
+        for label in dropped:  # removed while it trained (one it never had is no matter)
+            index.remove(label)
+        # added while it trained: unlabelled before a first index, in the old one after
+        late = [held for held in self.entries if not 0 <= held.label < training.boundary]
+        self._label([held for held in late if held.label < 0])
+        if late:
+            index.add(np.array([held.label for held in late], dtype=np.int64),
+                      self.vectors[[held.row for held in late]])
+        self.index = index
 
     def _label(self, entries: list[Entry]) -> np.ndarray:
         labels = np.arange(self.next_label, self.next_label + len(entries), dtype=np.int64)

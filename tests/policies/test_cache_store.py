@@ -213,6 +213,55 @@ def test_while_the_index_trains_the_matrix_answers_and_what_changed_meanwhile_is
         assert all(best(partition, rows[i]) is not entries[i] for i in range(20))
 
 
+def test_a_growing_partition_trains_an_index_with_more_centres_and_loses_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each doubling of the rows past the switch trains a new index, in a thread, while
+    the old one serves; what is removed and added meanwhile ends up straight in it."""
+    release = threading.Event()
+    real = cache_index.ApproximateIndex.__init__
+    trainings: list[int] = []
+
+    def held(self: cache_index.ApproximateIndex, training: np.ndarray) -> None:
+        trainings.append(len(training))
+        if len(trainings) > 1:  # the first trains at once, a retraining waits
+            release.wait(10)
+        real(self, training)
+
+    monkeypatch.setattr(cache_index.ApproximateIndex, "__init__", held)
+    rng = np.random.default_rng(15)
+    rows = unit(rng.standard_normal((200, 32)))
+    entries = [entry(str(i)) for i in range(200)]
+    with switching_at(40):
+        partition = Partition(32)
+        for i in range(78):  # 40 rows train 1 centre; 78 would train 2
+            partition.add(rows[i], entries[i])
+            if i == 39:
+                partition.settle()
+        assert partition.index is not None and partition.index.lists == 1
+        assert partition.training is not None and trainings == [40, 78]
+        for i in range(0, 10):  # in the old index and in the copy being trained
+            partition.remove(entries[i])
+        for i in range(78, 120):  # filed in the old index, then in the new one
+            partition.add(rows[i], entries[i])
+        partition.remove(entries[100])  # added and removed while it trained
+        consistent(partition)
+        live = [i for i in range(120) if not (i < 10 or i == 100)]
+        assert all(best(partition, rows[i]) is entries[i] for i in live)
+        release.set()
+        partition.settle()
+        consistent(partition)
+        assert partition.index is not None and partition.index.lists == 2
+        assert len(partition.index) == len(live)
+        assert all(best(partition, rows[i]) is entries[i] for i in live)
+        assert all(best(partition, rows[i]) is not entries[i] for i in range(120)
+                   if i not in live)
+        for i in range(120, 200):  # 156 rows train 4 centres: a third training
+            partition.add(rows[i], entries[i])
+        partition.settle()
+        consistent(partition)
+        assert trainings[2:] == [156] and partition.index.lists == 4
+
+
 def test_an_index_that_cannot_be_trained_is_said_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: cache_index.ApproximateIndex, training: np.ndarray) -> None:
         raise MemoryError("no room")
