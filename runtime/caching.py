@@ -27,11 +27,9 @@ import hashlib
 import importlib
 import json
 import logging
-import secrets
-import time
 import types
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,11 +155,11 @@ class Cacher:
         question = asked(exchange.body) if block.mode == "semantic" else None
         if question is None:
             request = {k: v for k, v in exchange.body.items() if k not in IGNORED}
-            lookup = Lookup(store, block, scope, key=digest(scope, exchange.endpoint.name,
+            lookup = Lookup(store, block, scope, key=digest(scope, exchange.endpoint.path,
                                                             request))
             return lookup, await store.get(lookup.key, scope, now) if read else None, None
         text, rest = question
-        lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.name,
+        lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.path,
                                                               rest), text=text)
         try:
             lookup.vector = await self.embedder(block, exchange).embed(text)
@@ -306,59 +304,3 @@ class Batched:
                     self._recent.popitem(last=False)
         finally:
             self._running = False
-
-
-def replayed(entry: Entry) -> Body:
-    """A stored answer as a fresh one: its own id and time, the model that answered."""
-    return {**entry.answer, "id": f"chatcmpl-gw{secrets.token_hex(12)}",
-            "created": int(time.time())}
-
-
-async def replay_stream(answer: Body, include_usage: bool) -> AsyncIterator[Body]:
-    """A stored answer as the chunks of a stream, as OpenAI sends them: the role and
-    the content (and tool calls) first, then each choice's finish, then the usage
-    when asked for."""
-    head = {"id": answer["id"], "object": "chat.completion.chunk",
-            "created": answer["created"], "model": answer.get("model")}
-    choices = answer.get("choices") or []
-    for choice in choices:
-        message = choice.get("message") or {}
-        delta: Body = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**call, "index": i}
-                                   for i, call in enumerate(message["tool_calls"])]
-        yield {**head, "choices": [{"index": choice.get("index", 0), "delta": delta,
-                                    "finish_reason": None}]}
-    for choice in choices:
-        yield {**head, "choices": [{"index": choice.get("index", 0), "delta": {},
-                                    "finish_reason": choice.get("finish_reason")}]}
-    if include_usage and answer.get("usage"):
-        yield {**head, "choices": [], "usage": answer["usage"]}
-
-
-def assembled(chunks: list[Body], usage: Body) -> Body | None:
-    """The answer a completed stream delivered, to keep: its text per choice and how
-    each finished. None for what a replay could not give back as it came (tool calls,
-    refusals, logprobs), which are then not kept."""
-    if not chunks:
-        return None
-    texts: dict[int, list[str]] = {}
-    finished: dict[int, Any] = {}
-    for chunk in chunks:
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if choice.get("logprobs") or any(value is not None for name, value in delta.items()
-                                             if name not in ("role", "content")):
-                return None
-            index = choice.get("index", 0)
-            if isinstance(delta.get("content"), str):
-                texts.setdefault(index, []).append(delta["content"])
-            if choice.get("finish_reason") is not None:
-                finished[index] = choice["finish_reason"]
-    first = chunks[0]
-    return {"id": first.get("id"), "object": "chat.completion", "created": first.get("created"),
-            "model": first.get("model"),
-            "choices": [{"index": i, "message": {"role": "assistant",
-                                                 "content": "".join(texts.get(i, []))},
-                         "finish_reason": finished.get(i)} for i in sorted(finished)],
-            "usage": usage}

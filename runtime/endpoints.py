@@ -2,32 +2,52 @@
 
 An endpoint says how its body is checked, what it tells the policy (the
 `endpoint` attribute and the request's parameters), how its input tokens are
-estimated and which adapter call serves it. The pipeline does the rest the
-same way for all of them; an API added later is one more `Endpoint`.
+estimated, which adapter call serves it and in which wire format
+(runtime/formats) its answers, streams and errors go back. The pipeline does
+the rest the same way for all of them; an API added later is one more
+`Endpoint`.
+
+A request in a format the target's provider speaks natively goes as the
+client wrote it (Messages to Anthropic); to any other it goes through chat,
+the adapters' common form, and its answer comes back translated.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from compiler.compiled import Deployment, Timeouts
+from runtime.formats import messages
+from runtime.formats.base import Format
+from runtime.formats.chat import CHAT as CHAT_FORMAT
+from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Body
-from runtime.schemas import ChatRequest, EmbeddingsRequest
+from runtime.schemas import ChatRequest, CountTokensRequest, EmbeddingsRequest, MessagesRequest
 
-GATEWAY_FIELDS = ("metadata",)  # read by the gateway, not passed upstream
+Headers = Mapping[str, str]
 
 
 class Call(Protocol):
-    """An adapter's call for an endpoint; `body` comes last, so that the chain
-    stage binds it with `functools.partial` (C-level: no frame of its own)."""
+    """An adapter's call for an endpoint; `body` and the client's forwarded `headers`
+    come last, so that the chain stage binds them with `functools.partial` (C-level:
+    no frame of its own)."""
 
     def __call__(self, adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
-                 body: Body) -> Awaitable[Body]: ...
+                 body: Body, headers: Headers) -> Awaitable[Body]: ...
+
+
+class Opener(Protocol):
+    def __call__(self, adapter: Adapter, deployment: Deployment, body: Body,
+                 timeouts: Timeouts, headers: Headers) -> AsyncIterator[Body]: ...
+
+
+def _metadata(parsed: Any) -> dict[str, str]:
+    return parsed.metadata or {}
 
 
 @dataclass(frozen=True)
@@ -38,11 +58,19 @@ class Endpoint:
     parameters: Callable[[Any], dict[str, Any]]  # stream, tools, max_tokens, temperature
     tokens: Callable[[Body], int]  # estimated input tokens
     call: Call
-    stream: Callable[[Adapter, Deployment, Body, Timeouts], AsyncIterator[Body]] | None = None
+    stream: Opener | None = None
+    format: Format = CHAT_FORMAT
+    meta: Callable[[Any], dict[str, str]] = _metadata  # the policy's `meta.*` from the body
+    gateway_fields: tuple[str, ...] = ("metadata",)  # read by the gateway, not sent upstream
+    forwarded: tuple[str, ...] = ()  # client headers an upstream of the same API gets
+    cached: bool = True  # whether a `cache` block may keep its answers
 
     def payload(self, body: Body) -> Body:
         """The body as the upstream gets it: the gateway's own fields taken out."""
-        return {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+        return {k: v for k, v in body.items() if k not in self.gateway_fields}
+
+    def headers(self, headers: Headers) -> dict[str, str]:
+        return {name: headers[name] for name in self.forwarded if name in headers}
 
 
 def _characters(content: Any) -> int:
@@ -74,13 +102,72 @@ def _chat_parameters(parsed: ChatRequest) -> dict[str, Any]:
             "temperature": parsed.temperature}
 
 
+def messages_tokens(body: Body) -> int:
+    """A Messages request's input tokens, estimated as chat's are: its system prompt,
+    its turns' text and its tool results."""
+    characters = _characters(body.get("system"))
+    for turn in body.get("messages") or ():
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                characters += _characters(block.get("content"))
+    return math.ceil(characters / 4) + chat_tokens(body)
+
+
+def _messages_parameters(parsed: MessagesRequest) -> dict[str, Any]:
+    return {"stream": parsed.stream, "tools": bool(parsed.tools),
+            "max_tokens": parsed.max_tokens, "temperature": parsed.temperature}
+
+
+async def _messages(adapter: Adapter, deployment: Deployment, timeouts: Timeouts, body: Body,
+                    headers: Headers) -> Body:
+    model = deployment.model
+    if isinstance(adapter, Anthropic):
+        return await adapter.native(model, body, timeouts, headers)
+    return messages.message(await adapter.complete(model, messages.chat_request(body),
+                                                   timeouts))
+
+
+def _messages_stream(adapter: Adapter, deployment: Deployment, body: Body, timeouts: Timeouts,
+                     headers: Headers) -> AsyncIterator[Body]:
+    model = deployment.model
+    if isinstance(adapter, Anthropic):
+        return adapter.native_stream(model, body, timeouts, headers)
+    return messages.from_chat_stream(adapter.stream(model, messages.chat_request(body),
+                                                    timeouts))
+
+
+async def _count_tokens(adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
+                        body: Body, headers: Headers) -> Body:
+    """Anthropic counts its own; for any other provider the gateway's estimate, since
+    none of them has a call for it."""
+    if isinstance(adapter, Anthropic):
+        return await adapter.count_tokens(deployment.model, body, timeouts, headers)
+    messages.chat_request(body)  # what could not go to this provider is refused here too
+    return {"input_tokens": messages_tokens(body)}
+
+
 CHAT = Endpoint(
     "chat", "/v1/chat/completions", ChatRequest, _chat_parameters, chat_tokens,
-    call=lambda adapter, target, timeouts, body: adapter.complete(target.model, body, timeouts),
-    stream=lambda adapter, target, body, timeouts: adapter.stream(target.model, body, timeouts))
+    call=lambda adapter, target, timeouts, body, headers: adapter.complete(
+        target.model, body, timeouts),
+    stream=lambda adapter, target, body, timeouts, headers: adapter.stream(
+        target.model, body, timeouts))
 
 EMBEDDINGS = Endpoint(
     "embeddings", "/v1/embeddings", EmbeddingsRequest, lambda parsed: {}, embedding_tokens,
-    call=lambda adapter, target, timeouts, body: adapter.embed(target.model, body, timeouts))
+    call=lambda adapter, target, timeouts, body, headers: adapter.embed(
+        target.model, body, timeouts))
 
-ENDPOINTS = (CHAT, EMBEDDINGS)
+MESSAGES = Endpoint(
+    "messages", "/v1/messages", MessagesRequest, _messages_parameters, messages_tokens,
+    call=_messages, stream=_messages_stream, format=messages.MESSAGES,
+    meta=lambda parsed: {}, gateway_fields=(), forwarded=messages.FORWARDED)
+
+COUNT_TOKENS = Endpoint(
+    "messages", "/v1/messages/count_tokens", CountTokensRequest,
+    lambda parsed: {"stream": False, "tools": bool(parsed.tools)}, messages_tokens,
+    call=_count_tokens, format=messages.MESSAGES, meta=lambda parsed: {}, gateway_fields=(),
+    forwarded=messages.FORWARDED, cached=False)
+
+ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)

@@ -5,9 +5,9 @@ scope and messages themselves instead of through Starlette's Request and
 Response, and `FastLane` hands them their POSTs before Starlette's
 middleware and router (docs/gateway.md has the figures). Everything between
 reading and writing is the pipeline's (`runtime/pipeline`). So that the answer
-is the same either way in, a proxy answers its own errors: each in OpenAI's
-shape with the `x-gw-*` headers, an unexpected one as a logged 500, never a
-traceback.
+is the same either way in, a proxy answers its own errors: each in its API's
+shape (runtime/formats: OpenAI's, or Anthropic's on the Messages routes) with
+the `x-gw-*` headers, an unexpected one as a logged 500, never a traceback.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class Proxy:
         request_id = new_request_id()
         if loaded is None:
             unready = GatewayError(503, "no policy loaded", "not_ready")
-            await send_json(send, 503, orjson.dumps(unready.body()),
+            await send_json(send, 503, orjson.dumps(self.endpoint.format.error(unready)),
                             [(b"x-gw-request-id", request_id.encode())])
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -151,7 +151,7 @@ class Proxy:
             exchange.error, exchange.status = internal_error(), 500
         if exchange.chunks is not None:
             response = StreamingResponse(self.stream(exchange, exchange.chunks),
-                                         media_type="text/event-stream",
+                                         media_type=self.endpoint.format.media_type,
                                          headers={"cache-control": "no-cache"})
             response.raw_headers += stamp(exchange)
             await response(scope, receive, send)
@@ -159,7 +159,8 @@ class Proxy:
         await self.leave(exchange)
         refusal = exchange.error
         if refusal is not None:
-            await send_json(send, refusal.status, orjson.dumps(refusal.body()), [
+            await send_json(send, refusal.status,
+                            orjson.dumps(self.endpoint.format.error(refusal)), [
                 *((k.lower().encode(), v.encode()) for k, v in refusal.headers.items()),
                 *stamp(exchange)])
             return
@@ -176,17 +177,19 @@ class Proxy:
 
     async def stream(self, exchange: Exchange, chunks: AsyncIterator[Any]
                      ) -> AsyncIterator[bytes]:
+        form = self.endpoint.format
         try:
             async for chunk in chunks:
                 out = PIPELINE.outgoing(exchange, chunk)
                 if out is not None:
-                    yield b"data: " + orjson.dumps(out) + b"\n\n"
-            yield b"data: [DONE]\n\n"
+                    yield form.frame(out)
+            if form.done:
+                yield form.done
         except UpstreamError as failure:
             exchange.status = 502
             exchange.error = GatewayError(502, f"the stream broke after it began: "
                                           f"{failure.message}", "stream_interrupted")
-            yield b"data: " + orjson.dumps(exchange.error.body()) + b"\n\n"
+            yield form.broken(exchange.error)
             raise StreamBroken(failure.message) from failure
         except asyncio.CancelledError:
             exchange.status = 499
@@ -196,7 +199,7 @@ class Proxy:
         except Exception as exc:
             logger.exception("unexpected error in a stream", exc_info=exc)
             exchange.status, exchange.error = 500, internal_error()
-            yield b"data: " + orjson.dumps(exchange.error.body()) + b"\n\n"
+            yield form.broken(exchange.error)
             raise StreamBroken("internal error") from exc
         finally:
             await self.leave(exchange)

@@ -36,6 +36,30 @@ class ChatRequest(BaseModel):
     metadata: dict[str, str] | None = None
 
 
+class Turn(BaseModel):
+    """A Messages turn; `system` in the middle of a conversation is a beta Claude Code uses."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["user", "assistant", "system"]
+    content: str | list[dict[str, Any]]
+
+
+class CountTokensRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[Turn] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: int = Field(ge=1)
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=1)
+
+
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 

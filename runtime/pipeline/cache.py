@@ -2,7 +2,8 @@
 
 The entry half looks the request up where the plan's `cache` block says,
 and answers a hit itself: the stored answer with a fresh id, or replayed as a
-stream's chunks when the request streams. A hit calls no upstream, so it
+stream's chunks when the request streams, both in the endpoint's own wire
+format. A hit calls no upstream, so it
 costs nothing against budgets (its reservation is released) but counts
 against request quotas, which admitted it first. The exit half keeps a fresh
 answer: a whole one, or a stream that completed, never a failed answer, a
@@ -14,7 +15,6 @@ lookup and keeps the fresh answer; `no-store` neither reads nor writes.
 
 from __future__ import annotations
 
-from runtime.caching import assembled, replay_stream, replayed
 from runtime.pipeline.exchange import Body, Exchange
 
 
@@ -22,7 +22,7 @@ async def enter(exchange: Exchange) -> None:
     decision = exchange.decision
     assert decision is not None
     block = decision.cache
-    if block is None:
+    if block is None or not exchange.endpoint.cached:
         return
     control = exchange.headers.get("cache-control", "").lower()
     if "no-store" in control:
@@ -38,9 +38,10 @@ async def enter(exchange: Exchange) -> None:
         return
     exchange.cache, exchange.hit, exchange.similarity = "hit", entry, similarity
     exchange.cost = 0.0  # no upstream was called; what it saved is logged
-    answer = replayed(entry)
+    form = exchange.endpoint.format
+    answer = form.fresh(entry.answer)
     if exchange.parsed.stream:
-        exchange.chunks = replay_stream(answer, exchange.include_usage)
+        exchange.chunks = form.replay(answer, exchange.include_usage)
     else:
         exchange.answer = answer
 
@@ -58,6 +59,6 @@ def leave(exchange: Exchange) -> None:
         return
     answer = exchange.answer
     if exchange.streamed is not None:
-        answer = assembled(exchange.streamed, exchange.usage)
+        answer = exchange.endpoint.format.assembled(exchange.streamed, exchange.usage)
     if answer is not None:
         exchange.gateway.cacher.keep(lookup, exchange, answer)

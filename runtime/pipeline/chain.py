@@ -19,11 +19,12 @@ async def enter(exchange: Exchange) -> None:
     chain = Chain(exchange.decision.targets, exchange.request.tokens, exchange.loaded.adapters,
                   gateway.store, gateway.observe_attempt, gateway.sleep)
     exchange.attempts = chain.attempts
-    payload = endpoint.payload(exchange.body)
+    payload, headers = endpoint.payload(exchange.body), endpoint.headers(exchange.headers)
     if endpoint.stream is not None and exchange.parsed.stream:
-        exchange.answered_by, exchange.chunks = await chain.open_stream(payload, endpoint.stream)
+        exchange.answered_by, exchange.chunks = await chain.open_stream(
+            payload, functools.partial(endpoint.stream, headers=headers))
         return
-    call = functools.partial(endpoint.call, body=payload)
+    call = functools.partial(endpoint.call, body=payload, headers=headers)
     exchange.answered_by, exchange.answer, _ = await chain.run(call)
 
 

@@ -24,7 +24,7 @@ def enter(exchange: Exchange) -> None:
     exchange.parsed = parsed = parse(endpoint.schema, body)
     meta = {k.removeprefix("x-gw-meta-"): v for k, v in headers.items()
             if k.startswith("x-gw-meta-")}
-    meta.update(parsed.metadata or {})
+    meta.update(endpoint.meta(parsed))
     allowed = exchange.allowed_models
     if allowed is not None and parsed.model not in allowed:
         raise GatewayError(403, f"this key may not call '{parsed.model}' (it may call: "

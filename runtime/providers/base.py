@@ -182,13 +182,15 @@ class Adapter(abc.ABC):
 
     # --------------------------------------------------------------- HTTP
 
-    async def send(self, url: str, payload: Body,
-                   timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """POST JSON; an error status, a timeout or a refused connection raises."""
+    async def send(self, url: str, payload: Body, timeout: aiohttp.ClientTimeout,
+                   headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        """POST JSON (with the client's `headers` an upstream of its own API takes);
+        an error status, a timeout or a refused connection raises."""
         assert self.session is not None
         try:
-            response = await self.session.post(url, data=orjson.dumps(payload), timeout=timeout,
-                                               headers=self.request_headers)
+            response = await self.session.post(
+                url, data=orjson.dumps(payload), timeout=timeout,
+                headers={**self.request_headers, **headers} if headers else self.request_headers)
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamError("timeout", f"{self.name}: no connection within "
                                            f"{_seconds_text(timeout.connect)}") from exc
@@ -211,9 +213,10 @@ class Adapter(abc.ABC):
         return response
 
     async def post_json(self, url: str, payload: Body, timeouts: Timeouts,
-                        read: Callable[[Body], Body]) -> Body:
+                        read: Callable[[Body], Body],
+                        headers: Mapping[str, str] | None = None) -> Body:
         """A non-streamed call under `timeouts.total`, its answer checked by `read`."""
-        response = await self.send(url, payload, call_timeout(timeouts))
+        response = await self.send(url, payload, call_timeout(timeouts), headers)
         try:
             raw = await response.read()
         except TimeoutError as exc:
@@ -236,7 +239,8 @@ class Adapter(abc.ABC):
             raise self.malformed(str(exc)) from exc
 
     async def events(self, url: str, payload: Callable[[], Body], timeouts: Timeouts,
-                     decoder: Decoder) -> AsyncIterator[Body]:
+                     decoder: Decoder, headers: Mapping[str, str] | None = None
+                     ) -> AsyncIterator[Body]:
         """A streamed call: the chunks `decoder` makes of its server-sent events.
 
         `payload` is called on the first step, so a client field the
@@ -247,7 +251,7 @@ class Adapter(abc.ABC):
         began = loop.time()
         try:
             async with asyncio.timeout(timeouts.first_byte):
-                response = await self.send(url, body, stream_timeout(timeouts))
+                response = await self.send(url, body, stream_timeout(timeouts), headers)
         except TimeoutError as exc:
             raise UpstreamError("timeout", f"{self.name}: no response within "
                                            f"{timeouts.first_byte:g}s") from exc

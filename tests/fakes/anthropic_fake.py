@@ -9,7 +9,9 @@ event after `message_start`; `junk` answers 200 with a body that is not JSON;
 `cached` answers with the usage of a prompt cache hit that also wrote to the
 cache (`CACHED_USAGE`): Anthropic counts the cache's reads and writes apart
 from `input_tokens`, and streams them in `message_start`, the output's total
-in `message_delta`.
+in `message_delta`; `thinking` answers a signed thinking block before its
+text, as a model with extended thinking does. `POST /v1/messages/count_tokens`
+counts a word a token.
 """
 
 from __future__ import annotations
@@ -45,14 +47,30 @@ def _content(body: dict[str, Any]) -> list[dict[str, Any]]:
     if body.get("tools") and not answered:
         return [{"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"],
                  "input": {"city": "Paris"}}]
-    return [{"type": "text", "text": f"hello from {body['model']}"}]
+    said = {"type": "text", "text": f"hello from {body['model']}"}
+    if body["model"] == "thinking":
+        return [{"type": "thinking", "thinking": "The user greets me.",
+                 "signature": "sig-fake"}, said]
+    return [said]
+
+
+def _authorized(request: Request) -> bool:
+    key = request.headers.get("x-api-key") or \
+        request.headers.get("authorization", "").removeprefix("Bearer ")
+    return key == API_KEY
 
 
 def app(script: Script) -> Starlette:
+    async def count_tokens(request: Request) -> Response:
+        if not _authorized(request):
+            return _error(401, "authentication_error", "invalid x-api-key")
+        body = await request.json()
+        script.record(body["model"], dict(request.headers), body)
+        words = len(json.dumps([body.get("system"), body["messages"]]).split())
+        return JSONResponse({"input_tokens": words})
+
     async def messages(request: Request) -> Response:
-        key = request.headers.get("x-api-key") or \
-            request.headers.get("authorization", "").removeprefix("Bearer ")
-        if key != API_KEY:
+        if not _authorized(request):
             return _error(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return _error(400, "invalid_request_error", "anthropic-version header is required")
@@ -92,27 +110,39 @@ def app(script: Script) -> Starlette:
             yield event("ping", {})
             if body["model"] == "bad-event":
                 yield b'event: content_block_delta\ndata: {"type": "content_block_delta", "ind\n\n'
+            if content[0]["type"] == "thinking":
+                thought = content.pop(0)
+                yield event("content_block_start", {"index": 0, "content_block": {
+                    "type": "thinking", "thinking": ""}})
+                yield event("content_block_delta", {"index": 0, "delta": {
+                    "type": "thinking_delta", "thinking": thought["thinking"]}})
+                yield event("content_block_delta", {"index": 0, "delta": {
+                    "type": "signature_delta", "signature": thought["signature"]}})
+                yield event("content_block_stop", {"index": 0})
+            index = 1 if body["model"] == "thinking" else 0
             block = content[0]
             if block["type"] == "tool_use":
-                yield event("content_block_start", {"index": 0, "content_block": {
+                yield event("content_block_start", {"index": index, "content_block": {
                     **block, "input": {}}})
                 for piece in ('{"city": ', '"Paris"}'):
-                    yield event("content_block_delta", {"index": 0, "delta": {
+                    yield event("content_block_delta", {"index": index, "delta": {
                         "type": "input_json_delta", "partial_json": piece}})
             else:
-                yield event("content_block_start", {"index": 0, "content_block": {
+                yield event("content_block_start", {"index": index, "content_block": {
                     "type": "text", "text": ""}})
                 for i, word in enumerate(block["text"].split()):
                     if body["model"] == "cut" and i == 1:
                         await asyncio.sleep(0.05)
                         raise ConnectionError("scripted cut")
-                    yield event("content_block_delta", {"index": 0, "delta": {
+                    yield event("content_block_delta", {"index": index, "delta": {
                         "type": "text_delta", "text": word if i == 0 else " " + word}})
-            yield event("content_block_stop", {"index": 0})
+            yield event("content_block_stop", {"index": index})
             yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                           "usage": {"output_tokens": usage["output_tokens"]}})
             if body["model"] != "no-stop":
                 yield event("message_stop", {})
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"]),
+                             Route("/v1/messages/count_tokens", count_tokens,
+                                   methods=["POST"])])

@@ -89,6 +89,7 @@ pool spread {{
 }}
 model claude      {{ provider = claude; name = "ok"; max_output = 1k }}
 model claude-cut  {{ provider = claude; name = "cut" }}
+model claude-think {{ provider = claude; name = "thinking" }}
 model gemini      {{ provider = google; name = "ok" }}
 model gemini-cut  {{ provider = google; name = "cut" }}
 
@@ -108,7 +109,8 @@ route {{
   when model == "stream-falls-back"    -> dead, ok
   when model in ["on-azure", "on-vllm"] -> requested
   when model in ["cut", "claude-cut", "gemini-cut"] -> requested
-  when model in ["ok", "claude", "gemini"] -> requested
+  when model in ["ok", "claude", "gemini", "claude-think"] -> requested
+  when model == "claude-sonnet-4-5-20250929" -> claude
 }}
 
 auth {{

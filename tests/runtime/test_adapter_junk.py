@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from compiler.compiled import Model, Provider, Timeouts
 from runtime.errors import GatewayError, UpstreamError
-from runtime.providers import ADAPTERS, anthropic, gemini
+from runtime.formats import messages as anthropic_format
+from runtime.providers import ADAPTERS, gemini
 from runtime.providers.base import Adapter, Body, Decoder
 from runtime.providers.openai import Chunks as OpenAIChunks
 from runtime.providers.openai import OpenAI, expected_choices, read_completion, read_embeddings
@@ -91,7 +92,7 @@ def test_a_completion_is_checked_or_malformed(data: Body) -> None:
 @given(objects)
 def test_an_anthropic_message_is_translated_or_malformed(data: Body) -> None:
     try:
-        answer = anthropic.from_message(data, MODEL)
+        answer = anthropic_format.chat_answer(data, MODEL)
     except Malformed:
         return
     encodes(answer)
@@ -117,7 +118,7 @@ def events() -> st.SearchStrategy[tuple[str, bytes]]:
 
 
 def decoders() -> list[Decoder]:
-    return [OpenAIChunks(NAMED, 1, True), anthropic.Events(NAMED, MODEL),
+    return [OpenAIChunks(NAMED, 1, True), anthropic_format.Events(NAMED, MODEL),
             gemini.Responses(NAMED, MODEL, 1)]
 
 
@@ -286,7 +287,8 @@ def acceptable(body: Body) -> bool:
 @given(bodies.filter(acceptable))
 def test_a_translation_succeeds_or_names_the_field(body: Body) -> None:
     openai = OpenAI(Provider("up", "openai_compatible"), None, {})
-    for translate in (lambda: anthropic.to_messages(body, MODEL), lambda: gemini.to_request(body),
+    for translate in (lambda: anthropic_format.request(body, MODEL),
+                      lambda: gemini.to_request(body),
                       lambda: openai.payload(Model("m", "up", "m", prefill=True), body)):
         try:
             encodes(translate())

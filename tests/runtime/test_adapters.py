@@ -21,7 +21,8 @@ import pytest
 
 from compiler.compiled import Model, Provider, Timeouts
 from runtime.errors import GatewayError, UpstreamError
-from runtime.providers import ADAPTERS, anthropic, gemini
+from runtime.formats import messages as anthropic_format
+from runtime.providers import ADAPTERS, gemini
 from runtime.providers.base import Body
 from runtime.providers.mock import Mock
 from tests.fakes import API_KEY, Script, anthropic_fake, free_port, gemini_fake, serving
@@ -376,7 +377,7 @@ def test_fields_a_translation_cannot_express_are_a_400(translate: str, body: Bod
         if translate == "gemini":
             gemini.to_request(request)
         else:
-            anthropic.to_messages(request, model)
+            anthropic_format.request(request, model)
     assert (refused.value.status, refused.value.param) == (400, param)
     assert param in refused.value.message
 
@@ -406,7 +407,7 @@ def test_translations_still_carry_what_they_can() -> None:
         "stop": "END", "max_tokens": 50, "temperature": 1.5, "top_p": 1,
         "tools": [{"type": "function", "function": {"name": "look"}}],
         "tool_choice": {"type": "function", "function": {"name": "look"}}, "user": "u1"}
-    claude = anthropic.to_messages(body, Model("m", "up", "claude-x"))
+    claude = anthropic_format.request(body, Model("m", "up", "claude-x"))
     assert claude["system"] == "be brief" and claude["temperature"] == 1.0
     assert claude["messages"][0]["content"][1]["source"] == {
         "type": "base64", "media_type": "image/png", "data": "AAAA"}

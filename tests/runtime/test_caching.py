@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.caching import Batched, asked, assembled, digest, replay_stream
+from runtime.caching import Batched, asked, digest
+from runtime.formats.chat import CHAT
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
@@ -93,22 +94,22 @@ def test_a_replayed_stream_is_the_answer_it_was_assembled_from() -> None:
               "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
 
     async def chunks() -> list[dict[str, Any]]:
-        return [chunk async for chunk in replay_stream(answer, include_usage=True)]
+        return [chunk async for chunk in CHAT.replay(answer, include_usage=True)]
 
     replay = asyncio.run(chunks())
     assert replay[-1] == {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
                           "model": "m", "choices": [], "usage": answer["usage"]}
-    assert assembled(replay, answer["usage"]) == answer
+    assert CHAT.assembled(replay, answer["usage"]) == answer
 
 
 def test_a_stream_with_tool_calls_is_not_kept() -> None:
     chunk = {"id": "c", "created": 1, "model": "m", "choices": [
         {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": "f"}}]},
          "finish_reason": None}]}
-    assert assembled([chunk], {}) is None
+    assert CHAT.assembled([chunk], {}) is None
     plain = {"id": "c", "created": 1, "model": "m", "choices": [
         {"index": 0, "delta": {"content": "x", "refusal": None}, "finish_reason": "stop"}]}
-    assert assembled([plain], {}) is not None
+    assert CHAT.assembled([plain], {}) is not None
 
 
 @given(st.dictionaries(st.sampled_from(["model", "messages", "content", "role", "x"]),

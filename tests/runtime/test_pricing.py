@@ -7,7 +7,7 @@ import pytest
 
 from compiler.compiled import Model
 from runtime import pricing
-from runtime.providers.anthropic import _usage as anthropic_usage
+from runtime.formats.messages import usage as anthropic_usage
 from runtime.providers.gemini import _usage as gemini_usage
 
 SONNET = Model("sonnet", "claude", "claude-sonnet-4-5", input_price=3e-6, output_price=15e-6,

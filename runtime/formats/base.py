@@ -1,0 +1,75 @@
+"""What the pipeline needs to know of a client's wire format, and nothing more.
+
+An answer and a stream's chunks stay in the client's format from the chain
+on, so that an answer passed through from an upstream that speaks the same
+format reaches the client untouched (Anthropic's thinking blocks, its
+`cache_control` echoes). The few stages that read an answer read it through
+its `Format`: the usage stage for tokens, the cache stage to keep and replay
+it, the HTTP layer to frame its chunks and errors.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import GatewayError
+
+if TYPE_CHECKING:
+    from runtime.pipeline.exchange import Exchange
+
+Body = dict[str, Any]
+
+
+class Format(abc.ABC):
+    name: str
+    media_type = "text/event-stream"
+    done = b""  # what ends a stream that completed, after its last chunk
+
+    @abc.abstractmethod
+    def usage(self, raw: Body) -> Body:
+        """The tokens an answer or a stream's `raw` usage counts, in chat's terms
+        (`prompt_tokens`, `completion_tokens`, their details), which pricing reads."""
+
+    @abc.abstractmethod
+    def answer_usage(self, answer: Body) -> Body:
+        """A whole answer's raw usage."""
+
+    @abc.abstractmethod
+    def chunk_usage(self, chunk: Body) -> Body | None:
+        """The raw usage a stream chunk carries, if any: later counts update earlier ones."""
+
+    @abc.abstractmethod
+    def chunk_text(self, chunk: Body) -> int:
+        """Characters of answer text a chunk delivers (a cut stream is charged for them)."""
+
+    def shown(self, exchange: Exchange, chunk: Body) -> Body | None:
+        """The chunk as the client gets it once its usage is read; None holds it back."""
+        return chunk
+
+    @abc.abstractmethod
+    def frame(self, chunk: Body) -> bytes:
+        """One chunk as server-sent-event bytes."""
+
+    @abc.abstractmethod
+    def error(self, error: GatewayError) -> Body:
+        """A refusal's body in this API's error shape."""
+
+    @abc.abstractmethod
+    def broken(self, error: GatewayError) -> bytes:
+        """The event that ends a stream that broke after it began, so that no client
+        takes it for complete."""
+
+    @abc.abstractmethod
+    def fresh(self, answer: Body) -> Body:
+        """A kept answer served again: its own id (and time), the model that answered."""
+
+    @abc.abstractmethod
+    def replay(self, answer: Body, include_usage: bool) -> AsyncIterator[Body]:
+        """A kept answer as the chunks of a stream, as this API sends them."""
+
+    @abc.abstractmethod
+    def assembled(self, chunks: list[Body], usage: Body) -> Body | None:
+        """The answer a completed stream delivered, to keep; None for what a replay
+        could not give back as it came."""
