@@ -112,6 +112,7 @@ def install(cache: Path = CACHE) -> Installed:
         if done.returncode != 0:
             raise AgentsUnavailable(f"npm install failed ({done.returncode}): "
                                     + _npm_reason(done.stderr or done.stdout))
+        _postinstall(cache)
         installed = _check(cache)
         (cache / ".stamp.json").write_text(json.dumps(
             {"pins": PINS, "versions": installed.versions}, indent=2) + "\n")
@@ -135,10 +136,20 @@ def _binaries(cache: Path, versions: dict[str, str]) -> Installed:
     return Installed(bin_ / "claude", bin_ / "codex", versions)
 
 
+def _postinstall(cache: Path) -> None:
+    """Put Claude Code's native binary in place if npm didn't: its postinstall
+    script does that, and an npm that ignores scripts (`ignore-scripts`, or a
+    release that holds back scripts `allowScripts` does not name: npm 11 already
+    warns) leaves a stub that only prints how to run the script by hand."""
+    package = cache / "node_modules" / "@anthropic-ai" / "claude-code"
+    stub = package / "bin" / "claude.exe"
+    if stub.exists() and stub.stat().st_size < 1 << 20 and shutil.which("node"):
+        subprocess.run(["node", "install.cjs"], cwd=package, capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+
+
 def _check(cache: Path) -> Installed:
-    """Each binary runs and is the pinned release: Claude Code's native binary is
-    put in place by its postinstall script, which an npm set to ignore scripts
-    would skip, leaving a stub."""
+    """Each binary runs and is the pinned release, not a stub or a stray copy."""
     installed = _binaries(cache, {})
     versions = {}
     for name, binary, (_, pinned) in (("claude", installed.claude, CLAUDE_CODE),
