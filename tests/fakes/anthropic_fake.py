@@ -1,7 +1,8 @@
 """A fake of Anthropic's Messages API, plain and streamed, with tool use.
 
 It answers with a `tool_use` block when the request offers tools and the last
-turn is not a tool result; otherwise with text naming the model. Besides the
+turn is not a tool result (except for the model `plain`, which never calls
+one); otherwise with text naming the model. Besides the
 models `Script` knows: `too-long` answers Anthropic's 400 for a prompt over
 the context; `overloaded` its 529 `overloaded_error`; `no-stop` streams
 everything but the closing `message_stop`; `bad-event` streams a malformed
@@ -44,7 +45,7 @@ def _error(status: int, kind: str, message: str,
 def _content(body: dict[str, Any]) -> list[dict[str, Any]]:
     last = body["messages"][-1]["content"]
     answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
-    if body.get("tools") and not answered:
+    if body.get("tools") and not answered and body["model"] != "plain":
         return [{"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"],
                  "input": {"city": "Paris"}}]
     said = {"type": "text", "text": f"hello from {body['model']}"}
