@@ -149,7 +149,8 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         return error_response(exc, stamped())
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        """The router's own answers (no such path, a method not allowed), in OpenAI's shape."""
+        """The router's own answers (no such path, a method not allowed), in OpenAI's
+        shape, or in that of the API whose route it is (Anthropic's on its own)."""
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
             error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}",
@@ -157,6 +158,10 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
         else:
             error = GatewayError(exc.status_code, f"no such route: {request.method} "
                                  f"{request.url.path}", "unknown_route")
+        lane = lanes.get(request.url.path)
+        if lane is not None:
+            return JSONResponse(lane.endpoint.format.error(error), error.status,
+                                headers={**error.headers, **stamped()})
         return error_response(error, stamped())
 
     async def unexpected(request: Request, exc: Exception) -> Response:

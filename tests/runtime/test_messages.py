@@ -9,6 +9,7 @@ test_fakes.py, so all three speak today's wire formats.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -23,8 +24,10 @@ WEATHER = {"name": "weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
 
-def client(stack: Stack, **options: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.url, api_key="unused", max_retries=0, **options)
+@pytest.fixture
+def sdk(stack: Stack) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=stack.url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def ask(**extra: Any) -> dict[str, Any]:
@@ -32,8 +35,9 @@ def ask(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("model", TARGETS)
-def test_a_message_is_answered_by_every_provider_family(stack: Stack, model: str) -> None:
-    raw = client(stack).messages.with_raw_response.create(model=model, **ask())
+def test_a_message_is_answered_by_every_provider_family(sdk: anthropic.Anthropic,
+                                                        model: str) -> None:
+    raw = sdk.messages.with_raw_response.create(model=model, **ask())
     message = raw.parse()
     assert message.type == "message" and message.role == "assistant"
     assert message.content[0].type == "text" and "hello from" in message.content[0].text
@@ -43,8 +47,8 @@ def test_a_message_is_answered_by_every_provider_family(stack: Stack, model: str
 
 
 @pytest.mark.parametrize("model", TARGETS)
-def test_a_streamed_message_has_its_events_in_order(stack: Stack, model: str) -> None:
-    with client(stack).messages.stream(model=model, **ask()) as stream:
+def test_a_streamed_message_has_its_events_in_order(sdk: anthropic.Anthropic, model: str) -> None:
+    with sdk.messages.stream(model=model, **ask()) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_message()
     assert events[0] == "message_start" and events[-1] == "message_stop"
@@ -55,9 +59,9 @@ def test_a_streamed_message_has_its_events_in_order(stack: Stack, model: str) ->
 
 @pytest.mark.parametrize("model", ["claude", "gemini"])
 @pytest.mark.parametrize("streamed", [False, True])
-def test_a_tool_is_called_and_its_result_answered(stack: Stack, model: str,
+def test_a_tool_is_called_and_its_result_answered(sdk: anthropic.Anthropic, model: str,
                                                   streamed: bool) -> None:
-    messages = client(stack).messages
+    messages = sdk.messages
     first: Any
     if streamed:
         with messages.stream(model=model, tools=[WEATHER], **ask()) as stream:
@@ -75,12 +79,12 @@ def test_a_tool_is_called_and_its_result_answered(stack: Stack, model: str,
     assert second.content[0].type == "text" and second.stop_reason == "end_turn"
 
 
-def test_to_anthropic_the_request_goes_as_written(stack: Stack) -> None:
+def test_to_anthropic_the_request_goes_as_written(stack: Stack, sdk: anthropic.Anthropic) -> None:
     system = [{"type": "text", "text": "You are terse."},
               {"type": "text", "text": "Answer in English.", "cache_control": {
                   "type": "ephemeral"}}]
     beta = "prompt-caching-2024-07-31,interleaved-thinking-2025-05-14"
-    client(stack, default_headers={"anthropic-beta": beta}).messages.create(
+    sdk.with_options(default_headers={"anthropic-beta": beta}).messages.create(
         model="claude", system=system, metadata={"user_id": "u-1"},  # type: ignore[arg-type]
         **ask(messages=[{"role": "user", "content": "hi"},
                         {"role": "system", "content": "Now be polite."},
@@ -93,9 +97,9 @@ def test_to_anthropic_the_request_goes_as_written(stack: Stack) -> None:
     assert headers["x-api-key"] == API_KEY  # the provider's key, never the client's
 
 
-def test_thinking_blocks_come_back_whole_from_anthropic(stack: Stack) -> None:
-    plain = client(stack).messages.create(model="claude-think", **ask())
-    with client(stack).messages.stream(model="claude-think", **ask()) as stream:
+def test_thinking_blocks_come_back_whole_from_anthropic(sdk: anthropic.Anthropic) -> None:
+    plain = sdk.messages.create(model="claude-think", **ask())
+    with sdk.messages.stream(model="claude-think", **ask()) as stream:
         streamed = stream.get_final_message()
     for message in (plain, streamed):
         thought, said = message.content
@@ -103,8 +107,9 @@ def test_thinking_blocks_come_back_whole_from_anthropic(stack: Stack) -> None:
         assert said.type == "text" and said.text == "hello from thinking"
 
 
-def test_to_openai_the_system_prompt_and_turns_are_translated(stack: Stack) -> None:
-    client(stack).messages.create(
+def test_to_openai_the_system_prompt_and_turns_are_translated(stack: Stack,
+                                                              sdk: anthropic.Anthropic) -> None:
+    sdk.messages.create(
         model="ok", system=[{"type": "text", "text": "Be terse.",
                              "cache_control": {"type": "ephemeral"}}],
         stop_sequences=["END"], **ask(messages=[
@@ -119,31 +124,33 @@ def test_to_openai_the_system_prompt_and_turns_are_translated(stack: Stack) -> N
     assert sent["stop"] == ["END"] and sent["max_tokens"] == 100
 
 
-def test_claude_codes_model_names_are_routed_by_the_policy(stack: Stack) -> None:
-    message = client(stack).messages.create(model="claude-sonnet-4-5-20250929", **ask())
+def test_claude_codes_model_names_are_routed_by_the_policy(sdk: anthropic.Anthropic) -> None:
+    message = sdk.messages.create(model="claude-sonnet-4-5-20250929", **ask())
     assert message.content[0].text == "hello from ok"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("model", ["claude", "ok"])
-def test_tokens_are_counted(stack: Stack, model: str) -> None:
-    counted = client(stack).messages.count_tokens(
+def test_tokens_are_counted(sdk: anthropic.Anthropic, model: str) -> None:
+    counted = sdk.messages.count_tokens(
         model=model, messages=[{"role": "user", "content": "how many tokens is this"}])
     assert counted.input_tokens > 0
 
 
-def test_errors_come_back_in_anthropics_shape(stack: Stack) -> None:
+def test_errors_come_back_in_anthropics_shape(stack: Stack, sdk: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
-        client(stack).messages.create(model="nowhere", **ask())
+        sdk.messages.create(model="nowhere", **ask())
     assert missing.value.body == {"type": "error", "error": {
         "type": "not_found_error", "message": "no route for model 'nowhere'"}}
     with pytest.raises(anthropic.PermissionDeniedError):
-        client(stack).messages.create(model="forbidden", **ask())
+        sdk.messages.create(model="forbidden", **ask())
     raw = httpx.post(stack.url + "/v1/messages", json={"model": "claude", "messages": []})
     assert raw.status_code == 400
     assert raw.json()["type"] == "error"
     assert raw.json()["error"]["type"] == "invalid_request_error"
+    wrong = httpx.get(stack.url + "/v1/messages")
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.BadRequestError) as server_tool:  # chat has no server tools
-        client(stack).messages.create(model="ok", tools=[{
+        sdk.messages.create(model="ok", tools=[{
             "type": "web_search_20250305", "name": "web_search"}], **ask())
     assert "tools[0].type" in str(server_tool.value)
 
@@ -162,8 +169,9 @@ def test_a_stream_that_breaks_ends_with_an_error_event(stack: Stack, model: str)
     assert "message_stop" not in [event["type"] for event in events]
 
 
-def test_every_message_is_logged_with_its_route_and_cost(stack: Stack) -> None:
-    client(stack).messages.create(model="claude", **ask())
+def test_every_message_is_logged_with_its_route_and_cost(stack: Stack,
+                                                         sdk: anthropic.Anthropic) -> None:
+    sdk.messages.create(model="claude", **ask())
     stack.gateway.log.flush()
     lines = [json.loads(line) for line in
              (stack.policy.parent / "access.log").read_text().splitlines()]
