@@ -22,7 +22,7 @@ ATTRIBUTES: dict[str, str] = {
     "budget.team": "num", "budget.user": "num", "budget.key": "num",
 }
 KEYED = {"header": "headers", "meta": "meta"}  # header["x"], meta["x"]: strings
-ENDPOINTS = ("chat", "embeddings", "messages")
+ENDPOINTS = ("chat", "embeddings", "messages", "responses")
 PERCENT_ATTRIBUTES = ("budget.team", "budget.user", "budget.key")
 
 
