@@ -33,8 +33,9 @@ def script() -> Script:
 
 @pytest.fixture(scope="module")
 def client(script: Script) -> Iterator[openai.OpenAI]:
-    with serving(openai_fake.app(script)) as url:
-        yield openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+    with serving(openai_fake.app(script)) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0) as client:
+        yield client
 
 
 def test_a_plain_response_is_a_message_with_usage(client: openai.OpenAI) -> None:
@@ -137,9 +138,9 @@ def test_the_scripted_faults(client: openai.OpenAI, script: Script) -> None:
         "hello from limited"
     with pytest.raises(openai.InternalServerError):
         client.responses.create(model="error-500", input="hi")
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0) \
-            .responses.create(model="ok", input="hi")
+    with openai.OpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0) as wrong, \
+            pytest.raises(openai.AuthenticationError):
+        wrong.responses.create(model="ok", input="hi")
     events = list(client.responses.create(model="failed", input="hi", stream=True))
     assert events[-1].type == "response.failed" and events[-1].response.error is not None
     assert events[-1].response.error.code == "server_error"

@@ -571,8 +571,9 @@ class Served:
 def served() -> Iterator[tuple[Served, openai.OpenAI]]:
     loopback = Served()
     app = Starlette(routes=[Route("/v1/responses", loopback.route, methods=["POST"])])
-    with serving(app) as url:
-        yield loopback, openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    with serving(app) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
+        yield loopback, client
 
 
 def test_sse_frames_an_event_with_its_type() -> None:
