@@ -28,15 +28,17 @@ How the translation reads a request:
   as `function_call` items with `namespace` and `name` apart again. Every
   other tool (`web_search`, `file_search`, `code_interpreter`, `mcp`,
   `custom`, ...) is a 400 naming `tools[i]`: each runs on OpenAI's servers or
-  takes free-form input, neither of which a chat completions upstream offers,
-  and leaving one out would answer a different request than was asked.
-  `strict` is carried only where given (Responses assumes it, chat does not).
-- `tool_choice` (modes, a function, allowed function tools),
-  `max_output_tokens` (as `max_completion_tokens`), `text.format` (as
-  `response_format`), `text.verbosity`, `reasoning.effort`, `temperature`,
-  `top_p`, `parallel_tool_calls` (only with tools, as chat requires),
-  `user`, `metadata`, `prompt_cache_key`, `safety_identifier` and
-  `service_tier` are carried; `stream` asks for the usage chunk too.
+  takes free-form input, which the chat form the gateway translates through
+  does not carry, and leaving one out would answer a different request than
+  was asked. `strict` is carried only where given (Responses assumes it,
+  chat does not).
+- `tool_choice` (modes, a function, allowed function tools) and
+  `parallel_tool_calls` go only with tools, as chat requires; a choice that
+  asks for a tool without any is a 400. `max_output_tokens` (as
+  `max_completion_tokens`), `text.format` (as `response_format`),
+  `text.verbosity`, `reasoning.effort`, `temperature`, `top_p`, `user`,
+  `metadata`, `prompt_cache_key`, `safety_identifier` and `service_tier`
+  are carried; `stream` asks for the usage chunk too.
 - `background`, `conversation` and `prompt` need OpenAI's own state and are
   a 400. `store`, `previous_response_id` and `include` are the gateway's to
   act on; `truncation`, `max_tool_calls` (a bound on hosted tool calls) and
@@ -133,8 +135,10 @@ def to_chat(request: Body, history: list[Body] | None = None) -> Body:
         if parallel is not None:
             out["parallel_tool_calls"] = _boolean(parallel, "parallel_tool_calls")
     choice = _tool_choice(request.get("tool_choice"))
-    if choice is not None:
+    if tools and choice is not None:
         out["tool_choice"] = choice
+    elif not tools and choice not in (None, "auto", "none"):  # chat takes it only with tools
+        raise invalid("tool_choice", "asks for a tool, but the request offers none")
     limit = _integer(request, "max_output_tokens")
     if limit is not None:
         out["max_completion_tokens"] = limit

@@ -228,6 +228,13 @@ def test_tool_choice_is_carried(given: Any, chat: Any) -> None:
                               "tool_choice": given})["tool_choice"] == chat
 
 
+def test_without_tools_a_choice_of_none_is_left_out_as_chat_requires() -> None:
+    for choice in ("auto", "none"):
+        chat = responses.to_chat({"model": "m", "input": "hi", "tool_choice": choice,
+                                  "parallel_tool_calls": True})
+        assert "tool_choice" not in chat and "parallel_tool_calls" not in chat
+
+
 @pytest.mark.parametrize(("given", "chat"), [
     ({"format": {"type": "text"}}, None),
     ({"format": {"type": "json_object"}}, {"type": "json_object"}),
@@ -272,6 +279,7 @@ def test_text_format_is_the_response_format(given: Any, chat: Any) -> None:
                                                                "name": "x"}]}]},
      "tools[0].tools[0]"),
     ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
     ({"tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [
         {"type": "mcp", "server_label": "x"}]}}, "tool_choice.tools[0]"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
