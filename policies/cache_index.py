@@ -30,8 +30,8 @@ import os
 # barrier for a busy core (8 ms at a time, measured while an index trains).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+import faiss
+import numpy as np
 import numpy.typing as npt
 
 LISTS = 256  # k-means centres, when the partition has rows enough to train them

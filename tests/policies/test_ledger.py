@@ -216,7 +216,7 @@ def test_the_previous_schema_upgrades_and_its_rows_keep_counting(
     old.close()
     monkeypatch.setattr(records_module, "_steps", steps)
     records = open_records(db_url)
-    assert [v for (v,) in records.rows("SELECT version FROM schema_version")] == [1, 2, 3]
+    assert [v for (v,) in records.rows("SELECT version FROM schema_version")] == [1, 2, 3, 4]
     ledger = Ledger(records)
     assert ledger.spend_report("team") == [
         {"subject": "ops", "usd": 2.0, "requests": 1, "tokens": 15},
