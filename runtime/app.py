@@ -8,6 +8,7 @@ cost (`runtime/proxy.py`). Errors of every kind leave through
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -22,12 +23,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from compiler.compiled import CompiledPolicy
+from policies.responses_store import Owner
 from runtime import admin_records
 from runtime.admin_records import json_body, text_field
-from runtime.endpoints import ENDPOINTS
+from runtime.endpoints import ENDPOINTS, RESPONSES
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
+from runtime.pipeline import identity
+from runtime.pipeline.exchange import Exchange
 from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error
 from runtime.request_ids import new_request_id
 
@@ -66,6 +70,28 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
             raise GatewayError(404, f"the model '{name}' does not exist here",
                                "model_not_found", param="model")
         return JSONResponse(found, headers=stamped())
+
+    async def stored_response(request: Request) -> Response:
+        """`GET` and `DELETE /v1/responses/{id}`: the caller's own stored responses; any
+        other's is as unknown as one never stored."""
+        loaded = gateway.current
+        if loaded is None:
+            raise GatewayError(503, "no policy loaded", "not_ready")
+        caller = Exchange(new_request_id(), RESPONSES, gateway, loaded, dict(request.headers),
+                          {}, gateway.clock())
+        identity.enter(caller)
+        store, ident = gateway.state.responses, request.path_params["response_id"]
+        owner = Owner(caller.key_id, caller.team)
+        if store is not None and request.method == "DELETE":
+            if await asyncio.to_thread(store.delete, ident, owner):
+                return JSONResponse({"id": ident, "object": "response", "deleted": True},
+                                    headers=stamped())
+        elif store is not None:
+            found = await asyncio.to_thread(store.get, ident, owner)
+            if found is not None:
+                return JSONResponse(found.response, headers=stamped())
+        raise GatewayError(404, f"no response with id '{ident}'", "response_not_found",
+                           param="response_id")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers=stamped())
@@ -129,6 +155,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
     records = admin_records.routes(gateway)
     routes = [
         *(Route(path, proxy, methods=["POST"]) for path, proxy in lanes.items()),
+        Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

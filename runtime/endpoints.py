@@ -15,6 +15,7 @@ the adapters' common form, and its answer comes back translated.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,12 +23,19 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from compiler.compiled import Deployment, Timeouts
-from runtime.formats import messages
+from runtime.formats import messages, responses
 from runtime.formats.base import Format
 from runtime.formats.chat import CHAT as CHAT_FORMAT
 from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Body
-from runtime.schemas import ChatRequest, CountTokensRequest, EmbeddingsRequest, MessagesRequest
+from runtime.providers.openai import OpenAI
+from runtime.schemas import (
+    ChatRequest,
+    CountTokensRequest,
+    EmbeddingsRequest,
+    MessagesRequest,
+    ResponsesRequest,
+)
 
 Headers = Mapping[str, str]
 
@@ -64,6 +72,7 @@ class Endpoint:
     gateway_fields: tuple[str, ...] = ("metadata",)  # read by the gateway, not sent upstream
     forwarded: tuple[str, ...] = ()  # client headers an upstream of the same API gets
     cached: bool = True  # whether a `cache` block may keep its answers
+    stored: bool = False  # answers kept for follow-ups (runtime/pipeline/conversation.py)
 
     def payload(self, body: Body) -> Body:
         """The body as the upstream gets it: the gateway's own fields taken out."""
@@ -147,6 +156,47 @@ async def _count_tokens(adapter: Adapter, deployment: Deployment, timeouts: Time
     return {"input_tokens": messages_tokens(body)}
 
 
+def responses_tokens(body: Body) -> int:
+    """A Responses request's input tokens, estimated as chat's are: its instructions
+    and its items' text (its stored history is already inline by then)."""
+    characters = _characters(body.get("instructions"))
+    given = body.get("input")
+    for item in given if isinstance(given, list) else [given]:
+        if isinstance(item, str):
+            characters += len(item)
+        elif isinstance(item, dict):
+            characters += _characters(item.get("content")) + _characters(item.get("output")) \
+                + _characters(item.get("arguments"))
+    return math.ceil(characters / 4)
+
+
+def _responses_parameters(parsed: ResponsesRequest) -> dict[str, Any]:
+    return {"stream": parsed.stream, "tools": bool(parsed.tools),
+            "max_tokens": parsed.max_output_tokens, "temperature": parsed.temperature}
+
+
+def _natively(adapter: Adapter) -> OpenAI | None:
+    return adapter if isinstance(adapter, OpenAI) and adapter.speaks_responses else None
+
+
+async def _responses(adapter: Adapter, deployment: Deployment, timeouts: Timeouts, body: Body,
+                     headers: Headers) -> Body:
+    model, native = deployment.model, _natively(adapter)
+    if native is not None:
+        return await native.respond(model, body, timeouts)
+    completion = await adapter.complete(model, responses.to_chat(body), timeouts)
+    return responses.from_chat(completion, body, responses.new_id(), time.time())
+
+
+def _responses_stream(adapter: Adapter, deployment: Deployment, body: Body, timeouts: Timeouts,
+                      headers: Headers) -> AsyncIterator[Body]:
+    model, native = deployment.model, _natively(adapter)
+    if native is not None:
+        return native.respond_stream(model, body, timeouts)
+    return responses.from_chat_stream(adapter.stream(model, responses.to_chat(body), timeouts),
+                                      body)
+
+
 CHAT = Endpoint(
     "chat", "/v1/chat/completions", ChatRequest, _chat_parameters, chat_tokens,
     call=lambda adapter, target, timeouts, body, headers: adapter.complete(
@@ -170,4 +220,8 @@ COUNT_TOKENS = Endpoint(
     call=_count_tokens, format=messages.MESSAGES, meta=lambda parsed: {}, gateway_fields=(),
     forwarded=messages.FORWARDED, cached=False)
 
-ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+RESPONSES = Endpoint(
+    "responses", "/v1/responses", ResponsesRequest, _responses_parameters, responses_tokens,
+    call=_responses, stream=_responses_stream, format=responses.RESPONSES, stored=True)
+
+ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES)

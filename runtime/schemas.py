@@ -60,6 +60,21 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(default=None, ge=0, le=1)
 
 
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    stream: bool = False
+    store: bool | None = None
+    previous_response_id: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+
+
 class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 

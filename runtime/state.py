@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from policies.ledger import LedgerWriter
 from policies.limits import CounterStore
 from policies.memory_counters import MemoryCounters
 from policies.records import Records, RecordsError, open_records
+from policies.responses_store import ResponsesStore
 from runtime.limiting import MIN_LEASE, Limiter
 
 logger = logging.getLogger("gwc")
@@ -100,6 +102,11 @@ class State:
         shared = shares_counters(state_url)
         return cls(limiter, records, KeyRing(records), ledger, shared=shared,
                    cache_url=state_url if shared else None)
+
+    @functools.cached_property
+    def responses(self) -> ResponsesStore | None:
+        """The Responses API's stored responses, in the records database (None: none)."""
+        return ResponsesStore(self.records) if self.records is not None else None
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the request's path; `close` waits for it."""

@@ -54,13 +54,18 @@ from __future__ import annotations
 
 import copy
 import secrets
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from compiler.compiled import Model
 from runtime.errors import GatewayError
+from runtime.formats.base import Format
 from runtime.providers import wire
-from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, obj, opt_obj
+from runtime.providers.base import Adapter, Decoder, error_fields
+from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, lst, obj, opt_obj
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 JOIN = "__"  # between a namespace and a function's name, in the chat tool's name
@@ -761,3 +766,160 @@ def sse(event: Body) -> bytes:
     """One event as the API frames it: its type as the SSE event name."""
     return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + \
         b"\n\n"
+
+
+async def from_chat_stream(chunks: AsyncIterator[Body], request: Body) -> AsyncIterator[Body]:
+    """A chat stream as a Response's events, for a provider that speaks only chat."""
+    stream = Stream(request, new_id(), time.time())
+    try:
+        first = True
+        async for chunk in chunks:
+            if first:
+                for event in stream.start():
+                    yield event
+                first = False
+            for event in stream.chunk(chunk):
+                yield event
+        for event in stream.end():
+            yield event
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+# ------------------------------------------ to an upstream that speaks Responses
+
+def native(body: Body, model: Model) -> Body:
+    """The client's request as an OpenAI upstream gets it: as written (its history
+    already inline, runtime/pipeline/conversation.py), under the upstream name."""
+    return {**body, "model": model.upstream}
+
+
+def checked(data: Body) -> Body:
+    """An upstream's Response, passed on as it came once what gwc reads of it is there."""
+    lst(data.get("output"), "output")
+    usage(data)
+    return data
+
+
+class Native(Decoder):
+    """An upstream's Responses events passed on as they are, each checked; the stream
+    ends at `response.completed` or `response.incomplete`, fails at `response.failed`
+    or `error`."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    def event(self, name: str, data: bytes) -> Body | None:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed(f"an event is not JSON ({exc})") from exc
+        payload = obj(payload, "an event")
+        kind = wire.text(payload.get("type"), "an event's type", name)
+        if kind == "error" or kind == "response.failed":
+            found = opt_obj(payload.get("response"), "response").get("error") or payload
+            message, code = error_fields({"error": found})
+            raise self.adapter.status_error(502, message, code)
+        if kind == "response.created":
+            self.started = True
+        elif not self.started:
+            raise Malformed(f"{kind} before response.created")
+        elif kind in ("response.completed", "response.incomplete"):
+            usage(obj(payload.get("response"), f"{kind}.response"))
+            self.complete = self.ended = True
+        return payload
+
+
+# ---------------------------------------------------------- the pipeline's view
+
+class Responses(Format):
+    name = "responses"
+
+    def usage(self, raw: Body) -> Body:
+        try:
+            return usage({"usage": raw}) or {}
+        except Malformed:
+            return {}
+
+    def answer_usage(self, answer: Body) -> Body:
+        found = answer.get("usage")
+        return found if isinstance(found, dict) else {}
+
+    def chunk_usage(self, chunk: Body) -> Body | None:
+        if chunk.get("type") not in ("response.completed", "response.incomplete"):
+            return None
+        found = (chunk.get("response") or {}).get("usage")
+        return found if isinstance(found, dict) else None
+
+    def chunk_text(self, chunk: Body) -> int:
+        if chunk.get("type") in ("response.output_text.delta",
+                                 "response.function_call_arguments.delta"):
+            delta = chunk.get("delta")
+            return len(delta) if isinstance(delta, str) else 0
+        return 0
+
+    def frame(self, chunk: Body) -> bytes:
+        return sse(chunk)
+
+    def error(self, error: GatewayError) -> Body:
+        return error.body()
+
+    def broken(self, error: GatewayError) -> bytes:
+        return sse({"type": "error", "code": error.code, "message": error.message,
+                    "param": None, "sequence_number": 0})
+
+    def fresh(self, answer: Body) -> Body:
+        return {**answer, "id": new_id(), "created_at": time.time()}
+
+    async def replay(self, answer: Body, include_usage: bool) -> AsyncIterator[Body]:
+        """As the API streams a Response: created and in progress, each output item
+        added, its text or arguments in one delta, done; then completed."""
+        sequence = iter(range(1 << 62))
+
+        def event(kind: str, **fields: Any) -> Body:
+            return {"type": kind, "sequence_number": next(sequence), **fields}
+
+        begun = {**answer, "status": "in_progress", "output": [], "usage": None}
+        yield event("response.created", response=begun)
+        yield event("response.in_progress", response=begun)
+        for index, item in enumerate(answer.get("output") or ()):
+            kind = item.get("type")
+            if kind == "message":
+                yield event("response.output_item.added", output_index=index,
+                            item={**item, "status": "in_progress", "content": []})
+                for place, part in enumerate(item.get("content") or ()):
+                    where = {"item_id": item.get("id"), "output_index": index,
+                             "content_index": place}
+                    yield event("response.content_part.added", **where,
+                                part={**part, "text": ""} if "text" in part else part)
+                    if part.get("type") == "output_text":
+                        yield event("response.output_text.delta", **where,
+                                    delta=part.get("text", ""), logprobs=[])
+                        yield event("response.output_text.done", **where,
+                                    text=part.get("text", ""), logprobs=[])
+                    yield event("response.content_part.done", **where, part=part)
+            elif kind == "function_call":
+                yield event("response.output_item.added", output_index=index,
+                            item={**item, "status": "in_progress", "arguments": ""})
+                where = {"item_id": item.get("id"), "output_index": index}
+                yield event("response.function_call_arguments.delta", **where,
+                            delta=item.get("arguments", ""))
+                yield event("response.function_call_arguments.done", **where,
+                            arguments=item.get("arguments", ""))
+            else:
+                yield event("response.output_item.added", output_index=index, item=item)
+            yield event("response.output_item.done", output_index=index, item=item)
+        yield event(f"response.{answer.get('status') or 'completed'}", response=answer)
+
+    def assembled(self, chunks: list[Body], usage: Body) -> Body | None:
+        """The Response a completed stream's last event carries."""
+        for event in reversed(chunks):
+            if event.get("type") == "response.completed":
+                found = event.get("response")
+                return found if isinstance(found, dict) else None
+        return None
+
+
+RESPONSES = Responses()

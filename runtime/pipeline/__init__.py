@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import GatewayError
-from runtime.pipeline import cache, chain, identity, limits, observe, plan, usage
+from runtime.pipeline import cache, chain, conversation, identity, limits, observe, plan, usage
 from runtime.pipeline.exchange import Attempt, Body, Exchange
 
 Half = Callable[[Exchange], Awaitable[None] | None]
@@ -45,6 +45,8 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("observe", None, observe.leave),                 # metrics and the access log
     Stage("identity", identity.enter),                     # who calls: auth
+    Stage("conversation", conversation.enter, conversation.leave,  # a follow-up made whole;
+          conversation.chunk),                                     # a response kept
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
     Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
     Stage("cache", cache.enter, cache.leave, cache.chunk),  # a stored answer; keep a fresh one

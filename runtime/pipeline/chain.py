@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from compiler.compiled import Deployment, Target
 from runtime.chain import Chain
 from runtime.pipeline.exchange import Exchange
 
@@ -16,7 +17,7 @@ from runtime.pipeline.exchange import Exchange
 async def enter(exchange: Exchange) -> None:
     assert exchange.decision is not None and exchange.request is not None
     gateway, endpoint = exchange.gateway, exchange.endpoint
-    chain = Chain(exchange.decision.targets, exchange.request.tokens, exchange.loaded.adapters,
+    chain = Chain(_targets(exchange), exchange.request.tokens, exchange.loaded.adapters,
                   gateway.store, gateway.observe_attempt, gateway.sleep)
     exchange.attempts = chain.attempts
     payload, headers = endpoint.payload(exchange.body), endpoint.headers(exchange.headers)
@@ -32,3 +33,16 @@ async def leave(exchange: Exchange) -> None:
     chunks = exchange.chunks
     if chunks is not None:
         await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _targets(exchange: Exchange) -> tuple[Target, ...]:
+    """The plan's targets; a follow-up's first the deployment that made the response it
+    continues, where the plan still routes there (it knows what it said)."""
+    assert exchange.decision is not None
+    targets = exchange.decision.targets
+    conversation = exchange.conversation
+    if conversation is None or conversation.continues is None:
+        return targets
+    first = [t for t in targets
+             if isinstance(t, Deployment) and t.name == conversation.continues]
+    return (*first, *(t for t in targets if t not in first)) if first else targets

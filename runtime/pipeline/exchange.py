@@ -84,6 +84,9 @@ class Exchange:
     cost: float | None = None
     delivered: int = 0  # characters of streamed text sent on, for a cut stream's cost
 
+    # conversation: a Responses request's own input, and the chain it continues
+    conversation: Any = None
+
     # how it ended
     status: int = 200
     error: GatewayError | None = None

@@ -3,6 +3,8 @@ DeepSeek (`openai_compatible`), and Azure OpenAI's deployment URLs (`azure`).
 
 Requests and answers pass through as they are; answers are checked for the
 fields the gateway reads (`choices`, `usage`) before they are passed on.
+`openai` itself also takes a Responses request as the client wrote it
+(runtime/formats/responses.py has its events' reader).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import orjson
 
 from compiler.compiled import Model, Timeouts
 from runtime.errors import UpstreamError
+from runtime.formats import responses
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, openai_usage
 
@@ -132,6 +135,22 @@ class OpenAI(Adapter):
     async def embed(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
         return await self.post_json(self.url(model, "embeddings"), self.payload(model, body),
                                     timeouts, read_embeddings)
+
+    @property
+    def speaks_responses(self) -> bool:
+        """OpenAI's own API serves Responses; an OpenAI-compatible server may not."""
+        return self.provider.type == "openai"
+
+    async def respond(self, model: Model, body: Body, timeouts: Timeouts) -> Body:
+        payload = {**responses.native(body, model), "stream": False}
+        return await self.post_json(self.url(model, "responses"), payload, timeouts,
+                                    responses.checked)
+
+    def respond_stream(self, model: Model, body: Body, timeouts: Timeouts
+                       ) -> AsyncIterator[Body]:
+        payload = {**responses.native(body, model), "stream": True}
+        return self.events(self.url(model, "responses"), lambda: payload, timeouts,
+                           responses.Native(self))
 
 
 def _object(value: Any) -> Body:

@@ -9,9 +9,13 @@ from pathlib import Path
 import openai
 import pytest
 
+from policies.memory_counters import MemoryCounters
+from policies.records import open_records
 from runtime.access_log import AccessLog
 from runtime.app import create_app
 from runtime.gateway import Gateway
+from runtime.limiting import Limiter
+from runtime.state import State
 from tests.fakes import API_KEY, Script, anthropic_fake, gemini_fake, openai_fake, serving
 
 ADMIN_KEY = "admin-secret"
@@ -111,6 +115,8 @@ route {{
   when model in ["cut", "claude-cut", "gemini-cut"] -> requested
   when model in ["ok", "claude", "gemini", "claude-think"] -> requested
   when model == "claude-sonnet-4-5-20250929" -> claude
+  when model == "sticky" and header["x-start"] == "vllm" -> on-vllm, ok
+  when model == "sticky"               -> ok, on-vllm
 }}
 
 auth {{
@@ -143,7 +149,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         policy = folder / "policy.gw"
         policy.write_text(POLICY.format(openai=o, anthropic=a, gemini=g, key=API_KEY))
         log = (folder / "access.log").open("wb")
-        gateway = Gateway(str(policy), {}, log=AccessLog(log))
+        # counters in memory, records (the stored responses) in SQLite beside the log
+        state = State(Limiter(MemoryCounters()), open_records(f"sqlite:///{folder}/gw.db"))
+        gateway = Gateway(str(policy), {}, log=AccessLog(log), state=state)
         app = create_app(gateway, max_body=64 * 1024, admin_key=ADMIN_KEY)
         with serving(app) as url:
             yield Stack(url, *scripts, gateway, policy)

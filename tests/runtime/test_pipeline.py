@@ -14,7 +14,7 @@ from runtime.pipeline import STAGES, Pipeline, Stage
 
 def test_the_stages_run_in_the_documented_order() -> None:
     assert [s.name for s in STAGES] == [
-        "observe", "identity", "plan", "limits", "cache", "chain", "usage"]
+        "observe", "identity", "conversation", "plan", "limits", "cache", "chain", "usage"]
 
 
 class Exchange(SimpleNamespace):

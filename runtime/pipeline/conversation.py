@@ -1,0 +1,114 @@
+"""Conversation: a Responses follow-up made whole, and a response kept for the next.
+
+A request with `previous_response_id` continues a chain of stored responses
+(policies/responses_store.py). The entry half, after identity and before the
+plan, puts the chain's history inline ahead of the request's own input and
+drops the id, so every stage after it sees a request that stands alone: the
+plan estimates its tokens, the cache keys it, and any provider can answer
+it, a chat one through translation or OpenAI itself as it is. It also notes
+the deployment that made the response continued, which the chain stage tries
+first when the plan still routes there. A follow-up that cannot be honoured
+(an id unknown, expired, another tenant's, a chain past its bound, or no
+database) fails closed, as a 400 naming `previous_response_id` (a 503 without
+a database), never answered without part of what was said.
+
+The exit half keeps a completed answer, unless the request said
+`store: false` (as Codex does): the request's own input items and the
+answer's output items, under the answer's id, owned by the caller's key and
+team, so a follow-up from anyone else finds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.records import RecordsError
+from policies.responses_store import ChainError, Owner
+from runtime.errors import GatewayError
+from runtime.formats import responses
+from runtime.pipeline.exchange import Body, Exchange
+
+logger = logging.getLogger("gwc")
+MADE_HERE = ("message", "function_call", "function_call_output")  # their ids are optional
+
+
+@dataclass(slots=True)
+class Conversation:
+    """What the exit half needs of the request as the client sent it."""
+
+    asked: list[Body]  # the request's own input items
+    previous: str | None = None
+    continues: str | None = None  # the deployment that made the previous response
+    completed: Body | None = field(default=None, repr=False)  # a stream's final Response
+
+
+def _inline(item: Body) -> Body:
+    """A stored item sent again: without its id where the API makes ids optional, since
+    an upstream keeping nothing (`store: false`) refuses ids it does not know."""
+    if item.get("type") in MADE_HERE and "id" in item:
+        return {k: v for k, v in item.items() if k != "id"}
+    return item
+
+
+async def enter(exchange: Exchange) -> None:
+    body = exchange.body
+    if not exchange.endpoint.stored or not isinstance(body, dict):
+        return  # a body that is not an object is the plan's to refuse
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise GatewayError(400, "invalid 'previous_response_id': must be a string",
+                           "invalid_type", param="previous_response_id")
+    conversation = exchange.conversation = Conversation(responses.items(body), previous)
+    if previous is None:
+        return
+    store = exchange.gateway.state.responses
+    if store is None:
+        raise GatewayError(503, "this gateway keeps no responses to continue: it has no "
+                           "database", "responses_unavailable", param="previous_response_id")
+    owner = Owner(exchange.key_id, exchange.team)
+
+    def load() -> tuple[str | None, list[Body]]:
+        found = store.get(previous, owner)
+        return (found.deployment if found else None), store.chain(previous, owner)
+    try:
+        conversation.continues, history = await asyncio.to_thread(load)
+    except ChainError as missing:
+        raise GatewayError(400, str(missing), "previous_response_not_found",
+                           param="previous_response_id") from missing
+    given = {k: v for k, v in body.items() if k != "previous_response_id"}
+    given["input"] = [*(_inline(item) for item in history), *conversation.asked]
+    exchange.body = given
+
+
+def chunk(exchange: Exchange, chunk: Body) -> Body | None:
+    conversation = exchange.conversation
+    if conversation is not None and chunk.get("type") == "response.completed":
+        conversation.completed = chunk.get("response")
+    return chunk
+
+
+async def leave(exchange: Exchange) -> None:
+    conversation = exchange.conversation
+    if conversation is None or exchange.status != 200 or exchange.error is not None \
+            or exchange.body.get("store") is False:
+        return
+    answer: Any = exchange.answer if exchange.answer is not None else conversation.completed
+    store = exchange.gateway.state.responses
+    if store is None or not isinstance(answer, dict) or answer.get("status") != "completed" \
+            or not isinstance(answer.get("id"), str):
+        return
+    deployment, hit = exchange.answered_by, exchange.hit
+    name = deployment.name if deployment is not None else hit.model if hit else ""
+    provider = deployment.provider.name if deployment is not None else \
+        hit.provider if hit else ""
+    history = [*conversation.asked, *(answer.get("output") or [])]
+    try:
+        await asyncio.to_thread(
+            store.save, answer["id"], Owner(exchange.key_id, exchange.team), deployment=name,
+            provider=provider, model=str(exchange.body.get("model")),
+            previous_response_id=conversation.previous, history=history, response=answer)
+    except RecordsError:  # the answer stands; a follow-up to it will fail closed
+        logger.warning("gwc: a response could not be stored", exc_info=True)
