@@ -1,4 +1,4 @@
-"""Quotas, budgets, the cache and the ledger on `POST /v1/messages`, as on chat.
+"""Quotas, budgets, the cache and the ledger on the Messages and Responses routes, as on chat.
 
 The gateways of test_limits, in front of its OpenAI and Anthropic fakes, with
 virtual keys presented as Claude Code presents them (`x-api-key`).
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from tests.runtime import test_limits
@@ -87,3 +88,25 @@ def test_a_cached_message_is_served_again_plain_and_streamed(run: Any, upstreams
         count = client.messages.count_tokens(model=model, messages=[
             {"role": "user", "content": "hello there"}])
         assert count.input_tokens > 0  # counted, never served from the cache
+
+
+def test_responses_are_counted_priced_and_cached_as_chat_is(run: Any, upstreams: Any) -> None:
+    policy = ROUTE + 'quota per key when endpoint == "responses" { requests = 3 per minute }\n' \
+        + 'cache when endpoint == "responses" { mode = exact; ttl = 10m }\n'
+    with run(policy) as gw:
+        _, key = gw.new_key()
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0) as client:
+            calls = sum(upstreams.scripts[0].calls.values())
+            first = client.responses.with_raw_response.create(model="ok", input="hello")
+            again = client.responses.with_raw_response.create(model="ok", input="hello")
+            assert first.headers["x-gw-cache"] == "miss" and again.headers["x-gw-cache"] == "hit"
+            assert again.parse().output_text == first.parse().output_text
+            assert again.parse().id != first.parse().id
+            with client.responses.stream(model="ok", input="hello") as stream:
+                assert stream.get_final_response().output_text == first.parse().output_text
+            assert sum(upstreams.scripts[0].calls.values()) == calls + 1
+            with pytest.raises(openai.RateLimitError):
+                client.responses.create(model="ok", input="hello")
+        [row] = gw.spend()
+        assert row["endpoint"] == "responses" and row["usd"] > 0
+        assert [line["cache"] for line in gw.lines()] == ["miss", "hit", "hit", "bypass"]
