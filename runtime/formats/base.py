@@ -32,9 +32,10 @@ class Format(abc.ABC):
         """The tokens an answer or a stream's `raw` usage counts, in chat's terms
         (`prompt_tokens`, `completion_tokens`, their details), which pricing reads."""
 
-    @abc.abstractmethod
     def answer_usage(self, answer: Body) -> Body:
         """A whole answer's raw usage."""
+        found = answer.get("usage")
+        return found if isinstance(found, dict) else {}
 
     @abc.abstractmethod
     def chunk_usage(self, chunk: Body) -> Body | None:
@@ -52,9 +53,9 @@ class Format(abc.ABC):
     def frame(self, chunk: Body) -> bytes:
         """One chunk as server-sent-event bytes."""
 
-    @abc.abstractmethod
     def error(self, error: GatewayError) -> Body:
-        """A refusal's body in this API's error shape."""
+        """A refusal's body in this API's error shape: OpenAI's, but on Anthropic's routes."""
+        return error.body()
 
     @abc.abstractmethod
     def broken(self, error: GatewayError) -> bytes:
@@ -73,3 +74,10 @@ class Format(abc.ABC):
     def assembled(self, chunks: list[Body], usage: Body) -> Body | None:
         """The answer a completed stream delivered, to keep; None for what a replay
         could not give back as it came."""
+
+
+async def closed(chunks: AsyncIterator[Body]) -> None:
+    """Let a stream's upstream go now, not when the collector gets to it."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()

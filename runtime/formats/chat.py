@@ -33,10 +33,6 @@ class Chat(Format):
     def usage(self, raw: Body) -> Body:
         return raw
 
-    def answer_usage(self, answer: Body) -> Body:
-        usage = answer.get("usage")
-        return usage if isinstance(usage, dict) else {}
-
     def chunk_usage(self, chunk: Body) -> Body | None:
         usage = chunk.get("usage")
         return usage if usage and isinstance(usage, dict) else None
@@ -63,9 +59,6 @@ class Chat(Format):
 
     def frame(self, chunk: Body) -> bytes:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def error(self, error: GatewayError) -> Body:
-        return error.body()
 
     def broken(self, error: GatewayError) -> bytes:
         return b"data: " + orjson.dumps(error.body()) + b"\n\n"

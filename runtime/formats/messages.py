@@ -31,7 +31,7 @@ import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError, UpstreamError
-from runtime.formats.base import Format
+from runtime.formats.base import Format, closed
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_obj, text
@@ -604,9 +604,7 @@ async def from_chat_stream(chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
         for event in stream.end():
             yield event
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        await closed(chunks)
 
 
 # -------------------------------------------------------- the pipeline's view
@@ -619,10 +617,6 @@ class Messages(Format):
             return usage(raw)
         except Malformed:
             return {}
-
-    def answer_usage(self, answer: Body) -> Body:
-        found = answer.get("usage")
-        return found if isinstance(found, dict) else {}
 
     def chunk_usage(self, chunk: Body) -> Body | None:
         kind = chunk.get("type")

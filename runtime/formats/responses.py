@@ -62,7 +62,7 @@ import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError
-from runtime.formats.base import Format
+from runtime.formats.base import Format, closed
 from runtime.providers import wire
 from runtime.providers.base import Adapter, Decoder, error_fields
 from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, lst, obj, opt_obj
@@ -783,9 +783,7 @@ async def from_chat_stream(chunks: AsyncIterator[Body], request: Body) -> AsyncI
         for event in stream.end():
             yield event
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        await closed(chunks)
 
 
 # ------------------------------------------ to an upstream that speaks Responses
@@ -843,10 +841,6 @@ class Responses(Format):
         except Malformed:
             return {}
 
-    def answer_usage(self, answer: Body) -> Body:
-        found = answer.get("usage")
-        return found if isinstance(found, dict) else {}
-
     def chunk_usage(self, chunk: Body) -> Body | None:
         if chunk.get("type") not in ("response.completed", "response.incomplete"):
             return None
@@ -862,9 +856,6 @@ class Responses(Format):
 
     def frame(self, chunk: Body) -> bytes:
         return sse(chunk)
-
-    def error(self, error: GatewayError) -> Body:
-        return error.body()
 
     def broken(self, error: GatewayError) -> bytes:
         return sse({"type": "error", "code": error.code, "message": error.message,

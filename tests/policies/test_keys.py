@@ -9,14 +9,7 @@ import pytest
 
 from policies.keys import KeyRing, Keys, NoSuchKey, hash_secret
 from policies.records import Records, open_records
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import Clock
 
 
 @pytest.fixture

@@ -11,18 +11,11 @@ import pytest
 from policies import backoff
 from policies.balancer import Balancer
 from policies.breaker import Breaker, Settings, State
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import Clock
 
 
 def test_the_breaker_opens_probes_and_closes() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = Breaker(Settings(failures=3, window=10, cooldown=5, probes=2), clock)
     for _ in range(2):
         breaker.record(failed=True)
@@ -39,7 +32,7 @@ def test_the_breaker_opens_probes_and_closes() -> None:
 
 
 def test_a_failed_probe_opens_the_breaker_again() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = Breaker(Settings(failures=1, cooldown=5), clock)
     breaker.record(failed=True)
     clock.now = 6.0
@@ -49,7 +42,7 @@ def test_a_failed_probe_opens_the_breaker_again() -> None:
 
 
 def test_an_abandoned_probe_goes_back() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = Breaker(Settings(failures=1, cooldown=5, probes=1), clock)
     breaker.record(failed=True)
     clock.now = 6.0
@@ -61,7 +54,7 @@ def test_an_abandoned_probe_goes_back() -> None:
 
 
 def test_old_failures_leave_the_window() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     breaker = Breaker(Settings(failures=2, window=10), clock)
     breaker.record(failed=True)
     clock.now = 11.0
@@ -70,7 +63,7 @@ def test_old_failures_leave_the_window() -> None:
 
 
 def test_an_error_rate_opens_it_once_there_are_enough_requests() -> None:
-    breaker = Breaker(Settings(failures=100, error_rate=0.5, min_requests=4), Clock())
+    breaker = Breaker(Settings(failures=100, error_rate=0.5, min_requests=4), Clock(0.0))
     for failed in (True, False, True):
         breaker.record(failed)
     assert breaker.state is State.CLOSED  # three outcomes, under min_requests

@@ -14,18 +14,12 @@ from hypothesis import strategies as st
 
 from policies.records import Records
 from policies.responses_store import RETENTION, ChainError, Owner, ResponsesStore
+from tests.clocks import Clock
 
 ALICE = Owner("key_alice00001", "research")
 BOB = Owner("key_bob0000001", "research")  # same team, another key
 NOBODY = Owner(None, None)  # auth { mode = none }
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from runtime.app import create_app
 from runtime.gateway import Gateway
 from runtime.limiting import Limiter
 from runtime.state import State
+from tests.clocks import Clock
 from tests.fakes import API_KEY, Script, anthropic_fake, openai_fake, serving
 
 ADMIN = "limits-admin"
@@ -59,17 +60,6 @@ route {
   otherwise -> requested
 }
 """
-
-
-@dataclass
-class Clock:
-    now: float = field(default_factory=time.time)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -197,7 +187,7 @@ def run(tmp_path: Path, upstreams: Upstreams
                            key=API_KEY) + f"auth {{ mode = {auth} }}\n"
         path = tmp_path / "policy.gw"
         path.write_text(head + policy)
-        clock = Clock()
+        clock = Clock(time.time())
         records = open_records(f"sqlite:///{tmp_path / 'gw.db'}")
         ledger = LedgerWriter(records)
         limiter = Limiter(MemoryCounters(), clock, seed=ledger.ledger.period_spend_by_counter)
