@@ -1,7 +1,8 @@
 """`POST /v1/messages` end to end: the official anthropic SDK against the running gateway.
 
 The same Messages request goes to an Anthropic fake (passed through as the
-client wrote it), an OpenAI one and a Gemini one (translated through chat),
+client wrote it), and to OpenAI, OpenAI-compatible and Gemini ones (translated
+through chat),
 plain and streamed; each fake is driven by its own provider's SDK in
 test_fakes.py, so all three speak today's wire formats.
 """
@@ -19,7 +20,7 @@ import pytest
 from tests.fakes import API_KEY
 from tests.runtime.conftest import Stack
 
-TARGETS = ["claude", "ok", "gemini"]  # Anthropic (native), OpenAI and Gemini (translated)
+TARGETS = ["claude", "ok", "on-vllm", "gemini"]  # Anthropic (native); the rest translated
 WEATHER = {"name": "weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
 
