@@ -20,7 +20,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,local-embeddings]'  # the local model's tests run too
+	$(BIN)/pip install --quiet -e '.[test,local-embeddings,otel]'  # the local model's and the traces' tests run too
 	touch $@
 
 demo: $(DEMO_STAMP)

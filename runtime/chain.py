@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from compiler.compiled import Breaker as PolicyBreaker
 from compiler.compiled import Deployment, PoolTarget, Timeouts
 from policies import backoff
 from policies.breaker import Settings
 from policies.store import Store
+from runtime import tracing
 from runtime.errors import GatewayError, UpstreamError
 from runtime.pipeline.exchange import Attempt, Body
 from runtime.providers.base import Adapter
@@ -62,6 +63,7 @@ class Chain:
         self.sleep = sleep
         self.clock = clock
         self.attempts: list[Attempt] = []
+        self.trace = tracing.scope()  # the chain stage's span, where the request is traced
         self.models = self._expand(targets, tokens)
 
     def _expand(self, targets: tuple[Deployment | PoolTarget, ...],
@@ -87,9 +89,16 @@ class Chain:
     def note(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
         self.record(attempt)
+        if self.trace is not None and attempt.skipped:
+            self.trace.skipped(attempt)
 
-    async def run(self, call: Call[T], positions: Sequence[int] | None = None
-                  ) -> tuple[Deployment, T, int]:
+    def run(self, call: Call[T]) -> Coroutine[Any, Any, tuple[Deployment, T, int]]:
+        """A plain call's chain run; where the request is traced, each try in a span.
+        (Not a coroutine itself: the untraced way costs no frame more than before.)"""
+        return self._tries(call if self.trace is None else self.trace.called(call))
+
+    async def _tries(self, call: Call[T], positions: Sequence[int] | None = None
+                     ) -> tuple[Deployment, T, int]:
         """The first model's answer that succeeds, trying as the policy says; with the
         position of the model that answered, for a stream that may resume later.
         `positions` narrows the models tried (a resume tries only those that can)."""
@@ -153,7 +162,8 @@ class Chain:
     async def open_stream(self, body: Body, opener: Opener
                           ) -> tuple[Deployment, AsyncIterator[Body]]:
         """A stream whose first chunk has arrived (fallback ends there)."""
-        deployment, (first, chunks), position = await self.run(_first_chunk(opener, body))
+        deployment, (first, chunks), position = await self._tries(
+            _first_chunk(opener, body, self.trace))
         return deployment, self._stream(deployment, first, chunks, position, body, opener)
 
     async def _stream(self, deployment: Deployment, first: Body, chunks: AsyncIterator[Body],
@@ -195,8 +205,8 @@ class Chain:
         if not able:
             return None
         try:
-            deployment, (first, chunks), position = await self.run(
-                _first_chunk(opener, prefixed, continuing=True), able)
+            deployment, (first, chunks), position = await self._tries(
+                _first_chunk(opener, prefixed, self.trace, continuing=True), able)
         except GatewayError:
             return None  # the cut's own error is the one the client should see
         return deployment, _joined(first, chunks, delivered.id), position
@@ -226,8 +236,10 @@ class _Text:
         return "".join(self.parts)
 
 
-def _first_chunk(opener: Opener, body: Body, continuing: bool = False
-                 ) -> Call[tuple[Body, AsyncIterator[Body]]]:
+def _first_chunk(opener: Opener, body: Body, trace: tracing.Scope | None,
+                 continuing: bool = False) -> Call[tuple[Body, AsyncIterator[Body]]]:
+    """A stream's opening, which ends at its first chunk, as one try of the chain
+    (in a span that lasts as long as the stream, where the request is traced)."""
     async def first(adapter: Adapter, deployment: Deployment, timeouts: Timeouts
                     ) -> tuple[Body, AsyncIterator[Body]]:
         chunks = opener(adapter, deployment, body, timeouts)
@@ -243,7 +255,7 @@ def _first_chunk(opener: Opener, body: Body, continuing: bool = False
         except BaseException:
             await _close(chunks)  # release the connection now
             raise
-    return first
+    return first if trace is None else trace.opened(first)
 
 
 def _has_content(chunk: Body) -> bool:

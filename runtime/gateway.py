@@ -40,6 +40,7 @@ from runtime.metrics import Metrics
 from runtime.pipeline.exchange import Attempt, Exchange
 from runtime.providers.base import Adapter, resolve
 from runtime.state import State
+from runtime.tracing import Tracing
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Gateway:
     cacher: Cacher = field(init=False)
     _alerting: asyncio.Task[None] | None = None
     counters: dict[str, list[dict[str, Any]]] | None = None  # the last reload's, kept or new
+    tracing: Tracing | None = None  # made at start as OTEL_* asks (None: off), unless given
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.breaker_states)
@@ -113,8 +115,11 @@ class Gateway:
     async def start(self, compiled: CompiledPolicy | None = None) -> None:
         """Open the upstream connections and serve `compiled` (already compiled by
         `gwc serve`, which compiles once) or else the policy at `path`."""
+        if self.tracing is None:
+            self.tracing = Tracing.from_env(self.env, self.log)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            trace_configs=self.tracing.start() if self.tracing is not None else None)
         await self.state.start()
         self._alerting = asyncio.get_running_loop().create_task(self.alerts.run())
         if compiled is not None:
@@ -134,6 +139,8 @@ class Gateway:
             self.compiler.shutdown(wait=False, cancel_futures=True)
         if self.session is not None:
             await self.session.close()
+        if self.tracing is not None:
+            await self.tracing.stop()
         self.log.flush()
 
     async def reload(self, trigger: str = "admin") -> dict[str, Any]:

@@ -17,6 +17,8 @@ last and sees what every other stage did; `usage` sits innermost, so its exit
 half prices the answer first, before `limits` settles to that price (and the
 cache, later, stores it). Adding a stage is one module and one line here.
 Input guards go before `limits`, output guards between `chain` and `usage`.
+While tracing is on (runtime/tracing.py), each half runs in a span of its own,
+under the request's, which ends once the last exit half has run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runtime import tracing
 from runtime.errors import GatewayError
 from runtime.pipeline import cache, chain, conversation, identity, limits, observe, plan, usage
 from runtime.pipeline.exchange import Attempt, Body, Exchange
@@ -63,12 +66,18 @@ class Pipeline:
         self._enters = _halves([s.enter for s in stages])
         self._leaves = _halves([s.leave for s in reversed(stages)])
         self._chunks = [s.chunk for s in reversed(stages) if s.chunk is not None]
+        # the same halves, each in a span of its own: run instead while tracing is on
+        self._traced_enters = [(tracing.staged(s.name, "enter", s.enter), True)
+                               for s in stages if s.enter is not None]
+        self._traced_leaves = [(tracing.staged(s.name, "leave", s.leave), True)
+                               for s in reversed(stages) if s.leave is not None]
 
     async def enter(self, exchange: Exchange) -> None:
         """The entry halves, in order, until one answers. A refusal is kept on the
         exchange (its status too); anything else raised is a bug, and propagates."""
+        halves = self._enters if tracing.active is None else self._traced_enters
         try:
-            for half, awaited in self._enters:
+            for half, awaited in halves:
                 if awaited:
                     await half(exchange)
                 else:
@@ -79,16 +88,23 @@ class Pipeline:
             exchange.error, exchange.status = error, error.status
 
     async def leave(self, exchange: Exchange) -> None:
-        """The exit halves, in reverse order; every one runs, whatever another raised."""
+        """The exit halves, in reverse order; every one runs, whatever another raised.
+        A traced request's span ends after the last, when all is known of it."""
+        traced = tracing.active
+        halves = self._leaves if traced is None else self._traced_leaves
         failure: Exception | None = None
-        for half, awaited in self._leaves:
-            try:
-                if awaited:
-                    await half(exchange)
-                else:
-                    half(exchange)
-            except Exception as exc:  # one bug must not cost the others' work, or the log
-                failure = failure or exc
+        try:
+            for half, awaited in halves:
+                try:
+                    if awaited:
+                        await half(exchange)
+                    else:
+                        half(exchange)
+                except Exception as exc:  # one bug must not cost the others' work, or the log
+                    failure = failure or exc
+        finally:
+            if traced is not None:
+                traced.end(exchange, failure)
         if failure is not None:
             raise failure
 
