@@ -94,7 +94,6 @@ class Tracing:
         self.context_of = trace.set_span_in_context
         # W3C trace context alone: a caller's baggage is not handed on to the providers
         self._propagator = TraceContextTextMapPropagator()
-        self._open: dict[Exchange, Scope] = {}  # requests between the pipeline's two ends
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], log: AccessLog) -> Tracing | None:
@@ -151,21 +150,22 @@ class Tracing:
         pipeline is entered, or as it is left by a request refused before it (a body
         too large, or not JSON). It starts when the request arrived, as the access
         log's `ms` counts."""
-        opened = self._open.get(exchange)
+        opened: Scope | None = exchange.trace
         if opened is None:
             parent = self._propagator.extract(exchange.headers)
             operation = _operation(exchange.endpoint.path)
             arrived = time.time_ns() - int((exchange.gateway.clock() - exchange.started) * 1e9)
             span = self._tracer.start_span(operation, parent, self._kinds["server"],
                                            start_time=arrived)
-            opened = self._open[exchange] = Scope(self, span, operation)
+            opened = exchange.trace = Scope(self, span, operation)
         return opened
 
     def end(self, exchange: Exchange, failure: Exception | None) -> None:
         """The request's span closed, with what its exit halves found out."""
-        opened = self._open.pop(exchange, None)
+        opened: Scope | None = exchange.trace
         if opened is None:
             return
+        exchange.trace = None
         span = opened.span
         if span.is_recording():  # an unsampled request costs no attributes
             attributes = _attributes(exchange)

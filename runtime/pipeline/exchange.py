@@ -87,6 +87,9 @@ class Exchange:
     # conversation: a Responses request's own input, and the chain it continues
     conversation: Any = None
 
+    # tracing: the request's span and its children's parent (runtime/tracing.py), if traced
+    trace: Any = None
+
     # how it ended
     status: int = 200
     error: GatewayError | None = None
