@@ -223,6 +223,8 @@ class _Text:
     def add(self, chunk: Body) -> None:
         if self.id is None:
             self.id = chunk.get("id")
+        if "choices" not in chunk:  # another API's event: a resume continues chat only
+            self.resumable = False
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("tool_calls") or choice.get("index", 0) != 0:
