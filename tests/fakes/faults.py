@@ -92,6 +92,50 @@ class Call:
     body: dict[str, Any]
     stream: bool
     headers: dict[str, str]
+    path: str = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: `raw` bytes on the wire after `delay` seconds, then the
+    connection closed (`"close"`: a FIN, so a body without a length ends there),
+    reset (`"reset"`: an RST) or held open until the client hangs up (`"stall"`)."""
+
+    raw: bytes
+    then: str = "close"
+    delay: float = 0.0
+
+
+def json_reply(status: int, content: Any, headers: dict[str, str] | None = None,
+               then: str = "close", delay: float = 0.0) -> Reply:
+    """A JSON answer (`content` as bytes is sent as it is, JSON or not)."""
+    raw = content if isinstance(content, bytes) else orjson.dumps(content)
+    head = {"content-type": "application/json", "content-length": str(len(raw)),
+            "connection": "close", **(headers or {})}
+    return Reply(_head(status, head) + raw, then, delay)
+
+
+def sse_reply(*events: bytes | dict[str, Any], then: str = "close", delay: float = 0.0
+              ) -> Reply:
+    """A stream of server-sent events without a length, ended by what `then` does. An
+    object is framed as Anthropic and the Responses API frame theirs (its `type` as the
+    event's name); bytes go as they are, so a test can send chat's `data:` lines or junk."""
+    body = b"".join(
+        event if isinstance(event, bytes) else
+        b"event: " + str(event.get("type")).encode() + b"\ndata: " + orjson.dumps(event) +
+        b"\n\n" for event in events)
+    head = {"content-type": "text/event-stream", "cache-control": "no-cache",
+            "connection": "close"}
+    return Reply(_head(200, head) + body, then, delay)
+
+
+def _head(status: int, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}",
+             *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+PATH_MODEL = re.compile(r"/models/([^/:?]+):|/deployments/([^/?]+)/")
 
 
 @dataclass
@@ -106,6 +150,7 @@ class Faults:
     resume_words: int = 60
     resume_cut_at: int = 40
     raw: bytes | None = None
+    replies: dict[str, Reply | list[Reply]] = field(default_factory=dict)
     all_down: bool = False
     down: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
@@ -130,6 +175,13 @@ class Faults:
 
     def calls_to(self, model: str) -> list[Call]:
         return [c for c in self.calls if c.model == model]
+
+    def reply(self, model: str) -> Reply | None:
+        """The scripted reply to the next call of `model`, if it has one."""
+        found = self.replies.get(model)
+        if isinstance(found, list):
+            return found[min(len(self.calls_to(model)) - 1, len(found) - 1)] if found else None
+        return found
 
 
 @dataclass
@@ -260,6 +312,9 @@ class Fake:
             connection.writer.write(self.faults.raw)
             await connection.writer.drain()
             return False
+        if request.method == "POST" and self.faults.replies and \
+                await self.scripted(connection, request):
+            return False
         if request.method == "GET" and request.path.startswith("/v1/models"):
             await self.models(connection, request.path.removeprefix("/v1/models").strip("/"))
             return True
@@ -285,6 +340,34 @@ class Fake:
         stream = body.get("stream") is True
         self.faults.calls.append(Call(model, time.monotonic(), body, stream, request.headers))
         return await self.chat(connection, model, body, stream, key)
+
+    async def scripted(self, connection: Connection, request: Request) -> bool:
+        """Answer a call to a model `replies` names; whether it was one."""
+        try:
+            body = orjson.loads(request.body) if request.body else {}
+        except orjson.JSONDecodeError:
+            body = {}
+        named = PATH_MODEL.search(request.path)
+        model = body.get("model") if isinstance(body, dict) else None
+        if named:
+            model = named.group(1) or named.group(2)
+        if not isinstance(model, str) or model not in self.faults.replies:
+            return False
+        body = body if isinstance(body, dict) else {}
+        streamed = body.get("stream") is True or "stream" in request.path
+        self.faults.calls.append(Call(model, time.monotonic(), body, streamed, request.headers,
+                                      request.path))
+        reply = self.faults.reply(model)
+        assert reply is not None
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        connection.writer.write(reply.raw)
+        await connection.writer.drain()
+        if reply.then == "reset":
+            connection.reset()
+        elif reply.then == "stall" and await connection.until_hangup(self.faults.hold):
+            self.faults.abandoned.append(model)
+        return True
 
     async def models(self, connection: Connection, model: str) -> None:
         faults = self.faults
