@@ -29,6 +29,7 @@ from runtime.formats.chat import CHAT as CHAT_FORMAT
 from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Body
 from runtime.providers.openai import OpenAI
+from runtime.providers.wire import Malformed
 from runtime.schemas import (
     ChatRequest,
     CountTokensRequest,
@@ -37,21 +38,31 @@ from runtime.schemas import (
     ResponsesRequest,
 )
 
-Headers = Mapping[str, str]
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a call takes besides the body: the client's headers an upstream of its own
+    API gets, and a Responses follow-up's stored history (oldest first)."""
+
+    headers: Mapping[str, str]
+    history: tuple[Body, ...] = ()
+
+
+NOTHING_MORE = Sent({})
 
 
 class Call(Protocol):
-    """An adapter's call for an endpoint; `body` and the client's forwarded `headers`
-    come last, so that the chain stage binds them with `functools.partial` (C-level:
-    no frame of its own)."""
+    """An adapter's call for an endpoint; `body` and what is `sent` with it come last,
+    so that the chain stage binds them with `functools.partial` (C-level: no frame of
+    its own)."""
 
     def __call__(self, adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
-                 body: Body, headers: Headers) -> Awaitable[Body]: ...
+                 body: Body, sent: Sent) -> Awaitable[Body]: ...
 
 
 class Opener(Protocol):
     def __call__(self, adapter: Adapter, deployment: Deployment, body: Body,
-                 timeouts: Timeouts, headers: Headers) -> AsyncIterator[Body]: ...
+                 timeouts: Timeouts, sent: Sent) -> AsyncIterator[Body]: ...
 
 
 def _metadata(parsed: Any) -> dict[str, str]:
@@ -78,8 +89,11 @@ class Endpoint:
         """The body as the upstream gets it: the gateway's own fields taken out."""
         return {k: v for k, v in body.items() if k not in self.gateway_fields}
 
-    def headers(self, headers: Headers) -> dict[str, str]:
-        return {name: headers[name] for name in self.forwarded if name in headers}
+    def sent(self, headers: Mapping[str, str], history: tuple[Body, ...] = ()) -> Sent:
+        if not self.forwarded and not history:
+            return NOTHING_MORE
+        return Sent({name: headers[name] for name in self.forwarded if name in headers},
+                    history)
 
 
 def _characters(content: Any) -> int:
@@ -128,37 +142,47 @@ def _messages_parameters(parsed: MessagesRequest) -> dict[str, Any]:
             "max_tokens": parsed.max_tokens, "temperature": parsed.temperature}
 
 
+def _back(adapter: Adapter, convert: Callable[[], Body]) -> Body:
+    """A checked chat answer converted to the client's API; what the adapter's check
+    let through and the conversion cannot read is the upstream's junk, as a malformed
+    answer (the chain falls back from it)."""
+    try:
+        return convert()
+    except Malformed as exc:
+        raise adapter.malformed(str(exc)) from exc
+
+
 async def _messages(adapter: Adapter, deployment: Deployment, timeouts: Timeouts, body: Body,
-                    headers: Headers) -> Body:
+                    sent: Sent) -> Body:
     model = deployment.model
     if isinstance(adapter, Anthropic):
-        return await adapter.native(model, body, timeouts, headers)
-    return messages.message(await adapter.complete(model, messages.chat_request(body),
-                                                   timeouts))
+        return await adapter.native(model, body, timeouts, sent.headers)
+    answer = await adapter.complete(model, messages.chat_request(body), timeouts)
+    return _back(adapter, lambda: messages.message(answer))
 
 
 def _messages_stream(adapter: Adapter, deployment: Deployment, body: Body, timeouts: Timeouts,
-                     headers: Headers) -> AsyncIterator[Body]:
+                     sent: Sent) -> AsyncIterator[Body]:
     model = deployment.model
     if isinstance(adapter, Anthropic):
-        return adapter.native_stream(model, body, timeouts, headers)
+        return adapter.native_stream(model, body, timeouts, sent.headers)
     return messages.from_chat_stream(adapter.stream(model, messages.chat_request(body),
                                                     timeouts))
 
 
 async def _count_tokens(adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
-                        body: Body, headers: Headers) -> Body:
+                        body: Body, sent: Sent) -> Body:
     """Anthropic counts its own; for any other provider the gateway's estimate, since
     none of them has a call for it."""
     if isinstance(adapter, Anthropic):
-        return await adapter.count_tokens(deployment.model, body, timeouts, headers)
+        return await adapter.count_tokens(deployment.model, body, timeouts, sent.headers)
     messages.chat_request(body)  # what could not go to this provider is refused here too
     return {"input_tokens": messages_tokens(body)}
 
 
 def responses_tokens(body: Body) -> int:
     """A Responses request's input tokens, estimated as chat's are: its instructions
-    and its items' text (its stored history is already inline by then)."""
+    and its items' text (a follow-up's history is counted by the plan)."""
     characters = _characters(body.get("instructions"))
     given = body.get("input")
     for item in given if isinstance(given, list) else [given]:
@@ -180,33 +204,35 @@ def _natively(adapter: Adapter) -> OpenAI | None:
 
 
 async def _responses(adapter: Adapter, deployment: Deployment, timeouts: Timeouts, body: Body,
-                     headers: Headers) -> Body:
+                     sent: Sent) -> Body:
     model, native = deployment.model, _natively(adapter)
     if native is not None:
-        return await native.respond(model, body, timeouts)
-    completion = await adapter.complete(model, responses.to_chat(body), timeouts)
-    return responses.from_chat(completion, body, responses.new_id(), time.time())
+        return await native.respond(model, responses.inline(body, sent.history), timeouts)
+    completion = await adapter.complete(model, responses.to_chat(body, list(sent.history)),
+                                        timeouts)
+    return _back(adapter, lambda: responses.from_chat(completion, body, responses.new_id(),
+                                                      time.time()))
 
 
 def _responses_stream(adapter: Adapter, deployment: Deployment, body: Body, timeouts: Timeouts,
-                      headers: Headers) -> AsyncIterator[Body]:
+                      sent: Sent) -> AsyncIterator[Body]:
     model, native = deployment.model, _natively(adapter)
     if native is not None:
-        return native.respond_stream(model, body, timeouts)
-    return responses.from_chat_stream(adapter.stream(model, responses.to_chat(body), timeouts),
-                                      body)
+        return native.respond_stream(model, responses.inline(body, sent.history), timeouts)
+    return responses.from_chat_stream(
+        adapter.stream(model, responses.to_chat(body, list(sent.history)), timeouts), body)
 
 
 CHAT = Endpoint(
     "chat", "/v1/chat/completions", ChatRequest, _chat_parameters, chat_tokens,
-    call=lambda adapter, target, timeouts, body, headers: adapter.complete(
+    call=lambda adapter, target, timeouts, body, sent: adapter.complete(
         target.model, body, timeouts),
-    stream=lambda adapter, target, body, timeouts, headers: adapter.stream(
+    stream=lambda adapter, target, body, timeouts, sent: adapter.stream(
         target.model, body, timeouts))
 
 EMBEDDINGS = Endpoint(
     "embeddings", "/v1/embeddings", EmbeddingsRequest, lambda parsed: {}, embedding_tokens,
-    call=lambda adapter, target, timeouts, body, headers: adapter.embed(
+    call=lambda adapter, target, timeouts, body, sent: adapter.embed(
         target.model, body, timeouts))
 
 MESSAGES = Endpoint(

@@ -34,7 +34,7 @@ from runtime.errors import GatewayError, UpstreamError
 from runtime.formats.base import Format, closed
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
-from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_obj, text
+from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_lst, opt_obj, text
 
 VERSION = "2023-06-01"
 FORWARDED = ("anthropic-version", "anthropic-beta")  # the client's, to an Anthropic upstream
@@ -64,8 +64,9 @@ def _blocks(content: object, where: str) -> list[Body]:
             continue
         inline = chat.data_url(part.url)
         if inline:
-            blocks.append({"type": "image", "source": {"type": "base64", "media_type": inline[0],
-                                                       "data": inline[1]}})
+            kind = "document" if inline[0] == "application/pdf" else "image"
+            blocks.append({"type": kind, "source": {"type": "base64", "media_type": inline[0],
+                                                    "data": inline[1]}})
         else:
             blocks.append({"type": "image", "source": {"type": "url", "url": part.url}})
     return blocks
@@ -285,8 +286,10 @@ def native(body: Body, model: Model) -> Body:
 
 
 def checked(data: Body) -> Body:
-    """An upstream's message, passed on as it came once what gwc reads of it is there."""
-    lst(data.get("content"), "content")
+    """An upstream's message, passed on as it came once what gwc reads of it (and keeps,
+    and replays) is there: a list of blocks, each an object with a type, and a usage."""
+    for i, block in enumerate(lst(data.get("content"), "content")):
+        text(obj(block, f"content[{i}]").get("type"), f"content[{i}].type")
     usage(opt_obj(data.get("usage"), "usage"))
     return data
 
@@ -321,6 +324,11 @@ class Native(Decoder):
         elif kind == "error":
             raise stream_failure(self.adapter, payload)
         return payload
+
+    def end(self) -> Body | None:
+        """The `message_stop` of a stream that was whole (its stop reason and usage
+        came) but whose upstream never sent it, so the client's ends as Anthropic's do."""
+        return {"type": "message_stop"} if self.complete and not self.ended else None
 
 
 # ---------------------------------------------- client side, through chat
@@ -434,10 +442,12 @@ def _tools(found: Any) -> list[Body]:
         if tool.get("type") not in (None, "custom"):
             raise invalid(f"{where}.type", f"the server tool `{tool.get('type')}` runs only "
                                            "on Anthropic")
-        name = tool.get("name")
+        name, schema = tool.get("name"), tool.get("input_schema")
         if not isinstance(name, str) or not name:
             raise invalid(f"{where}.name", "must be a non-empty string")
-        function: Body = {"name": name, "parameters": tool.get("input_schema") or {
+        if schema is not None and not isinstance(schema, dict):
+            raise invalid(f"{where}.input_schema", "must be an object (a JSON Schema)")
+        function: Body = {"name": name, "parameters": schema or {
             "type": "object", "properties": {}}}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
@@ -468,15 +478,20 @@ def chat_request(body: Body) -> Body:
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             out[key] = body[key]
-    if body.get("stop_sequences"):
-        out["stop"] = body["stop_sequences"]
+    stop = body.get("stop_sequences")
+    if stop:
+        if not isinstance(stop, list) or not all(isinstance(one, str) for one in stop):
+            raise invalid("stop_sequences", "must be a list of strings")
+        out["stop"] = stop
     if body.get("tools"):
         out["tools"] = _tools(body["tools"])
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        kind = choice.get("type")
+        kind, name = choice.get("type"), choice.get("name")
         if kind == "tool":
-            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+            if not isinstance(name, str) or not name:
+                raise invalid("tool_choice.name", "must be a non-empty string")
+            out["tool_choice"] = {"type": "function", "function": {"name": name}}
         elif kind in ("auto", "none", "any"):
             out["tool_choice"] = "required" if kind == "any" else kind
         else:
@@ -509,17 +524,21 @@ def message_id() -> str:
 
 
 def message(completion: Body) -> Body:
-    """A chat completion as a Message: its text, then its tool calls as tool_use blocks."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0]
-    said = choice.get("message") or {}
+    """A chat completion as a Message: its text, then its tool calls as tool_use blocks
+    (`Malformed` for a completion out of shape, which the chain falls back from)."""
+    choices = lst(completion.get("choices"), "choices")
+    choice = obj(choices[0], "choices[0]") if choices else {}
+    said = opt_obj(choice.get("message"), "choices[0].message")
     content: list[Body] = []
-    if isinstance(said.get("content"), str) and said["content"]:
-        content.append({"type": "text", "text": said["content"]})
-    for call in said.get("tool_calls") or ():
-        function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or message_id(),
-                        "name": function.get("name"),
+    found = text(said.get("content"), "choices[0].message.content")
+    if found:
+        content.append({"type": "text", "text": found})
+    for i, call in enumerate(opt_lst(said.get("tool_calls"), "choices[0].message.tool_calls")):
+        where = f"choices[0].message.tool_calls[{i}]"
+        function = obj(obj(call, where).get("function"), f"{where}.function")
+        content.append({"type": "tool_use",
+                        "id": text(call.get("id"), f"{where}.id") or message_id(),
+                        "name": text(function.get("name"), f"{where}.function.name"),
                         "input": chat.arguments(function.get("arguments"))})
     return {"id": message_id(), "type": "message", "role": "assistant",
             "model": completion.get("model"), "content": content,
@@ -560,30 +579,43 @@ class Stream:
                 "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
             said = delta.get("content")
             if isinstance(said, str) and said:
                 if self.open != "text":
                     out += self._start("text", {"type": "text", "text": ""})
                 out.append({"type": "content_block_delta", "index": self.index,
                             "delta": {"type": "text_delta", "text": said}})
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") or {}
-                kind = f"tool:{call.get('index', 0)}"
-                if self.open != kind:
-                    out += self._start(kind, {"type": "tool_use",
-                                              "id": call.get("id") or message_id(),
-                                              "name": function.get("name") or "",
-                                              "input": {}})
-                if function.get("arguments"):
-                    out.append({"type": "content_block_delta", "index": self.index,
-                                "delta": {"type": "input_json_delta",
-                                          "partial_json": function["arguments"]}})
-            if choice.get("finish_reason"):
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                out += self._call(call) if isinstance(call, dict) else []
+            if isinstance(choice.get("finish_reason"), str):
                 self.stop = STOP.get(choice["finish_reason"], "end_turn")
+        return out
+
+    def _call(self, call: Body) -> list[Body]:
+        """A tool call's delta: a new call opens its block, its arguments go as JSON
+        deltas (junk in it is skipped, as in any chunk of a stream that has begun)."""
+        out: list[Body] = []
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        kind = f"tool:{call.get('index', 0)}"
+        if self.open != kind:
+            ident, name = call.get("id"), function.get("name")
+            out += self._start(kind, {"type": "tool_use",
+                                      "id": ident if isinstance(ident, str) and ident
+                                      else message_id(),
+                                      "name": name if isinstance(name, str) else "",
+                                      "input": {}})
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            out.append({"type": "content_block_delta", "index": self.index,
+                        "delta": {"type": "input_json_delta", "partial_json": arguments}})
         return out
 
     def end(self) -> list[Body]:
@@ -626,8 +658,9 @@ class Messages(Format):
             found = chunk.get("usage")
         else:
             return None
-        return {k: v for k, v in found.items() if v is not None} \
-            if isinstance(found, dict) else None
+        if not isinstance(found, dict) or not any(found.values()):
+            return None  # zeros (a translated stream's start) count nothing yet
+        return {k: v for k, v in found.items() if v is not None}
 
     def chunk_text(self, chunk: Body) -> int:
         if chunk.get("type") != "content_block_delta":

@@ -788,15 +788,34 @@ async def from_chat_stream(chunks: AsyncIterator[Body], request: Body) -> AsyncI
 
 # ------------------------------------------ to an upstream that speaks Responses
 
+MADE_HERE = ("message", "function_call", "function_call_output")  # their ids are optional
+
+
+def inline(body: Body, history: tuple[Body, ...]) -> Body:
+    """A follow-up as an upstream that keeps nothing takes it: the stored history ahead
+    of its own input, and no `previous_response_id` (which the gateway keeps). A stored
+    item goes without its id where the API makes ids optional, since such an upstream
+    refuses ids it does not know."""
+    if not history:
+        return body
+    given = {k: v for k, v in body.items() if k != "previous_response_id"}
+    given["input"] = [*({k: v for k, v in item.items() if k != "id"}
+                        if item.get("type") in MADE_HERE else item for item in history),
+                      *items(body)]
+    return given
+
+
 def native(body: Body, model: Model) -> Body:
-    """The client's request as an OpenAI upstream gets it: as written (its history
-    already inline, runtime/pipeline/conversation.py), under the upstream name."""
+    """The client's request as an OpenAI upstream gets it: as written (a follow-up's
+    history inline), under the upstream name."""
     return {**body, "model": model.upstream}
 
 
 def checked(data: Body) -> Body:
-    """An upstream's Response, passed on as it came once what gwc reads of it is there."""
-    lst(data.get("output"), "output")
+    """An upstream's Response, passed on as it came once what gwc reads of it (and keeps
+    for follow-ups, and replays) is there: output items, each an object with a type."""
+    for i, item in enumerate(lst(data.get("output"), "output")):
+        wire.text(obj(item, f"output[{i}]").get("type"), f"output[{i}].type")
     usage(data)
     return data
 

@@ -20,12 +20,14 @@ async def enter(exchange: Exchange) -> None:
     chain = Chain(_targets(exchange), exchange.request.tokens, exchange.loaded.adapters,
                   gateway.store, gateway.observe_attempt, gateway.sleep)
     exchange.attempts = chain.attempts
-    payload, headers = endpoint.payload(exchange.body), endpoint.headers(exchange.headers)
+    conversation = exchange.conversation
+    payload = endpoint.payload(exchange.body)
+    sent = endpoint.sent(exchange.headers, conversation.history if conversation else ())
     if endpoint.stream is not None and exchange.parsed.stream:
         exchange.answered_by, exchange.chunks = await chain.open_stream(
-            payload, functools.partial(endpoint.stream, headers=headers))
+            payload, functools.partial(endpoint.stream, sent=sent))
         return
-    call = functools.partial(endpoint.call, body=payload, headers=headers)
+    call = functools.partial(endpoint.call, body=payload, sent=sent)
     exchange.answered_by, exchange.answer, _ = await chain.run(call)
 
 

@@ -2,12 +2,13 @@
 
 A request with `previous_response_id` continues a chain of stored responses
 (policies/responses_store.py). The entry half, after identity and before the
-plan, puts the chain's history inline ahead of the request's own input and
-drops the id, so every stage after it sees a request that stands alone: the
-plan estimates its tokens, the cache keys it, and any provider can answer
-it, a chat one through translation or OpenAI itself as it is. It also notes
-the deployment that made the response continued, which the chain stage tries
-first when the plan still routes there. A follow-up that cannot be honoured
+plan, loads the chain's history for the stages after it: the plan counts its
+tokens, and the call sends it, ahead of the request's own input, to any
+provider (a chat one through translation, which names a stored item it cannot
+carry as `previous_response_id`; OpenAI itself inline). The cache keys the
+request as it came, whose `previous_response_id` names the whole chain. It
+also notes the deployment that made the response continued, which the chain
+stage tries first when the plan still routes there. A follow-up that cannot be honoured
 (an id unknown, expired, another tenant's, a chain past its bound, or no
 database) fails closed, as a 400 naming `previous_response_id` (a 503 without
 a database), never answered without part of what was said.
@@ -32,7 +33,6 @@ from runtime.formats import responses
 from runtime.pipeline.exchange import Body, Exchange
 
 logger = logging.getLogger("gwc")
-MADE_HERE = ("message", "function_call", "function_call_output")  # their ids are optional
 
 
 @dataclass(slots=True)
@@ -42,15 +42,9 @@ class Conversation:
     asked: list[Body]  # the request's own input items
     previous: str | None = None
     continues: str | None = None  # the deployment that made the previous response
+    history: tuple[Body, ...] = ()  # the chain's items, oldest first
+    tokens: int = 0  # the history's, estimated as the request's are
     completed: Body | None = field(default=None, repr=False)  # a stream's final Response
-
-
-def _inline(item: Body) -> Body:
-    """A stored item sent again: without its id where the API makes ids optional, since
-    an upstream keeping nothing (`store: false`) refuses ids it does not know."""
-    if item.get("type") in MADE_HERE and "id" in item:
-        return {k: v for k, v in item.items() if k != "id"}
-    return item
 
 
 async def enter(exchange: Exchange) -> None:
@@ -78,9 +72,8 @@ async def enter(exchange: Exchange) -> None:
     except ChainError as missing:
         raise GatewayError(400, str(missing), "previous_response_not_found",
                            param="previous_response_id") from missing
-    given = {k: v for k, v in body.items() if k != "previous_response_id"}
-    given["input"] = [*(_inline(item) for item in history), *conversation.asked]
-    exchange.body = given
+    conversation.history = tuple(item for item in history if isinstance(item, dict))
+    conversation.tokens = exchange.endpoint.tokens({"input": list(conversation.history)})
 
 
 def chunk(exchange: Exchange, chunk: Body) -> Body | None:

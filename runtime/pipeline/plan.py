@@ -35,9 +35,12 @@ def enter(exchange: Exchange) -> None:
         if value is not None
         and (share := shares.get((dimension, value_text(value)))) is not None} \
         if shares else {}
+    tokens = endpoint.tokens(body)
+    if exchange.conversation is not None:  # a follow-up's history is read as its input is
+        tokens += exchange.conversation.tokens
     exchange.request = request = Request(
         model=parsed.model, user=exchange.user, team=exchange.team, key=exchange.key,
-        endpoint=endpoint.name, tokens=endpoint.tokens(body), headers=headers, meta=meta,
+        endpoint=endpoint.name, tokens=tokens, headers=headers, meta=meta,
         budget=budget, **endpoint.parameters(parsed))
     exchange.decision = decision = exchange.loaded.policy.decide(request)
     if decision.rule is None:

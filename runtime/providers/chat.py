@@ -65,7 +65,8 @@ def messages(body: Body) -> list[tuple[str, Body, str]]:
 
 
 def parts(content: Any, where: str) -> list[Part]:
-    """A message's content as parts: text, refusals (as text) and images."""
+    """A message's content as parts: text, refusals (as text), images, and files given
+    inline (a PDF, as a `data:` URL like an inline image's)."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -89,6 +90,13 @@ def parts(content: Any, where: str) -> list[Part]:
             if not isinstance(url, str) or not url:
                 raise invalid(f"{here}.image_url", "must be an object with a `url` string")
             out.append(Part(url=url))
+        elif kind == "file":
+            found = part.get("file")
+            data = found.get("file_data") if isinstance(found, dict) else None
+            if not isinstance(data, str) or data_url(data) is None:
+                raise invalid(f"{here}.file", "only a file given inline as a base64 `data:` "
+                                              "URL in `file_data` can be sent to this provider")
+            out.append(Part(url=data))
         else:
             raise invalid(f"{here}.type", f"content of type `{kind}` cannot be sent to this "
                                           "provider")
