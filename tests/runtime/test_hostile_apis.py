@@ -309,24 +309,17 @@ def test_what_chat_cannot_carry_is_a_400_naming_the_messages_field(
         assert f"'{field}'" in answer.json()["error"]["message"]
 
 
-MISNAMED = "a refusal raised by the chat adapter (runtime/providers/chat.py, gemini.py) after " \
-    "the translation names the chat request's field (`tools[0].function.parameters`, " \
-    "`messages[1]...`, shifted by the system message put first), not the field the client " \
-    "sent; and count_tokens, which never calls the adapter, answers 200 to the same body"
-
-
-@pytest.mark.xfail(strict=True, reason=MISNAMED)
 @pytest.mark.parametrize(("extra", "field"), [
     ({"tools": [{"name": "f", "input_schema": "an object, honest"}]}, "tools[0].input_schema"),
     ({"tools": [{"name": "f", "input_schema": {"type": "object"}}],
       "tool_choice": {"type": "tool", "name": 7}}, "tool_choice.name"),
     ({"stop_sequences": [5]}, "stop_sequences"),
-    ({"system": "be brief", "messages": [{"role": "user", "content": [
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
-                                        "data": "JVBERi0="}}]}]}, "messages[0].content[0]"),
 ])
 def test_a_refusal_by_a_translated_provider_names_the_clients_messages_field(
         http: httpx.Client, extra: dict[str, Any], field: str) -> None:
+    """Not the chat request's (`tools[0].function.parameters`, `stop`), which the client
+    never sent; and count_tokens refuses what the Message itself would be refused for.
+    (Both were wrong before 8a5a343.)"""
     body = {"model": "gemini", "max_tokens": 32,
             "messages": [{"role": "user", "content": "hi"}], **extra}
     answer = http.post("/v1/messages", json=body)
@@ -334,7 +327,20 @@ def test_a_refusal_by_a_translated_provider_names_the_clients_messages_field(
     assert answer.status_code == 400 and f"'{field}" in answer.json()["error"]["message"], \
         answer.text
     counted = http.post("/v1/messages/count_tokens", json=body)
-    assert counted.status_code == 400, counted.text  # as the Message itself is refused
+    assert counted.status_code == 400, counted.text
+
+
+PDF = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                      "data": "JVBERi0="}}
+
+
+@pytest.mark.parametrize("model", MESSAGES_FAMILIES)
+def test_a_pdf_given_inline_reaches_every_provider(http: httpx.Client, model: str) -> None:
+    answer = http.post("/v1/messages", json={"model": model, "max_tokens": 32,
+                                             "system": "be brief",
+                                             "messages": [{"role": "user", "content": [PDF]}]})
+    check_messages(answer)
+    assert answer.status_code == 200, answer.text
 
 
 # ------------------------------------------------------------ random Responses
@@ -409,9 +415,9 @@ def test_odd_responses_requests_are_never_a_500_and_keep_nothing_when_refused(
 
 
 MISNAMED_RESPONSES = "a refusal raised by the chat adapter after the Responses translation " \
-    "(runtime/providers/chat.py `parts`) names the chat request's field, shifted by the " \
-    "system message `instructions` became (`messages[1].content[0].type`), not the client's " \
-    "`input[0].content[0]`"
+    "(runtime/providers/chat.py `parts`: a file given by `file_id` only) names the chat " \
+    "request's field, shifted by the system message `instructions` became " \
+    "(`messages[1].content[0].file`), not the client's `input[0].content[0]`"
 
 
 @pytest.mark.xfail(strict=True, reason=MISNAMED_RESPONSES)
@@ -421,11 +427,22 @@ def test_a_refusal_by_a_translated_provider_names_the_clients_responses_field(
     answer = http.post("/v1/responses", json={
         "model": model, "instructions": "be brief", "input": [{
             "type": "message", "role": "user", "content": [{
-                "type": "input_file", "filename": "a.pdf",
-                "file_data": "data:application/pdf;base64,JVBERi0="}]}]})
+                "type": "input_file", "file_id": "file-abc123"}]}]})
     check_responses(answer)
     assert answer.status_code == 400
     assert str(answer.json()["error"]["param"]).startswith("input[0].content[0]"), answer.text
+
+
+@pytest.mark.parametrize("model", RESPONSES_FAMILIES)
+def test_a_pdf_given_inline_reaches_every_provider_by_responses(http: httpx.Client,
+                                                                 model: str) -> None:
+    answer = http.post("/v1/responses", json={
+        "model": model, "instructions": "be brief", "input": [{
+            "type": "message", "role": "user", "content": [{
+                "type": "input_file", "filename": "a.pdf",
+                "file_data": "data:application/pdf;base64,JVBERi0="}]}]})
+    check_responses(answer)
+    assert answer.status_code == 200, answer.text
 
 
 # ------------------------------------------------- stored chains with junk in them
@@ -451,7 +468,7 @@ def test_junk_in_a_stored_chain_fails_closed_on_every_provider(
         kept: Kept, http: httpx.Client, history: list[Any]) -> None:
     """OpenAI takes (and the gateway stores) input a translation cannot carry; a follow-up
     to a chat provider is then a 400, never a 500 or an answer without that history, and
-    it keeps nothing. (Which field the 400 names: the xfail below.)"""
+    it keeps nothing."""
     first = http.post("/v1/responses", json={"model": "spread", "input": [
         *history, {"type": "message", "role": "user", "content": "hi"}]})
     check_responses(first)
@@ -464,21 +481,17 @@ def test_junk_in_a_stored_chain_fails_closed_on_every_provider(
                                                   "previous_response_id": ident})
         check_responses(answer)
         assert answer.status_code in (200, 400), answer.text
+        if answer.status_code == 400:
+            assert answer.json()["error"]["param"] == "previous_response_id", answer.text
         assert kept() == before + (answer.status_code == 200)
 
 
-HISTORY_NAMED = "conversation.enter puts the stored history inline as the request's own " \
-    "`input` and drops `previous_response_id` before the plan, so responses.to_chat never " \
-    "gets it as `history` (the argument that names `previous_response_id`): a stored item " \
-    "chat cannot carry is named `input[0]...`, a field the follow-up never sent, and the " \
-    "follow-up's own items are named at their place after the history (`input[3]` for its " \
-    "`input[0]`), unlike docs/gateway.md and the module's docstring say"
-
-
-@pytest.mark.xfail(strict=True, reason=HISTORY_NAMED)
 @pytest.mark.parametrize("model", ["on-vllm", "claude", "gemini"])
 def test_junk_in_the_stored_history_is_named_as_previous_response_id(
         http: httpx.Client, model: str) -> None:
+    """The follow-up never sent it: it is the stored chain that cannot be continued there.
+    (Before 8a5a343 the history went inline as the request's own `input`, and was named
+    `input[0]...`.)"""
     first = http.post("/v1/responses", json={"model": "ok", "input": [
         {"type": "item_reference", "id": "msg_elsewhere"},
         {"type": "message", "role": "user", "content": "hi"}]}).json()
@@ -489,9 +502,9 @@ def test_junk_in_the_stored_history_is_named_as_previous_response_id(
     assert answer.json()["error"]["param"] == "previous_response_id", answer.text
 
 
-@pytest.mark.xfail(strict=True, reason=HISTORY_NAMED)
 def test_a_follow_ups_own_bad_item_is_named_where_the_client_put_it(
         http: httpx.Client) -> None:
+    """`input[0]`, not its place after the stored history (`input[2]` before 8a5a343)."""
     first = http.post("/v1/responses", json={"model": "on-vllm", "input": "hi"}).json()
     answer = http.post("/v1/responses", json={"model": "on-vllm", "previous_response_id":
                                               first["id"], "input": [{"type": "hologram"}]})
