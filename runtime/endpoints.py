@@ -92,7 +92,7 @@ class Endpoint:
     def sent(self, headers: Mapping[str, str], history: tuple[Body, ...] = ()) -> Sent:
         if not self.forwarded and not history:
             return NOTHING_MORE
-        return Sent({name: headers[name] for name in self.forwarded if name in headers},
+        return Sent({name: headers[name] for name in self.forwarded if headers.get(name)},
                     history)
 
 

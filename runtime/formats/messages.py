@@ -719,45 +719,47 @@ class Messages(Format):
 
     def assembled(self, chunks: list[Body], usage: Body) -> Body | None:
         """The message its events built: text, tool uses and signed thinking kept;
-        anything else (a server tool's result, a redacted block) is not kept."""
-        found: Body | None = None
-        blocks: dict[int, Body] = {}
-        partial: dict[int, list[str]] = {}
-        for event in chunks:
-            kind = event.get("type")
-            if kind == "message_start":
-                found = {**(event.get("message") or {})}
-            elif kind == "content_block_start":
-                block: Body = {**(event.get("content_block") or {})}
-                if block.get("type") not in ("text", "tool_use", "thinking"):
-                    return None
-                blocks[event.get("index", 0)] = block
-            elif kind == "content_block_delta":
-                index, delta = event.get("index", 0), event.get("delta") or {}
-                held = blocks.get(index)
-                if held is None:
-                    return None
-                block = held
-                if delta.get("type") == "text_delta":
-                    block["text"] = block.get("text", "") + delta.get("text", "")
-                elif delta.get("type") == "input_json_delta":
-                    partial.setdefault(index, []).append(delta.get("partial_json", ""))
-                elif delta.get("type") == "thinking_delta":
-                    block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
-                elif delta.get("type") == "signature_delta":
-                    block["signature"] = delta.get("signature")
-            elif kind == "message_delta" and found is not None:
-                found.update(event.get("delta") or {})
-                found["usage"] = {**(found.get("usage") or {}), **(event.get("usage") or {})}
-        if found is None:
+        anything else (a server tool's result, a redacted block), and events out of
+        shape (an upstream's junk, passed on as it came), is not kept."""
+        try:
+            return _assembled(chunks)
+        except (TypeError, AttributeError, KeyError, ValueError):
             return None
-        for index, pieces in partial.items():
-            try:
-                blocks[index]["input"] = orjson.loads("".join(pieces) or "{}")
-            except orjson.JSONDecodeError:
+
+
+def _assembled(chunks: list[Body]) -> Body | None:
+    found: Body | None = None
+    blocks: dict[int, Body] = {}
+    partial: dict[int, list[str]] = {}
+    for event in chunks:
+        kind = event.get("type")
+        if kind == "message_start":
+            found = {**(event.get("message") or {})}
+        elif kind == "content_block_start":
+            block: Body = {**event["content_block"]}
+            if block.get("type") not in ("text", "tool_use", "thinking"):
                 return None
-        found["content"] = [blocks[i] for i in sorted(blocks)]
-        return found
+            blocks[event.get("index", 0)] = block
+        elif kind == "content_block_delta":
+            index, delta = event.get("index", 0), event.get("delta") or {}
+            block = blocks[index]
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif delta.get("type") == "input_json_delta":
+                partial.setdefault(index, []).append(delta.get("partial_json", ""))
+            elif delta.get("type") == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif delta.get("type") == "signature_delta":
+                block["signature"] = delta.get("signature")
+        elif kind == "message_delta" and found is not None:
+            found.update(event.get("delta") or {})
+            found["usage"] = {**(found.get("usage") or {}), **(event.get("usage") or {})}
+    if found is None:
+        return None
+    for index, pieces in partial.items():
+        blocks[index]["input"] = orjson.loads("".join(pieces) or "{}")  # ValueError: junk
+    found["content"] = [blocks[i] for i in sorted(blocks)]
+    return found
 
 
 MESSAGES = Messages()

@@ -100,3 +100,15 @@ def test_a_translation_succeeds_or_names_the_field(body: dict[str, Any]) -> None
         messages.chat_request(body)
     except GatewayError as error:
         assert error.status == 400 and error.param
+
+
+def test_a_stream_of_junk_events_is_not_kept() -> None:
+    start = {"type": "message_start", "message": {"id": "m", "usage": {}}}
+    for junk in ([start, {"type": "content_block_start", "index": 0, "content_block": "x"}],
+                 [start, {"type": "content_block_delta", "index": 3, "delta": {}}],
+                 [start, {"type": "content_block_start", "index": 0,
+                          "content_block": {"type": "tool_use", "id": "t", "name": "f"}},
+                  {"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "input_json_delta", "partial_json": "{nope"}}],
+                 [{"type": "message_start", "message": "not an object"}]):
+        assert MESSAGES.assembled(junk, {}) is None
