@@ -23,14 +23,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from compiler.compiled import CompiledPolicy
-from policies.responses_store import Owner
 from runtime import admin_records
 from runtime.admin_records import json_body, text_field
 from runtime.endpoints import ENDPOINTS, RESPONSES
 from runtime.errors import GatewayError, error_response
 from runtime.gateway import Gateway
 from runtime.hangups import Hangups
-from runtime.pipeline import identity
+from runtime.pipeline import conversation, identity
 from runtime.pipeline.exchange import Exchange
 from runtime.proxy import MAX_BODY_BYTES, FastLane, Proxy, internal_error
 from runtime.request_ids import new_request_id
@@ -81,7 +80,7 @@ def create_app(gateway: Gateway, max_body: int = MAX_BODY_BYTES,
                           {}, gateway.clock())
         identity.enter(caller)
         store, ident = gateway.state.responses, request.path_params["response_id"]
-        owner = Owner(caller.key_id, caller.team)
+        owner = conversation.owner_of(caller)
         if store is not None and request.method == "DELETE":
             if await asyncio.to_thread(store.delete, ident, owner):
                 return JSONResponse({"id": ident, "object": "response", "deleted": True},

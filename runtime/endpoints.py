@@ -23,8 +23,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from compiler.compiled import Deployment, Timeouts
+from runtime.errors import GatewayError
 from runtime.formats import messages, responses
-from runtime.formats.base import Format
+from runtime.formats.base import Format, renamed
 from runtime.formats.chat import CHAT as CHAT_FORMAT
 from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Body
@@ -155,19 +156,25 @@ def _back(adapter: Adapter, convert: Callable[[], Body]) -> Body:
 async def _messages(adapter: Adapter, deployment: Deployment, timeouts: Timeouts, body: Body,
                     sent: Sent) -> Body:
     model = deployment.model
+    origins: list[str] = []
     if isinstance(adapter, Anthropic):
         return await adapter.native(model, body, timeouts, sent.headers)
-    answer = await adapter.complete(model, messages.chat_request(body), timeouts)
+    request = messages.chat_request(body, origins)
+    try:
+        answer = await adapter.complete(model, request, timeouts)
+    except GatewayError as refusal:
+        raise renamed(refusal, origins) from None
     return _back(adapter, lambda: messages.message(answer))
 
 
 def _messages_stream(adapter: Adapter, deployment: Deployment, body: Body, timeouts: Timeouts,
                      sent: Sent) -> AsyncIterator[Body]:
     model = deployment.model
+    origins: list[str] = []
     if isinstance(adapter, Anthropic):
         return adapter.native_stream(model, body, timeouts, sent.headers)
-    return messages.from_chat_stream(adapter.stream(model, messages.chat_request(body),
-                                                    timeouts))
+    request = messages.chat_request(body, origins)
+    return messages.from_chat_stream(adapter.stream(model, request, timeouts), origins)
 
 
 async def _count_tokens(adapter: Adapter, deployment: Deployment, timeouts: Timeouts,
@@ -208,8 +215,12 @@ async def _responses(adapter: Adapter, deployment: Deployment, timeouts: Timeout
     model, native = deployment.model, _natively(adapter)
     if native is not None:
         return await native.respond(model, responses.inline(body, sent.history), timeouts)
-    completion = await adapter.complete(model, responses.to_chat(body, list(sent.history)),
-                                        timeouts)
+    origins: list[str] = []
+    request = responses.to_chat(body, list(sent.history), origins)
+    try:
+        completion = await adapter.complete(model, request, timeouts)
+    except GatewayError as refusal:
+        raise renamed(refusal, origins) from None
     return _back(adapter, lambda: responses.from_chat(completion, body, responses.new_id(),
                                                       time.time()))
 
@@ -219,8 +230,9 @@ def _responses_stream(adapter: Adapter, deployment: Deployment, body: Body, time
     model, native = deployment.model, _natively(adapter)
     if native is not None:
         return native.respond_stream(model, responses.inline(body, sent.history), timeouts)
-    return responses.from_chat_stream(
-        adapter.stream(model, responses.to_chat(body, list(sent.history)), timeouts), body)
+    origins: list[str] = []
+    request = responses.to_chat(body, list(sent.history), origins)
+    return responses.from_chat_stream(adapter.stream(model, request, timeouts), body, origins)
 
 
 CHAT = Endpoint(

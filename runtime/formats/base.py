@@ -11,7 +11,8 @@ it, the HTTP layer to frame its chunks and errors.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import GatewayError
@@ -81,3 +82,22 @@ async def closed(chunks: AsyncIterator[Body]) -> None:
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()
+
+
+_CHAT_MESSAGE = re.compile(r"messages\[(\d+)\](\.content.*)?")
+
+
+def renamed(refusal: GatewayError, origins: Sequence[str]) -> GatewayError:
+    """A refusal by the provider's own translation of the chat request made from the
+    client's, naming the field the client sent rather than the chat one: `origins[i]`
+    is where chat message i came from (`input[2]`, `messages[0]`, `system`), and the
+    content index is chat's (the client's too, unless tool results or thinking blocks
+    were taken out of that turn)."""
+    found = _CHAT_MESSAGE.fullmatch(refusal.param or "")
+    if found is None or int(found[1]) >= len(origins):
+        return refusal
+    origin = origins[int(found[1])]
+    param = origin + (found[2] or "") if origin.endswith("]") else origin
+    return GatewayError(refusal.status, refusal.message.replace(f"'{refusal.param}'",
+                                                                f"'{param}'"),
+                        refusal.code, param=param, headers=refusal.headers)

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError, UpstreamError
-from runtime.formats.base import Format, closed
+from runtime.formats.base import Format, closed, renamed
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_lst, opt_obj, text
@@ -278,11 +278,8 @@ def stream_failure(adapter: Adapter, payload: Body) -> UpstreamError:
 
 def native(body: Body, model: Model) -> Body:
     """The client's Messages request as an Anthropic upstream gets it: as written,
-    under the model's upstream name (and `max_tokens` from the model if none is set)."""
-    out = {**body, "model": model.upstream}
-    if "max_tokens" not in out:
-        out["max_tokens"] = model.max_output or DEFAULT_MAX_TOKENS
-    return out
+    under the model's upstream name."""
+    return {**body, "model": model.upstream}
 
 
 def checked(data: Body) -> Body:
@@ -455,12 +452,15 @@ def _tools(found: Any) -> list[Body]:
     return out
 
 
-def chat_request(body: Body) -> Body:
-    """A Messages request as a chat request, for a provider that speaks only chat."""
+def chat_request(body: Body, origins: list[str] | None = None) -> Body:
+    """A Messages request as a chat request, for a provider that speaks only chat;
+    `origins` gets where each chat message came from (`base.renamed` reads it)."""
     messages: list[Body] = []
+    came: list[str] = []
     if body.get("system"):
         messages.append({"role": "system",
                          "content": _text_blocks(body["system"], "system")})
+        came.append("system")
     for i, turn in enumerate(body.get("messages") or ()):
         where = f"messages[{i}]"
         if not isinstance(turn, dict):
@@ -473,6 +473,9 @@ def chat_request(body: Body) -> Body:
             messages.extend(_turn(role, turn.get("content"), where))
         else:
             raise invalid(f"{where}.role", 'must be "user" or "assistant"')
+        came += [where] * (len(messages) - len(came))
+    if origins is not None:
+        origins[:] = came
     out: Body = {"model": body.get("model"), "messages": messages,
                  "max_tokens": body.get("max_tokens")}
     for key in ("temperature", "top_p"):
@@ -626,7 +629,10 @@ class Stream:
                 {"type": "message_stop"}]
 
 
-async def from_chat_stream(chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
+async def from_chat_stream(chunks: AsyncIterator[Body], origins: Sequence[str] = ()
+                           ) -> AsyncIterator[Body]:
+    """A chat stream as a Message's events; a refusal of the chat request (raised at its
+    first step) names the client's field, as `renamed` says."""
     stream, first = Stream(), True
     try:
         async for chunk in chunks:
@@ -635,6 +641,8 @@ async def from_chat_stream(chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
             first = False
         for event in stream.end():
             yield event
+    except GatewayError as refusal:
+        raise renamed(refusal, origins) from None
     finally:
         await closed(chunks)
 

@@ -55,14 +55,14 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError
-from runtime.formats.base import Format, closed
+from runtime.formats.base import Format, closed, renamed
 from runtime.providers import wire
 from runtime.providers.base import Adapter, Decoder, error_fields
 from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, lst, obj, opt_obj
@@ -107,9 +107,11 @@ def _input(request: Body) -> list[tuple[Body, str]]:
     return out
 
 
-def to_chat(request: Body, history: list[Body] | None = None) -> Body:
+def to_chat(request: Body, history: list[Body] | None = None,
+            origins: list[str] | None = None) -> Body:
     """A Responses request, after the stored `history` of the chain it continues
-    (oldest first), as a chat request; a 400 naming the field it cannot carry."""
+    (oldest first), as a chat request; a 400 naming the field it cannot carry.
+    `origins` gets where each chat message came from (`base.renamed` reads it)."""
     if not isinstance(request, dict):
         raise GatewayError(400, "the request body must be a JSON object", "invalid_body")
     model = request.get("model")
@@ -119,17 +121,23 @@ def to_chat(request: Body, history: list[Body] | None = None) -> Body:
         if request.get(field) is not None and request.get(field) is not False:
             raise invalid(field, why)
     messages: list[Body] = []
+    came: list[str] = []
     instructions = _string(request, "instructions", "instructions", optional=True)
     if instructions:
         messages.append({"role": "system", "content": instructions})
+        came.append("instructions")
     for i, item in enumerate(history or ()):
         try:
             _add(messages, _object(item, f"item {i}"), f"item {i}")
         except GatewayError as exc:
             raise invalid("previous_response_id", "the stored responses it continues cannot "
                                                   f"be sent to this model: {exc.message}") from exc
+        came += ["previous_response_id"] * (len(messages) - len(came))
     for item, where in _input(request):
         _add(messages, item, where)
+        came += [where] * (len(messages) - len(came))
+    if origins is not None:
+        origins[:] = came
     if not messages:
         raise invalid("input", "must hold at least one message")
     out: Body = {"model": model, "messages": messages}
@@ -768,8 +776,10 @@ def sse(event: Body) -> bytes:
         b"\n\n"
 
 
-async def from_chat_stream(chunks: AsyncIterator[Body], request: Body) -> AsyncIterator[Body]:
-    """A chat stream as a Response's events, for a provider that speaks only chat."""
+async def from_chat_stream(chunks: AsyncIterator[Body], request: Body,
+                           origins: Sequence[str] = ()) -> AsyncIterator[Body]:
+    """A chat stream as a Response's events, for a provider that speaks only chat; a
+    refusal of the chat request (raised at its first step) names the client's field."""
     stream = Stream(request, new_id(), time.time())
     try:
         first = True
@@ -782,6 +792,8 @@ async def from_chat_stream(chunks: AsyncIterator[Body], request: Body) -> AsyncI
                 yield event
         for event in stream.end():
             yield event
+    except GatewayError as refusal:
+        raise renamed(refusal, origins) from None
     finally:
         await closed(chunks)
 

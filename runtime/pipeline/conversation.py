@@ -37,7 +37,9 @@ logger = logging.getLogger("gwc")
 
 @dataclass(slots=True)
 class Conversation:
-    """What the exit half needs of the request as the client sent it."""
+    """A Responses request's own input (for the exit half to keep), and the chain it
+    continues: its history and tokens (for the call and the plan) and the deployment
+    that made it (for the chain stage)."""
 
     asked: list[Body]  # the request's own input items
     previous: str | None = None
@@ -45,6 +47,13 @@ class Conversation:
     history: tuple[Body, ...] = ()  # the chain's items, oldest first
     tokens: int = 0  # the history's, estimated as the request's are
     completed: Body | None = field(default=None, repr=False)  # a stream's final Response
+
+
+def owner_of(exchange: Exchange) -> Owner:
+    """Whose a stored response is: the caller's key and team, or, under
+    `auth { mode = headers }`, the user the headers name and their team."""
+    user = f"user={exchange.user}" if exchange.user is not None else None
+    return Owner(exchange.key_id or user, exchange.team)
 
 
 async def enter(exchange: Exchange) -> None:
@@ -62,7 +71,7 @@ async def enter(exchange: Exchange) -> None:
     if store is None:
         raise GatewayError(503, "this gateway keeps no responses to continue: it has no "
                            "database", "responses_unavailable", param="previous_response_id")
-    owner = Owner(exchange.key_id, exchange.team)
+    owner = owner_of(exchange)
 
     def load() -> tuple[str | None, list[Body]]:
         found = store.get(previous, owner)
@@ -100,7 +109,7 @@ async def leave(exchange: Exchange) -> None:
     history = [*conversation.asked, *(answer.get("output") or [])]
     try:
         await asyncio.to_thread(
-            store.save, answer["id"], Owner(exchange.key_id, exchange.team), deployment=name,
+            store.save, answer["id"], owner_of(exchange), deployment=name,
             provider=provider, model=str(exchange.body.get("model")),
             previous_response_id=conversation.previous, history=history, response=answer)
     except RecordsError:  # the answer stands; a follow-up to it will fail closed

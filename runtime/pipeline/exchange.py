@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from runtime.endpoints import Endpoint
     from runtime.gateway import Gateway, Loaded
     from runtime.limiting import Applied, Held
+    from runtime.pipeline.conversation import Conversation
+    from runtime.tracing import Scope
 
 Body = dict[str, Any]
 
@@ -85,10 +87,10 @@ class Exchange:
     delivered: int = 0  # characters of streamed text sent on, for a cut stream's cost
 
     # conversation: a Responses request's own input, and the chain it continues
-    conversation: Any = None
+    conversation: Conversation | None = None
 
     # tracing: the request's span and its children's parent (runtime/tracing.py), if traced
-    trace: Any = None
+    trace: Scope | None = None
 
     # how it ended
     status: int = 200

@@ -30,13 +30,18 @@ def leave(exchange: Exchange) -> None:
         exchange.usage = form.usage(form.answer_usage(exchange.answer))
     elif exchange.usage:
         exchange.usage = form.usage(exchange.usage)
-    elif exchange.error is not None and exchange.delivered:
-        # a stream cut before its usage came: what was delivered, at four characters a
-        # token, and the whole prompt, which the upstream read
-        prompt = exchange.request.tokens if exchange.request is not None else 0
+    if exchange.error is not None and exchange.delivered:
+        # a stream cut before its usage was whole (none came, or only its start's): at
+        # least what was delivered, at four characters a token, and the whole prompt,
+        # which the upstream read
+        usage = exchange.usage
+        prompt = max(usage.get("prompt_tokens") or 0,
+                     int(exchange.request.tokens) if exchange.request is not None else 0)
         completion = math.ceil(exchange.delivered / 4)
-        exchange.usage = {"prompt_tokens": int(prompt), "completion_tokens": completion,
-                          "total_tokens": int(prompt) + completion, "estimated": True}
+        if completion > (usage.get("completion_tokens") or 0):
+            exchange.usage = {**usage, "prompt_tokens": prompt,
+                              "completion_tokens": completion,
+                              "total_tokens": prompt + completion, "estimated": True}
     deployment, usage = exchange.answered_by, exchange.usage
     if deployment is None or not usage:
         return

@@ -53,7 +53,6 @@ class Anthropic(Adapter):
 
     async def count_tokens(self, model: Model, body: Body, timeouts: Timeouts,
                            headers: Mapping[str, str]) -> Body:
-        payload = {k: v for k, v in messages.native(body, model).items()
-                   if k not in ("max_tokens", "stream")}
+        payload = {k: v for k, v in messages.native(body, model).items() if k != "stream"}
         return await self.post_json(f"{self.base_url}/v1/messages/count_tokens", payload,
                                     timeouts, messages.counted, headers)

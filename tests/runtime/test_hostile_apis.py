@@ -414,16 +414,12 @@ def test_odd_responses_requests_are_never_a_500_and_keep_nothing_when_refused(
         assert kept() == before
 
 
-MISNAMED_RESPONSES = "a refusal raised by the chat adapter after the Responses translation " \
-    "(runtime/providers/chat.py `parts`: a file given by `file_id` only) names the chat " \
-    "request's field, shifted by the system message `instructions` became " \
-    "(`messages[1].content[0].file`), not the client's `input[0].content[0]`"
-
-
-@pytest.mark.xfail(strict=True, reason=MISNAMED_RESPONSES)
 @pytest.mark.parametrize("model", ["claude", "gemini"])
 def test_a_refusal_by_a_translated_provider_names_the_clients_responses_field(
         http: httpx.Client, model: str) -> None:
+    """The chat adapter refuses a file given by `file_id` only; the 400 names the item the
+    client sent, not the chat message it became (`messages[1]`, one on for the system
+    message `instructions` made), as it did before base.renamed."""
     answer = http.post("/v1/responses", json={
         "model": model, "instructions": "be brief", "input": [{
             "type": "message", "role": "user", "content": [{

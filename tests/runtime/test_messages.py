@@ -168,6 +168,12 @@ def test_a_stream_that_breaks_ends_with_an_error_event(stack: Stack, model: str)
     assert events[0]["type"] == "message_start"
     assert events[-1]["type"] == "error"
     assert "message_stop" not in [event["type"] for event in events]
+    stack.gateway.log.flush()
+    logged = json.loads((stack.policy.parent / "access.log").read_text().splitlines()[-1])
+    # charged for what it delivered ("hello", 2 tokens at 4 characters a token), not only
+    # the one token Anthropic's message_start counts
+    assert logged["status"] == 502 and logged["tokens"]["completion_tokens"] == 2
+    assert logged["tokens"]["estimated"] is True
 
 
 def test_every_message_is_logged_with_its_route_and_cost(stack: Stack,

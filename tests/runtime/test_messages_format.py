@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import GatewayError
 from runtime.formats import messages
+from runtime.formats.base import renamed
 from runtime.formats.messages import MESSAGES
 
 ANSWER = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
@@ -112,3 +113,22 @@ def test_a_stream_of_junk_events_is_not_kept() -> None:
                    "delta": {"type": "input_json_delta", "partial_json": "{nope"}}],
                  [{"type": "message_start", "message": "not an object"}]):
         assert MESSAGES.assembled(junk, {}) is None
+
+
+def test_a_chat_providers_refusal_names_the_field_the_client_sent() -> None:
+    origins: list[str] = []
+    messages.chat_request({"model": "m", "max_tokens": 5, "system": "be brief", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"},
+                                     {"type": "text", "text": "and?"}]}]}, origins)
+    assert origins == ["system", "messages[0]", "messages[1]", "messages[2]", "messages[2]"]
+    refused = GatewayError(400, "invalid 'messages[4].content[0].type': no", "invalid_value",
+                           param="messages[4].content[0].type")
+    named = renamed(refused, origins)
+    assert named.param == "messages[2].content[0].type"
+    assert named.message == "invalid 'messages[2].content[0].type': no"
+    assert renamed(GatewayError(400, "x", param="messages[0].content"), origins).param == \
+        "system"
+    assert renamed(GatewayError(400, "x", param="tools[0]"), origins).param == "tools[0]"

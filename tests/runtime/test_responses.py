@@ -136,3 +136,16 @@ def test_errors_are_in_openais_shape(stack: Stack, sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as hosted:  # chat has no web search
         sdk.responses.create(model="on-vllm", input="hi", tools=[{"type": "web_search"}])
     assert "tools[0]" in str(hosted.value)
+
+
+def test_under_trusted_headers_a_response_is_its_users_not_the_teams(stack: Stack) -> None:
+    def client(user: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0,
+                             default_headers={"x-team": "research", "x-gw-user": user})
+    with client("alice") as alice, client("bob") as bob:
+        mine = alice.responses.create(model="ok", input="alice's secret")
+        assert alice.responses.retrieve(mine.id).id == mine.id
+        with pytest.raises(openai.NotFoundError):
+            bob.responses.retrieve(mine.id)
+        with pytest.raises(openai.BadRequestError):
+            bob.responses.create(model="ok", input="go on", previous_response_id=mine.id)
