@@ -11,10 +11,11 @@ header. `not (...)` is the way to say "unless".
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import re2  # type: ignore[import-untyped]
 
 from compiler.request import Request, Scalar
 
@@ -92,9 +93,24 @@ _COMPARE: dict[str, Callable[[Scalar, Scalar], bool]] = {
 }
 
 
+_QUIET = re2.Options()
+_QUIET.log_errors = False  # a bad pattern is the compiler's diagnostic, not a log line
+
+
+class PatternError(ValueError):
+    """A pattern RE2 cannot run: its syntax, or a construct it has no linear time for."""
+
+
 @functools.lru_cache(maxsize=4096)
-def regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def regex(pattern: str) -> Any:
+    """A `matches` pattern on RE2, whose time is linear in the text: the attributes it
+    reads (headers, metadata) are the client's, and Python's `re` backtracks."""
+    try:
+        return re2.compile(pattern, options=_QUIET)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "not a pattern"
+        raise PatternError(reason.decode() if isinstance(reason, bytes) else str(reason)) \
+            from None
 
 
 def atom_holds(atom: Atom, value: Scalar | None) -> bool:

@@ -7,8 +7,6 @@ the attribute's type and regular expressions must compile.
 
 from __future__ import annotations
 
-import re
-
 from compiler import conditions as c
 from compiler import units
 from compiler.context import Context
@@ -74,11 +72,12 @@ class _Lowering:
                           "match model, user, team, key, endpoint, header[...] or meta[...]")
                 return None
             try:
-                re.compile(cond.pattern.value)
-            except re.error as exc:
+                c.regex(cond.pattern.value)
+            except c.PatternError as exc:
                 self.ctx.report(error("GW204", f"invalid regular expression: {exc}",
                                       cond.pattern.span,
-                                      help="patterns use Python's `re` syntax"))
+                                      help="patterns use RE2's syntax, which runs in linear "
+                                           "time: no backreferences or lookaround"))
                 return None
             return c.Match(attr, cond.pattern.value)
         if isinstance(cond, ast.Compare):
