@@ -24,10 +24,12 @@ What counts, decided once here so the bench and the guards agree:
   American shape (`(415) 555-2671`, `415-555-2671`), or a national number with a
   trunk `0` and separators (`020 7946 0958`); a bare run of digits is not a phone,
   and neither is a number that is a valid card or IBAN;
+- a card number right after a word naming a reference ("order", "invoice",
+  "tracking", "id", ...) is that reference, even when it passes Luhn;
 - an SSN is written with dashes or spaces (`123-45-6789`); nine bare digits are not;
 - an IBAN is written in capitals, grouped by spaces or not;
 - a four-part dotted number that is a valid IPv4 address is an address, even if
-  someone meant it as a version.
+  someone meant it as a version; a slice in code (`xs[1::2]`) is not an IPv6 one.
 """
 
 from __future__ import annotations
@@ -128,9 +130,25 @@ def _issuer(digits: str) -> bool:
         return 14 <= n <= 19
     if p2 == 62:  # UnionPay
         return 16 <= n <= 19
-    if p2 == 50 or 56 <= p2 <= 69:  # Maestro
-        return 13 <= n <= 19
+    if p4 in _MAESTRO:
+        return 12 <= n <= 19
     return False
+
+
+_MAESTRO = frozenset((5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763))
+
+# A number right after one of these words is a reference, not a card, even when it
+# happens to pass Luhn (one in ten random numbers does): "order 4782721539517778".
+_REFERENCE = re.compile(
+    r"\b(?:order|invoice|ref|reference|tracking|ticket|sku|serial|shipment|transaction"
+    r"|txn|id)[\s:#=-]{0,3}$",
+    re.IGNORECASE,
+)
+
+
+def _is_reference(text: str, start: int) -> bool:
+    """Whether the word just before `start` names the number a reference."""
+    return _REFERENCE.search(text, max(0, start - 16), start) is not None
 
 
 def _card_ok(digits: str) -> bool:
@@ -140,6 +158,8 @@ def _card_ok(digits: str) -> bool:
 def _cards(text: str) -> Iterator[tuple[int, int]]:
     for m in _CARD.finditer(text):
         raw = m.group(0)
+        if _is_reference(text, m.start()):
+            continue
         if raw.isdigit():
             if _card_ok(raw):
                 yield m.start(), m.end()
@@ -274,6 +294,15 @@ _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
 _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:.]{2,45}(?![\w:])")
 
 
+def _subscript(text: str, start: int) -> bool:
+    """Whether `start` opens a slice like `ends[::2]` or `x[1::2]`, not `[::1]:443`."""
+    return (
+        start >= 2
+        and text[start - 1] == "["
+        and (text[start - 2].isalnum() or text[start - 2] in "_])")
+    )
+
+
 def _ips(text: str) -> Iterator[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     if "." in text:
@@ -286,6 +315,8 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
             raw = m.group(0).rstrip(".")
+            if _subscript(text, m.start()):
+                continue
             if raw.count(":") < 2 or not any(ch not in ":." for ch in raw):
                 continue
             try:
