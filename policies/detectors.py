@@ -245,7 +245,9 @@ def _ibans(text: str) -> Iterator[tuple[int, int]]:
 _PHONE = re.compile(
     r"(?<![\w+.-])(?:"
     # international: + or 00, a country code, groups split by one separator
-    r"(?:\+|00)[1-9]\d{0,13}(?:[ .-]?\(\d{1,4}\)|[ .-]\d{1,10}){0,7}"
+    # ("(0)" is the trunk digit some countries print: +44 (0)20 7946 0958)
+    r"(?:(?:\+|00)[1-9]\d{0,13}|\(\+[1-9]\d{0,3}\))"
+    r"(?:[ .-]?\(\d{1,4}\)\s?\d{1,10}|[ .-]\d{1,10}){0,7}"
     # North American: (415) 555-2671, 415-555-2671, 1-800-555-0199
     r"|(?:1[ .-])?\(\s?[2-9]\d{2}\s?\)\s?[2-9]\d{2}[ .-]\d{4}"
     r"|(?:1([ .-]))?[2-9]\d{2}([ .-])[2-9]\d{2}\2\d{4}"
@@ -261,7 +263,7 @@ def _phones(text: str) -> Iterator[tuple[int, int]]:
     for m in _PHONE.finditer(text):
         raw = m.group(0)
         digits = sum(ch.isdigit() for ch in raw)
-        if raw.startswith("+"):
+        if raw.startswith(("+", "(+")):
             if not 8 <= digits <= 15:
                 continue
         elif raw.startswith("00"):
