@@ -63,11 +63,12 @@ class Hit(NamedTuple):
 
 # --- email -----------------------------------------------------------------
 
+# Letters are Unicode (`josé@bücher.de`); `[^\W_]` is a letter or digit.
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])"
-    r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
-    r"([A-Za-z]{2,24})(?![A-Za-z0-9-])"
+    r"(?<![\w.%+-])"
+    r"\w[\w.%+-]{0,63}"
+    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}"
+    r"([^\W\d_]{2,24})(?![\w-])"
 )
 
 # Names like `icon@2x.png` or `lodash@4.17.js` have an email's shape; no real
@@ -333,7 +334,7 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
 
 _SECRET = re.compile(
     r"(?<![\w-])(?:"
-    r"(?P<sk>sk-(?:ant-|proj-|svcacct-|admin-)?(?P<skbody>[A-Za-z0-9_-]{20,250}))"
+    r"(?P<sk>sk-(?:ant-|proj-|svcacct-|admin-)?(?P<skbody>[A-Za-z0-9_-]{20,500}))"
     r"|(?:AKIA|ASIA)[A-Z0-9]{16}"
     r"|gh[pousr]_[A-Za-z0-9]{36,251}"
     r"|github_pat_[A-Za-z0-9_]{50,250}"

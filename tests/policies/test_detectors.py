@@ -22,6 +22,7 @@ HITS: dict[str, list[tuple[str, str]]] = {
         ("write to john.doe@example.co.uk today", "john.doe@example.co.uk"),
         ('"""Raises unless user@example.com is verified."""', "user@example.com"),
         ("<ann+tag@mail.example.org>", "ann+tag@mail.example.org"),
+        ("Kontakt: josé@bücher.de", "josé@bücher.de"),
     ],
     "phone": [
         ("call +44 20 7946 0958", "+44 20 7946 0958"),
@@ -171,7 +172,14 @@ def test_redact_removes_every_hit(sample: str, before: str, after: str) -> None:
 
 
 ADVERSARIAL: dict[str, list[str]] = {
-    "email": ["a" * 100_000, "a@" * 50_000, "a." * 50_000 + "@", "a@" + "a-" * 50_000],
+    "email": [
+        "a" * 100_000 + "@",
+        "a@a" * 33_000,
+        "é" * 100_000,
+        "a@" * 50_000,
+        "a." * 50_000 + "@",
+        "a@" + "a-" * 50_000,
+    ],
     "phone": [
         "+1 " * 33_333,
         "(415) " * 16_000,
