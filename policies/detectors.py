@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ipaddress
 import json
 import re
@@ -156,42 +157,57 @@ def _card_ok(digits: str) -> bool:
     return 13 <= len(digits) <= 19 and _issuer(digits) and _luhn(digits)
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 def _cards(text: str) -> Iterator[tuple[int, int]]:
-    for m in _CARD.finditer(text):
-        raw = m.group(0)
-        if _is_reference(text, m.start()):
+    pos = 0
+    while (m := _CARD.search(text, pos)) is not None:
+        raw, start, pos = m.group(0), m.start(), m.end()
+        if _is_reference(text, start):
             continue
         if raw.isdigit():
             if _card_ok(raw):
-                yield m.start(), m.end()
+                yield start, m.end()
             continue
-        # Grouped: the card may be a run of the groups ("ref 12 4111 1111 1111 1111").
-        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", raw)]
-        seps = [raw[b] for (_, b) in groups[:-1]]
-        yield from _grouped_cards(raw, groups, seps, m.start())
-
-
-def _grouped_cards(
-    raw: str, groups: list[tuple[int, int]], seps: list[str], offset: int
-) -> Iterator[tuple[int, int]]:
-    """Runs of the groups that are a card, the longest first from each group.
-
-    A run keeps one separator ("4111 1111-1111 1111" is no card) and, when it has
-    more than one group, starts with a group of four, as every network prints its
-    numbers. A candidate holds at most 19 digits, so the search is bounded.
-    """
-    i = 0
-    while i < len(groups):
-        for j in range(len(groups), i, -1):
-            if j - i > 1 and (groups[i][1] - groups[i][0] != 4 or len(set(seps[i : j - 1])) != 1):
-                continue
-            digits = "".join(raw[a:b] for a, b in groups[i:j])
-            if _card_ok(digits):
-                yield offset + groups[i][0], offset + groups[j - 1][1]
-                i = j
+        groups = [(g.start(), g.end()) for g in _DIGITS.finditer(raw)]
+        span = _leading_card(raw, groups)
+        if span is not None:
+            yield start + span[0], start + span[1]
+        # A card may start at a later group ("qty 12 4111 1111 1111 1111") and run past
+        # the 19 digits the pattern took: look again from the next group that can
+        # start one. Each look starts a group further on, so the work stays linear.
+        done = span[1] if span is not None else groups[0][1]
+        for a, b in groups:
+            if a >= done and (b - a == 4 or b - a >= 13):
+                pos = start + a
                 break
-        else:
-            i += 1
+
+
+def _leading_card(raw: str, groups: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The longest card made of the candidate's first groups, if there is one.
+
+    A long group is a card alone; otherwise the run starts with a group of four, as
+    every network prints its numbers, and keeps one separator ("4111 1111-1111
+    1111" is no card).
+    """
+    first = groups[0][1] - groups[0][0]
+    if first >= 13:
+        return groups[0] if _card_ok(raw[groups[0][0] : groups[0][1]]) else None
+    if first != 4:
+        return None
+    sep = raw[groups[0][1]]
+    count = [0]
+    for a, b in groups:
+        count.append(count[-1] + b - a)
+    for j in range(len(groups), 1, -1):
+        if not 13 <= count[j] <= 19:
+            continue
+        if any(raw[b] != sep for _, b in groups[: j - 1]):
+            continue
+        if _card_ok("".join(raw[a:b] for a, b in groups[:j])):
+            return groups[0][0], groups[j - 1][1]
+    return None
 
 
 # --- IBAN ------------------------------------------------------------------
@@ -261,22 +277,56 @@ _PHONE = re.compile(
 
 def _phones(text: str) -> Iterator[tuple[int, int]]:
     taken: list[tuple[int, int]] | None = None
+    ends: list[int] = []
     for m in _PHONE.finditer(text):
+        if taken is None:  # computed once, only when a phone candidate exists
+            taken = _merged([*_cards(text), *_ibans(text)])
+            ends = [b for _, b in taken]
         raw = m.group(0)
+        i = bisect.bisect_right(ends, m.start())  # the first taken span ending after it
+        if i < len(taken) and taken[i][0] < m.end():
+            if taken[i][0] <= m.start():  # inside a card or an IBAN
+                continue
+            # A number the pattern ran on into a card: the phone stops before it.
+            raw = raw[: taken[i][0] - m.start()].rstrip(" .-(")
         digits = sum(ch.isdigit() for ch in raw)
         if raw.startswith(("+", "(+")):
+            raw, digits = _trimmed(raw, digits, 15)
             if not 8 <= digits <= 15:
                 continue
         elif raw.startswith("00"):
+            raw, digits = _trimmed(raw, digits, 17)
             if not 10 <= digits - 2 <= 15:
                 continue
-        elif not 10 <= digits <= 12:
-            continue
-        if taken is None:  # computed once, only when a phone candidate exists
-            taken = [*_cards(text), *_ibans(text)]
-        if any(a < m.end() and m.start() < b for a, b in taken):
-            continue
-        yield m.start(), m.end()
+        elif not 10 <= digits <= 12 or len(raw) < len(m.group(0)):
+            continue  # the fixed national shapes are whole or nothing
+        yield m.start(), m.start() + len(raw)
+
+
+def _trimmed(raw: str, digits: int, most: int) -> tuple[str, int]:
+    """An international number without the trailing groups that make it too long.
+
+    The pattern takes every group it can, so "+44 20 7946 0958 1234 5678" ran
+    on into the numbers after it; E.164 allows 15 digits, so the last groups go.
+    """
+    while digits > most:
+        cut = max(raw.rfind(" "), raw.rfind("."), raw.rfind("-"))
+        if cut <= 0:
+            break
+        digits -= sum(ch.isdigit() for ch in raw[cut:])
+        raw = raw[:cut]
+    return raw, digits
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans joined where they overlap: disjoint and sorted, so a bisect finds a clash."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a < out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
 
 
 # --- US social security numbers -------------------------------------------
