@@ -98,6 +98,7 @@ def test_the_anthropic_sdk_reads_it_plain_and_streamed(
     assert headers.get("x-api-key") == "k" or headers.get("authorization") == "Bearer k"
     assert kept[0].headers["anthropic-version"]
     assert recording.calls()[-1] == "POST /v1/messages/count_tokens"
+    client.close()
 
 
 def test_the_openai_sdk_reads_it_plain_and_streamed(recorder: tuple[str, Recording]) -> None:
@@ -106,7 +107,8 @@ def test_the_openai_sdk_reads_it_plain_and_streamed(recorder: tuple[str, Recordi
     reply = client.responses.create(model="m", input="hi")
     assert reply.output_text == ANSWER
     assert reply.usage is not None and reply.usage.total_tokens == RESPONSES_USAGE["total_tokens"]
-    events = list(client.responses.create(model="m", input="hi", stream=True))
+    with client.responses.create(model="m", input="hi", stream=True) as streamed:
+        events = list(streamed)
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == ANSWER
     completed = events[-1]
     assert completed.type == "response.completed"
@@ -118,6 +120,7 @@ def test_the_openai_sdk_reads_it_plain_and_streamed(recorder: tuple[str, Recordi
     kept = recording.find("POST", "/v1/responses")
     assert [r.body.get("stream", False) for r in kept] == [False, True, True]
     assert kept[0].headers["authorization"] == "Bearer k"
+    client.close()
 
 
 def test_it_keeps_any_other_call_and_answers_the_connectivity_check(
@@ -127,7 +130,8 @@ def test_it_keeps_any_other_call_and_answers_the_connectivity_check(
     missing = httpx.post(url + "/api/hello?x=1", content=b"not json")
     assert missing.status_code == 404
     assert missing.json()["type"] == "error"
-    with pytest.raises(anthropic.NotFoundError):
-        anthropic.Anthropic(base_url=url, api_key="k", max_retries=0).models.list()
+    with anthropic.Anthropic(base_url=url, api_key="k", max_retries=0) as client, \
+            pytest.raises(anthropic.NotFoundError):
+        client.models.list()
     assert recording.calls() == ["HEAD /", "POST /api/hello?x=1", "GET /v1/models"]
     assert recording.snapshot()[1].body == "not json"
