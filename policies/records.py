@@ -201,9 +201,24 @@ class Records:
             raise RecordsError(f"cannot make the folder for {self._target}: {exc}") from exc
         conn = sqlite3.connect(self._target, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")  # a no-op once the file is in WAL mode
+        _into_wal(conn)
         conn.execute("PRAGMA foreign_keys=ON")  # PostgreSQL always checks them
         return conn
+
+
+def _into_wal(conn: sqlite3.Connection) -> None:
+    """The file in WAL mode, once. Switching needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy wait, while another process opening
+    it too holds a lock: so the switch is tried again, within the same bound."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # a no-op once the file is in WAL mode
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def open_records(url: str) -> Records:
