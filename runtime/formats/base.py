@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import GatewayError
@@ -101,3 +101,35 @@ def renamed(refusal: GatewayError, origins: Sequence[str]) -> GatewayError:
     return GatewayError(refusal.status, refusal.message.replace(f"'{refusal.param}'",
                                                                 f"'{param}'"),
                         refusal.code, param=param, headers=refusal.headers)
+
+
+def first_choices(chunk: Body) -> Iterator[Body]:
+    """A chat chunk's choices of index 0, each an object: another API answers with one
+    message, so only the first choice translates (junk in a chunk is skipped)."""
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            yield choice
+
+
+async def translated(chunks: AsyncIterator[Body], opening: Callable[[Body], list[Body]],
+                     each: Callable[[Body], list[Body]], closing: Callable[[], list[Body]],
+                     origins: Sequence[str]) -> AsyncIterator[Body]:
+    """A chat stream as another API's events: those its first chunk opens with, each
+    chunk's, and those its end closes with. A refusal of the chat request (raised at the
+    first step) names the client's field (`renamed`); the upstream goes at once."""
+    try:
+        first = True
+        async for chunk in chunks:
+            if first:
+                for event in opening(chunk):
+                    yield event
+                first = False
+            for event in each(chunk):
+                yield event
+        for event in closing():
+            yield event
+    except GatewayError as refusal:
+        raise renamed(refusal, origins) from None
+    finally:
+        await closed(chunks)

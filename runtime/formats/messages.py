@@ -31,7 +31,7 @@ import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError, UpstreamError
-from runtime.formats.base import Format, closed, renamed
+from runtime.formats.base import Format, first_choices, translated
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_lst, opt_obj, text
@@ -573,19 +573,18 @@ class Stream:
         return [*out, {"type": "content_block_start", "index": self.index,
                        "content_block": block}]
 
-    def events(self, chunk: Body, first: bool) -> list[Body]:
+    def start(self, first: Body) -> list[Body]:
+        """The `message_start` the first chunk opens with, under the model it names."""
+        return [{"type": "message_start", "message": {
+            "id": message_id(), "type": "message", "role": "assistant",
+            "model": first.get("model"), "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}}]
+
+    def chunk(self, chunk: Body) -> list[Body]:
         out: list[Body] = []
-        if first:
-            out.append({"type": "message_start", "message": {
-                "id": message_id(), "type": "message", "role": "assistant",
-                "model": chunk.get("model"), "content": [], "stop_reason": None,
-                "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
+        for choice in first_choices(chunk):
             delta = choice.get("delta")
             delta = delta if isinstance(delta, dict) else {}
             said = delta.get("content")
@@ -629,22 +628,11 @@ class Stream:
                 {"type": "message_stop"}]
 
 
-async def from_chat_stream(chunks: AsyncIterator[Body], origins: Sequence[str] = ()
-                           ) -> AsyncIterator[Body]:
-    """A chat stream as a Message's events; a refusal of the chat request (raised at its
-    first step) names the client's field, as `renamed` says."""
-    stream, first = Stream(), True
-    try:
-        async for chunk in chunks:
-            for event in stream.events(chunk, first):
-                yield event
-            first = False
-        for event in stream.end():
-            yield event
-    except GatewayError as refusal:
-        raise renamed(refusal, origins) from None
-    finally:
-        await closed(chunks)
+def from_chat_stream(chunks: AsyncIterator[Body], origins: Sequence[str] = ()
+                     ) -> AsyncIterator[Body]:
+    """A chat stream as a Message's events."""
+    stream = Stream()
+    return translated(chunks, stream.start, stream.chunk, stream.end, origins)
 
 
 # -------------------------------------------------------- the pipeline's view

@@ -62,7 +62,7 @@ import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError
-from runtime.formats.base import Format, closed, renamed
+from runtime.formats.base import Format, first_choices, translated
 from runtime.providers import wire
 from runtime.providers.base import Adapter, Decoder, error_fields
 from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, lst, obj, opt_obj
@@ -637,10 +637,7 @@ class Stream:
             self.model = chunk["model"]
         if isinstance(chunk.get("usage"), dict):
             self.raw_usage = chunk["usage"]
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
+        for choice in first_choices(chunk):
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 for kind, key in (("output_text", "content"), ("refusal", "refusal")):
@@ -776,26 +773,11 @@ def sse(event: Body) -> bytes:
         b"\n\n"
 
 
-async def from_chat_stream(chunks: AsyncIterator[Body], request: Body,
-                           origins: Sequence[str] = ()) -> AsyncIterator[Body]:
-    """A chat stream as a Response's events, for a provider that speaks only chat; a
-    refusal of the chat request (raised at its first step) names the client's field."""
+def from_chat_stream(chunks: AsyncIterator[Body], request: Body,
+                     origins: Sequence[str] = ()) -> AsyncIterator[Body]:
+    """A chat stream as a Response's events, for a provider that speaks only chat."""
     stream = Stream(request, new_id(), time.time())
-    try:
-        first = True
-        async for chunk in chunks:
-            if first:
-                for event in stream.start():
-                    yield event
-                first = False
-            for event in stream.chunk(chunk):
-                yield event
-        for event in stream.end():
-            yield event
-    except GatewayError as refusal:
-        raise renamed(refusal, origins) from None
-    finally:
-        await closed(chunks)
+    return translated(chunks, lambda first: stream.start(), stream.chunk, stream.end, origins)
 
 
 # ------------------------------------------ to an upstream that speaks Responses

@@ -49,7 +49,7 @@ def test_chat_chunks_become_blocks_with_anthropics_indices_and_stop_reason() -> 
                   "prompt_tokens_details": {"cached_tokens": 5}}}]
     stream, events = messages.Stream(), []
     for i, one in enumerate(chunks):
-        events += stream.events(one, first=i == 0)
+        events += [*stream.start(one), *stream.chunk(one)] if i == 0 else stream.chunk(one)
     events += stream.end()
     assert [(e["type"], e.get("index")) for e in events] == [
         ("message_start", None), ("content_block_start", 0), ("content_block_delta", 0),
