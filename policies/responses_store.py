@@ -119,28 +119,33 @@ class ResponsesStore:
         """The history of the chain that ends at the owner's response, oldest first;
         ChainError if the response is not there, a link is missing or the chain is
         over `max_chain` responses long."""
+        return self.continued(response_id, owner)[1]
+
+    def continued(self, response_id: str, owner: Owner) -> tuple[str, list[Item]]:
+        """The deployment that made the owner's response, and its chain's history, in one
+        query: what a follow-up needs (ChainError as `chain` says)."""
         key_id, team = owner.columns
         now = self.clock()
         rows = self.records.rows(
-            "WITH RECURSIVE chain (id, previous_id, history, depth) AS ("
-            " SELECT id, previous_id, history, 1 FROM responses"
+            "WITH RECURSIVE chain (id, previous_id, deployment, history, depth) AS ("
+            " SELECT id, previous_id, deployment, history, 1 FROM responses"
             " WHERE id = ? AND key_id = ? AND team = ? AND expires_at > ?"
             " UNION ALL"
-            " SELECT r.id, r.previous_id, r.history, c.depth + 1"
+            " SELECT r.id, r.previous_id, r.deployment, r.history, c.depth + 1"
             " FROM responses r JOIN chain c ON r.id = c.previous_id"
             " WHERE r.key_id = ? AND r.team = ? AND r.expires_at > ? AND c.depth <= ?)"
-            " SELECT id, previous_id, history FROM chain ORDER BY depth DESC",
+            " SELECT id, previous_id, deployment, history FROM chain ORDER BY depth DESC",
             (response_id, key_id, team, now, key_id, team, now, self.max_chain))
         if not rows:
             raise ChainError(f"response `{response_id}` is not stored or has expired")
         if len(rows) > self.max_chain:
             raise ChainError(f"the chain of responses ending at `{response_id}` is over "
                              f"{self.max_chain} long; start a new one")
-        oldest, previous, _ = rows[0]
+        oldest, previous, _, _ = rows[0]
         if previous is not None:
             raise ChainError(f"response `{oldest}` continues `{previous}`, which is not stored "
                              "or has expired")
-        return [item for _, _, history in rows for item in orjson.loads(history)]
+        return str(rows[-1][2]), [item for *_, history in rows for item in orjson.loads(history)]
 
 
 def _stored(row: Row) -> StoredResponse:

@@ -71,13 +71,9 @@ async def enter(exchange: Exchange) -> None:
     if store is None:
         raise GatewayError(503, "this gateway keeps no responses to continue: it has no "
                            "database", "responses_unavailable", param="previous_response_id")
-    owner = owner_of(exchange)
-
-    def load() -> tuple[str | None, list[Body]]:
-        found = store.get(previous, owner)
-        return (found.deployment if found else None), store.chain(previous, owner)
     try:
-        conversation.continues, history = await asyncio.to_thread(load)
+        conversation.continues, history = await asyncio.to_thread(
+            store.continued, previous, owner_of(exchange))
     except ChainError as missing:
         raise GatewayError(400, str(missing), "previous_response_not_found",
                            param="previous_response_id") from missing

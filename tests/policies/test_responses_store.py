@@ -175,3 +175,16 @@ def test_any_json_is_kept_as_it_was(store: ResponsesStore, history: list[dict[st
     found = store.get(response_id, ALICE)
     assert found is not None and found.history == history and found.response == response
     assert store.chain(response_id, ALICE) == history
+
+
+def test_a_follow_up_learns_the_deployment_and_the_history_in_one_call(
+        store: ResponsesStore) -> None:
+    save(store, "resp_1")
+    store.save("resp_2", ALICE, deployment="claude-main", provider="anthropic",
+               model="claude", previous_response_id="resp_1", history=turn("resp_2"),
+               response={"id": "resp_2", "object": "response", "status": "completed"})
+    deployment, history = store.continued("resp_2", ALICE)
+    assert deployment == "claude-main"  # the newest response's, not the chain's first
+    assert history == store.chain("resp_2", ALICE) == [*turn("resp_1"), *turn("resp_2")]
+    with pytest.raises(ChainError):
+        store.continued("resp_2", BOB)
