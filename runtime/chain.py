@@ -32,6 +32,7 @@ from policies.breaker import Settings
 from policies.store import Store
 from runtime import tracing
 from runtime.errors import GatewayError, UpstreamError
+from runtime.formats.base import closed
 from runtime.pipeline.exchange import Attempt, Body
 from runtime.providers.base import Adapter
 
@@ -184,10 +185,10 @@ class Chain:
                                                  opener)
                     if resumed is None:
                         raise
-                    await _close(chunks)
+                    await closed(chunks)
                     deployment, chunks, position = resumed
         finally:
-            await _close(chunks)
+            await closed(chunks)
 
     async def _resume(self, cut_at: Deployment, cut: UpstreamError, delivered: _Text,
                       position: int, body: Body, opener: Opener
@@ -255,7 +256,7 @@ def _first_chunk(opener: Opener, body: Body, trace: tracing.Scope | None,
             raise UpstreamError("malformed", f"{deployment.provider.name}: empty stream") \
                 from exc
         except BaseException:
-            await _close(chunks)  # release the connection now
+            await closed(chunks)  # release the connection now
             raise
     return first if trace is None else trace.opened(first)
 
@@ -275,13 +276,7 @@ async def _joined(first: Body, rest: AsyncIterator[Body], stream_id: object
             chunk["id"] = stream_id
             yield chunk
     finally:
-        await _close(rest)
-
-
-async def _close(chunks: AsyncIterator[Body]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
+        await closed(rest)
 
 
 def refused(failure: UpstreamError) -> GatewayError:

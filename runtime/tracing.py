@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from runtime.errors import GatewayError, UpstreamError
+from runtime.formats.base import closed
 
 if TYPE_CHECKING:
     import aiohttp
@@ -361,9 +362,7 @@ async def _watched(tracing: Tracing, chunks: AsyncIterator[Body], span: Span
         outcome, failure = f"cut: {_named(cut)}", cut
         raise
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+        await closed(chunks)
         tracing.ended(span, failure, outcome)
 
 

@@ -77,13 +77,6 @@ class Format(abc.ABC):
         could not give back as it came."""
 
 
-async def closed(chunks: AsyncIterator[Body]) -> None:
-    """Let a stream's upstream go now, not when the collector gets to it."""
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
-
-
 _CHAT_MESSAGE = re.compile(r"messages\[(\d+)\](\.content.*)?")
 
 
@@ -101,6 +94,13 @@ def renamed(refusal: GatewayError, origins: Sequence[str]) -> GatewayError:
     return GatewayError(refusal.status, refusal.message.replace(f"'{refusal.param}'",
                                                                 f"'{param}'"),
                         refusal.code, param=param, headers=refusal.headers)
+
+
+async def closed(chunks: AsyncIterator[Body]) -> None:
+    """Let a stream's upstream go now, not when the collector gets to it."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def first_choices(chunk: Body) -> Iterator[Body]:
