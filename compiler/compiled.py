@@ -27,6 +27,7 @@ from compiler.policy import (
     Budget,
     Cache,
     EnvValue,
+    Guard,
     Health,
     Model,
     Policy,
@@ -40,7 +41,7 @@ from compiler.request import ENDPOINTS, Request
 
 __all__ = [
     "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
-    "Deployment", "EnvValue", "Health", "Model", "PoolTarget", "Provider", "Quota", "Refused",
+    "Deployment", "EnvValue", "Guard", "Health", "Model", "PoolTarget", "Provider", "Quota", "Refused",
     "Request", "Retry", "Timeouts", "block_id", "load",
 ]
 
@@ -96,6 +97,7 @@ class Decision:
     quotas: tuple[Quota, ...]
     budgets: tuple[Budget, ...]
     cache: Cache | None
+    guards: tuple[Guard, ...] = ()  # in the policy's order: input and output ones
     deny: str | None = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,7 +167,8 @@ class CompiledPolicy:
                   for name in chain),
             tuple(policy.quotas[i] for i in plan.quotas),
             tuple(policy.budgets[i] for i in plan.budgets),
-            policy.caches[plan.cache] if plan.cache is not None else None)
+            policy.caches[plan.cache] if plan.cache is not None else None,
+            tuple(policy.guards[i] for i in plan.guards))
 
     def warm(self) -> None:
         """Build the graph's evaluator now, so the first request does not."""

@@ -22,6 +22,7 @@ class Plan:
     quotas: tuple[int, ...] = ()
     budgets: tuple[int, ...] = ()
     cache: int | None = None
+    guards: tuple[int, ...] = ()
 
 
 def route(rule: Rule | None, requested: str | None, declared: Container[str]) -> list[str]:

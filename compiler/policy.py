@@ -224,6 +224,38 @@ class Cache:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """Checks on the text going in (`input`), coming out (`output`) or `both`.
+
+    `detect` names built-in detectors (policies/detectors.py) and `action` says
+    what their hits do; every `deny` pattern (RE2) refuses; `webhook` asks an
+    outside check, and `on_error` decides when it fails or is slow. In `shadow`
+    mode a guard only reports what it would have done.
+    """
+
+    index: int
+    name: str
+    source: Source
+    on: str = "input"  # input, output, both
+    detect: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    action: str = "deny"  # deny, redact, flag: what a detector's hit does
+    webhook: str | EnvValue | None = None
+    timeout: float = 2.0
+    on_error: str = "deny"  # the webhook failed or was slow: deny (fail closed) or allow
+    mode: str = "enforce"  # enforce, shadow
+    cond: Cond = TRUE
+
+    @property
+    def inputs(self) -> bool:
+        return self.on != "output"
+
+    @property
+    def outputs(self) -> bool:
+        return self.on != "input"
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     name: str
     webhook: str | EnvValue
@@ -254,6 +286,7 @@ class Policy:
     quotas: list[Quota] = field(default_factory=list)
     budgets: list[Budget] = field(default_factory=list)
     caches: list[Cache] = field(default_factory=list)
+    guards: list[Guard] = field(default_factory=list)
     notifies: dict[str, Notify] = field(default_factory=dict)
     auth: Auth = field(default_factory=Auth)
     retry: Retry = field(default_factory=Retry)
