@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from compiler.conditions import regex
 from compiler.counters import block_id
 from compiler.graph import Graph
 from compiler.plan import Plan, route
@@ -42,7 +43,7 @@ from compiler.request import ENDPOINTS, Request
 __all__ = [
     "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
     "Deployment", "EnvValue", "Guard", "Health", "Model", "PoolTarget", "Provider", "Quota", "Refused",
-    "Request", "Retry", "Timeouts", "block_id", "load",
+    "Request", "Retry", "Timeouts", "block_id", "load", "regex",
 ]
 
 
