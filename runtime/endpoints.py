@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,8 +24,8 @@ from pydantic import BaseModel
 
 from compiler.compiled import Deployment, Timeouts
 from runtime.errors import GatewayError
-from runtime.formats import messages, responses
-from runtime.formats.base import Format, renamed
+from runtime.formats import chat, messages, responses
+from runtime.formats.base import Format, Slot, renamed
 from runtime.formats.chat import CHAT as CHAT_FORMAT
 from runtime.providers.anthropic import Anthropic
 from runtime.providers.base import Adapter, Body
@@ -85,6 +85,7 @@ class Endpoint:
     forwarded: tuple[str, ...] = ()  # client headers an upstream of the same API gets
     cached: bool = True  # whether a `cache` block may keep its answers
     stored: bool = False  # answers kept for follow-ups (runtime/pipeline/conversation.py)
+    prompt: Callable[[Body], Iterator[Slot]] = chat.prompt  # the texts input guards read
 
     def payload(self, body: Body) -> Body:
         """The body as the upstream gets it: the gateway's own fields taken out."""
@@ -118,6 +119,17 @@ def embedding_tokens(body: Body) -> int:
     given = body.get("input")
     items = given if isinstance(given, list) else [given]
     return math.ceil(sum(len(str(item)) for item in items) / 4)
+
+
+def embedding_texts(body: Body) -> Iterator[Slot]:
+    """An embeddings request's texts: its input, one string or a list of them (token
+    ids are no text)."""
+    given = body.get("input")
+    if isinstance(given, str):
+        yield body, "input"
+    for i, item in enumerate(given if isinstance(given, list) else ()):
+        if isinstance(item, str):
+            yield given, i
 
 
 def _chat_parameters(parsed: ChatRequest) -> dict[str, Any]:
@@ -245,21 +257,23 @@ CHAT = Endpoint(
 EMBEDDINGS = Endpoint(
     "embeddings", "/v1/embeddings", EmbeddingsRequest, lambda parsed: {}, embedding_tokens,
     call=lambda adapter, target, timeouts, body, sent: adapter.embed(
-        target.model, body, timeouts))
+        target.model, body, timeouts), prompt=embedding_texts)
 
 MESSAGES = Endpoint(
     "messages", "/v1/messages", MessagesRequest, _messages_parameters, messages_tokens,
     call=_messages, stream=_messages_stream, format=messages.MESSAGES,
-    meta=lambda parsed: {}, gateway_fields=(), forwarded=messages.FORWARDED)
+    meta=lambda parsed: {}, gateway_fields=(), forwarded=messages.FORWARDED,
+    prompt=messages.prompt)
 
 COUNT_TOKENS = Endpoint(
     "messages", "/v1/messages/count_tokens", CountTokensRequest,
     lambda parsed: {"stream": False, "tools": bool(parsed.tools)}, messages_tokens,
     call=_count_tokens, format=messages.MESSAGES, meta=lambda parsed: {}, gateway_fields=(),
-    forwarded=messages.FORWARDED, cached=False)
+    forwarded=messages.FORWARDED, cached=False, prompt=messages.prompt)
 
 RESPONSES = Endpoint(
     "responses", "/v1/responses", ResponsesRequest, _responses_parameters, responses_tokens,
-    call=_responses, stream=_responses_stream, format=responses.RESPONSES, stored=True)
+    call=_responses, stream=_responses_stream, format=responses.RESPONSES, stored=True,
+    prompt=responses.prompt)
 
 ENDPOINTS = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES)

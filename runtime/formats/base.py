@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from runtime.pipeline.exchange import Exchange
 
 Body = dict[str, Any]
+Slot = tuple[Any, Any]  # where a text is, `holder[key]`: to read it and to put it back
 
 
 class Format(abc.ABC):
@@ -76,8 +77,40 @@ class Format(abc.ABC):
         """The answer a completed stream delivered, to keep; None for what a replay
         could not give back as it came."""
 
+    # what output guards read and rewrite (runtime/pipeline/guards.py)
+
+    @abc.abstractmethod
+    def said(self, answer: Body) -> Iterator[Slot]:
+        """The texts a whole answer says: what its output guards check."""
+
+    @abc.abstractmethod
+    def delta(self, chunk: Body) -> Slot | None:
+        """Where a stream chunk's piece of answer text is, if it carries one."""
+
+    @abc.abstractmethod
+    def closes(self, chunk: Body) -> bool:
+        """Whether the text being streamed is over with this chunk: whatever of it is
+        held back must go before the chunk does (or with it, if it is the last piece)."""
+
+    def whole(self, chunk: Body) -> Iterator[Slot]:
+        """Texts a stream chunk repeats whole (a Responses `.done` event's), which must
+        read as the pieces did once they were redacted."""
+        return iter(())
+
 
 _CHAT_MESSAGE = re.compile(r"messages\[(\d+)\](\.content.*)?")
+
+
+def texts_of(holder: Any, key: Any) -> Iterator[Slot]:
+    """The texts of a content field: the field itself when it is a string, else each
+    of its parts' `text` (a part without one, an image or a tool call, holds none)."""
+    content = holder.get(key) if isinstance(holder, dict) else None
+    if isinstance(content, str):
+        yield holder, key
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                yield part, "text"
 
 
 def renamed(refusal: GatewayError, origins: Sequence[str]) -> GatewayError:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from runtime import pricing
 from runtime.errors import GatewayError
-from runtime.formats.base import Body, Format
+from runtime.formats.base import Body, Format, Slot, texts_of
 
 if TYPE_CHECKING:
     from runtime.pipeline.exchange import Exchange
@@ -113,6 +113,40 @@ class Chat(Format):
                                                      "content": "".join(texts.get(i, []))},
                              "finish_reason": finished.get(i)} for i in sorted(finished)],
                 "usage": usage}
+
+    def said(self, answer: Body) -> Iterator[Slot]:
+        for choice in answer.get("choices") or ():
+            if isinstance(choice, dict):
+                yield from texts_of(choice.get("message"), "content")
+
+    def delta(self, chunk: Body) -> Slot | None:
+        choices = chunk.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+            return delta, "content"
+        return None
+
+    def closes(self, chunk: Body) -> bool:
+        """A choice's finish, a tool call's start, or the usage after the choices."""
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return True
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+                return True
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and any(value is not None for name, value in delta.items()
+                                               if name not in ("role", "content")):
+                return True
+        return False
+
+
+def prompt(body: Body) -> Iterator[Slot]:
+    """A chat request's texts: every message's, whatever its role."""
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        yield from texts_of(message, "content")
 
 
 CHAT = Chat()

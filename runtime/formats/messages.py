@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError, UpstreamError
-from runtime.formats.base import Format, first_choices, translated
+from runtime.formats.base import Format, Slot, first_choices, texts_of, translated
 from runtime.providers import chat
 from runtime.providers.base import Adapter, Body, Decoder, error_fields
 from runtime.providers.wire import Malformed, count, invalid, lst, obj, opt_lst, opt_obj, text
@@ -721,6 +721,34 @@ class Messages(Format):
             return _assembled(chunks)
         except (TypeError, AttributeError, KeyError, ValueError):
             return None
+
+    def said(self, answer: Body) -> Iterator[Slot]:
+        return texts_of(answer, "content")
+
+    def delta(self, chunk: Body) -> Slot | None:
+        if chunk.get("type") != "content_block_delta":
+            return None
+        delta = chunk.get("delta")
+        if isinstance(delta, dict) and delta.get("type") == "text_delta" \
+                and isinstance(delta.get("text"), str):
+            return delta, "text"
+        return None
+
+    def closes(self, chunk: Body) -> bool:
+        """Anything but a piece of text or a `ping`: a text block's stop, above all."""
+        return chunk.get("type") != "ping" and self.delta(chunk) is None
+
+
+def prompt(body: Body) -> Iterator[Slot]:
+    """A Messages request's texts: its system prompt, its turns' and their tool results'."""
+    yield from texts_of(body, "system")
+    turns = body.get("messages")
+    for turn in turns if isinstance(turns, list) else ():
+        yield from texts_of(turn, "content")
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                yield from texts_of(block, "content")
 
 
 def _assembled(chunks: list[Body]) -> Body | None:

@@ -55,14 +55,14 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import orjson
 
 from compiler.compiled import Model
 from runtime.errors import GatewayError
-from runtime.formats.base import Format, first_choices, translated
+from runtime.formats.base import Format, Slot, first_choices, texts_of, translated
 from runtime.providers import wire
 from runtime.providers.base import Adapter, Decoder, error_fields
 from runtime.providers.wire import NUMBERS, Body, Malformed, count, invalid, lst, obj, opt_obj
@@ -924,6 +924,45 @@ class Responses(Format):
                 found = event.get("response")
                 return found if isinstance(found, dict) else None
         return None
+
+    def said(self, answer: Body) -> Iterator[Slot]:
+        output = answer.get("output")
+        for item in output if isinstance(output, list) else ():
+            if isinstance(item, dict) and item.get("type") == "message":
+                yield from texts_of(item, "content")
+
+    def delta(self, chunk: Body) -> Slot | None:
+        if chunk.get("type") == "response.output_text.delta" \
+                and isinstance(chunk.get("delta"), str):
+            return chunk, "delta"
+        return None
+
+    def closes(self, chunk: Body) -> bool:
+        return self.delta(chunk) is None
+
+    def whole(self, chunk: Body) -> Iterator[Slot]:
+        kind = chunk.get("type")
+        if kind == "response.output_text.done" and isinstance(chunk.get("text"), str):
+            yield chunk, "text"
+        elif kind == "response.content_part.done":
+            yield from texts_of({"content": [chunk.get("part")]}, "content")
+        elif kind == "response.output_item.done":
+            yield from self.said({"output": [chunk.get("item")]})
+        elif kind in ("response.completed", "response.incomplete") \
+                and isinstance(chunk.get("response"), dict):
+            yield from self.said(chunk["response"])
+
+
+def prompt(body: Body) -> Iterator[Slot]:
+    """A Responses request's texts: its instructions and its input items' (a follow-up's
+    stored history was guarded when it was sent)."""
+    yield from texts_of(body, "instructions")
+    given = body.get("input")
+    if isinstance(given, str):
+        yield body, "input"
+    for item in given if isinstance(given, list) else ():
+        yield from texts_of(item, "content")
+        yield from texts_of(item, "output")
 
 
 RESPONSES = Responses()
