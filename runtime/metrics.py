@@ -89,6 +89,12 @@ class Metrics:
                              ("result",))
         self.saved = Counter("gw_cache_saved_usd", "What the answers served from the cache "
                              "cost when fetched, in USD, by model", ("model",))
+        self.guards = Counter("gw_guard_actions", "What guards did (mode shadow: would "
+                              "have done), by guard, direction, action and what they found",
+                              ("guard", "direction", "action", "kind", "mode"))
+        self.guard_webhooks = Histogram("gw_guard_webhook_seconds", "Latency of guards' "
+                                        "webhooks, by guard and outcome (allow, deny, error)",
+                                        ("guard", "outcome"))
         self.degraded = 0  # 1 while the shared counters are unreachable and memory stands in
         self.breaker_states = breaker_states
         self.registry = CollectorRegistry()
@@ -97,7 +103,7 @@ class Metrics:
     def collect(self) -> Iterator[Metric]:
         for figures in (self.requests, self.latency, self.upstream, self.tokens, self.reloads,
                         self.spend, self.refusals, self.store, self.store_errors, self.cache,
-                        self.saved):
+                        self.saved, self.guards, self.guard_webhooks):
             yield figures.family()
         degraded = GaugeMetricFamily("gw_state_degraded", "1 while the shared counters are "
                                      "unreachable and this replica counts alone")

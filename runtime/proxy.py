@@ -66,6 +66,9 @@ def stamp(exchange: Exchange) -> list[tuple[bytes, bytes]]:
         headers.append((b"x-gw-cost", b"%.8f" % exchange.cost))
     if exchange.limit_headers:
         headers += exchange.limit_headers
+    guarding = exchange.guarding
+    if guarding is not None and guarding.acted:
+        headers.append((b"x-gw-guards", guarding.header().encode()))
     return headers
 
 
@@ -191,6 +194,10 @@ class Proxy:
                                           f"{failure.message}", "stream_interrupted")
             yield form.broken(exchange.error)
             raise StreamBroken(failure.message) from failure
+        except GatewayError as refusal:  # an output guard's, mid-stream
+            exchange.status, exchange.error = refusal.status, refusal
+            yield form.broken(refusal)
+            raise StreamBroken(refusal.message) from refusal
         except asyncio.CancelledError:
             exchange.status = 499
             exchange.error = GatewayError(499, "the client closed the connection",

@@ -392,6 +392,8 @@ def _attributes(exchange: Exchange) -> dict[str, Any]:
         found["gw.rule"] = exchange.decision.where
     if exchange.key_id is not None:
         found["gw.key"] = exchange.key_id
+    if exchange.guarding is not None and exchange.guarding.acted:
+        found["gw.guards"] = exchange.guarding.header()  # `x-gw-guards`: names and actions
     answer = exchange.answer if exchange.answer is not None else \
         hit.answer if hit is not None else None
     model = answer.get("model") if isinstance(answer, dict) else None

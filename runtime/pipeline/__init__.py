@@ -16,7 +16,11 @@ The order is the onion's: `observe` wraps everything, so its exit half runs
 last and sees what every other stage did; `usage` sits innermost, so its exit
 half prices the answer first, before `limits` settles to that price (and the
 cache, later, stores it). Adding a stage is one module and one line here.
-Input guards go before `limits`, output guards between `chain` and `usage`.
+Input guards go before `limits`, so a refused request spends nothing; output
+guards between `chain` and `usage`. A stage whose work on a stream needs more
+than one chunk at a time (output guards hold text back, and may await a
+webhook) has a stream half instead: it wraps the stream's chunks once, as the
+stream begins, before they meet the chunk halves.
 While tracing is on (runtime/tracing.py), each half runs in a span of its own,
 under the request's, which ends once the last exit half has run.
 """
@@ -24,17 +28,28 @@ under the request's, which ends once the last exit half has run.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from runtime import tracing
 from runtime.errors import GatewayError
-from runtime.pipeline import cache, chain, conversation, identity, limits, observe, plan, usage
+from runtime.pipeline import (
+    cache,
+    chain,
+    conversation,
+    guards,
+    identity,
+    limits,
+    observe,
+    plan,
+    usage,
+)
 from runtime.pipeline.exchange import Attempt, Body, Exchange
 
 Half = Callable[[Exchange], Awaitable[None] | None]
 ChunkHalf = Callable[[Exchange, Body], Body | None]
+StreamHalf = Callable[[Exchange, AsyncIterator[Body]], AsyncIterator[Body]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,7 @@ class Stage:
     enter: Half | None = None
     leave: Half | None = None
     chunk: ChunkHalf | None = None  # a stream chunk on its way out; None drops it
+    stream: StreamHalf | None = None  # the stream's chunks, wrapped as it begins
 
 
 STAGES: list[Stage] = [
@@ -51,9 +67,12 @@ STAGES: list[Stage] = [
     Stage("conversation", conversation.enter, conversation.leave,  # a follow-up made whole;
           conversation.chunk),                                     # a response kept
     Stage("plan", plan.enter),                             # the body checked; the graph's plan
+    Stage("input_guards", guards.enter),                   # refused or redacted, before spending
     Stage("limits", limits.enter, limits.leave),           # reserve before, settle after
     Stage("cache", cache.enter, cache.leave, cache.chunk),  # a stored answer; keep a fresh one
     Stage("chain", chain.enter, chain.leave),              # targets tried: the answer
+    Stage("output_guards", None, guards.leave,             # the answer checked: whole,
+          stream=guards.stream),                           # or as it streams
     Stage("usage", None, usage.leave, usage.chunk),        # tokens and their cost
 ]
 
@@ -66,6 +85,7 @@ class Pipeline:
         self._enters = _halves([s.enter for s in stages])
         self._leaves = _halves([s.leave for s in reversed(stages)])
         self._chunks = [s.chunk for s in reversed(stages) if s.chunk is not None]
+        self._streams = [s.stream for s in reversed(stages) if s.stream is not None]
         # the same halves, each in a span of its own: run instead while tracing is on
         self._traced_enters = [(tracing.staged(s.name, "enter", s.enter), True)
                                for s in stages if s.enter is not None]
@@ -82,8 +102,14 @@ class Pipeline:
                     await half(exchange)
                 else:
                     half(exchange)
-                if exchange.answer is not None or exchange.chunks is not None:
+                if exchange.answer is not None:
                     return  # a refusal is raised, so an answer is all there is to look for
+                chunks = exchange.chunks
+                if chunks is not None:
+                    for wrap in self._streams:
+                        chunks = wrap(exchange, chunks)
+                    exchange.chunks = chunks
+                    return
         except GatewayError as error:
             exchange.error, exchange.status = error, error.status
 

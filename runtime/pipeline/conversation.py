@@ -37,11 +37,9 @@ logger = logging.getLogger("gwc")
 
 @dataclass(slots=True)
 class Conversation:
-    """A Responses request's own input (for the exit half to keep), and the chain it
-    continues: its history and tokens (for the call and the plan) and the deployment
-    that made it (for the chain stage)."""
+    """The chain a Responses request continues: its history and tokens (for the call
+    and the plan) and the deployment that made it (for the chain stage)."""
 
-    asked: list[Body]  # the request's own input items
     previous: str | None = None
     continues: str | None = None  # the deployment that made the previous response
     history: tuple[Body, ...] = ()  # the chain's items, oldest first
@@ -64,7 +62,7 @@ async def enter(exchange: Exchange) -> None:
     if previous is not None and not isinstance(previous, str):
         raise GatewayError(400, "invalid 'previous_response_id': must be a string",
                            "invalid_type", param="previous_response_id")
-    conversation = exchange.conversation = Conversation(responses.items(body), previous)
+    conversation = exchange.conversation = Conversation(previous)
     if previous is None:
         return
     store = exchange.gateway.state.responses
@@ -102,7 +100,8 @@ async def leave(exchange: Exchange) -> None:
     name = deployment.name if deployment is not None else hit.model if hit else ""
     provider = deployment.provider.name if deployment is not None else \
         hit.provider if hit else ""
-    history = [*conversation.asked, *(answer.get("output") or [])]
+    # the input as it went on: an input guard may have redacted it since it came
+    history = [*responses.items(exchange.body), *(answer.get("output") or [])]
     try:
         await asyncio.to_thread(
             store.save, answer["id"], owner_of(exchange), deployment=name,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from runtime.gateway import Gateway, Loaded
     from runtime.limiting import Applied, Held
     from runtime.pipeline.conversation import Conversation
+    from runtime.pipeline.guards import Guarding
     from runtime.tracing import Scope
 
 Body = dict[str, Any]
@@ -62,6 +63,9 @@ class Exchange:
     parsed: Any = None
     request: Request | None = None
     decision: Decision | None = None
+
+    # guards: what they did to the texts going in and out, when the plan has any
+    guarding: Guarding | None = None
 
     # limits: the counters met, what the admission holds until it settles, the headers
     applied: list[Applied] = field(default_factory=list)

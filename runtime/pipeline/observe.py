@@ -1,5 +1,8 @@
 """Observe: the request's metrics and its access-log line, never a prompt or a key.
 
+What guards did is logged by guard, direction, action and kind (a detector's
+name), never the text they found.
+
 Rules are named by their `file:line`, relative to the policy's folder, so a
 label is the same wherever the policy is deployed.
 """
@@ -45,6 +48,17 @@ def leave(exchange: Exchange) -> None:
                                   else "rate_limit_exceeded", "shadow"))
         if shadowed:
             line["would_refuse"] = shadowed
+    guarding = exchange.guarding
+    if guarding is not None and guarding.acted:
+        acts: dict[tuple[str, str, str, str, bool], int] = {}
+        for act in guarding.acted:
+            found = (act.guard, act.direction, act.action, act.kind, act.shadow)
+            acts[found] = acts.get(found, 0) + 1
+        line["guards"] = [{"guard": g, "direction": d, "action": a, "kind": k,
+                           "mode": "shadow" if shadow else "enforce", "count": n}
+                          for (g, d, a, k, shadow), n in acts.items()]
+        for (g, d, a, k, shadow), n in acts.items():
+            metrics.guards.add((g, d, a, k, "shadow" if shadow else "enforce"), n)
     if exchange.decision is not None and exchange.decision.cache is not None:
         metrics.cache.add((exchange.cache,))
     hit = exchange.hit

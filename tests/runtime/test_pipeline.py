@@ -14,7 +14,8 @@ from runtime.pipeline import STAGES, Pipeline, Stage
 
 def test_the_stages_run_in_the_documented_order() -> None:
     assert [s.name for s in STAGES] == [
-        "observe", "identity", "conversation", "plan", "limits", "cache", "chain", "usage"]
+        "observe", "identity", "conversation", "plan", "input_guards", "limits", "cache",
+        "chain", "output_guards", "usage"]
 
 
 class Exchange(SimpleNamespace):
@@ -94,3 +95,29 @@ def test_chunks_pass_the_chunk_halves_innermost_first_and_may_be_dropped() -> No
     ])
     assert pipeline.outgoing(None, {"path": []}) == {"path": ["inner", "outer"]}  # type: ignore[arg-type]
     assert pipeline.outgoing(None, {"path": [], "drop": True}) is None  # type: ignore[arg-type]
+
+
+def test_a_stream_is_wrapped_once_as_it_begins_by_the_stream_halves_innermost_first() -> None:
+    async def numbers() -> Any:
+        for n in (1, 2):
+            yield {"n": n}
+
+    def tagged(tag: str) -> Any:
+        async def wrap(exchange: Any, chunks: Any) -> Any:
+            async for chunk in chunks:
+                yield {**chunk, "by": [*chunk.get("by", []), tag]}
+        return wrap
+
+    def streams(exchange: Any) -> None:
+        exchange.chunks = numbers()
+
+    pipeline = Pipeline([Stage("outer", stream=tagged("outer")),
+                         Stage("opens", streams),
+                         Stage("inner", stream=tagged("inner"))])
+    exchange = Exchange(answer=None, chunks=None, error=None, status=200)
+
+    async def read() -> list[Any]:
+        await pipeline.enter(exchange)  # type: ignore[arg-type]
+        return [chunk async for chunk in exchange.chunks]
+    assert asyncio.run(read()) == [{"n": 1, "by": ["inner", "outer"]},
+                                   {"n": 2, "by": ["inner", "outer"]}]

@@ -1,0 +1,305 @@
+"""Guards: the request's texts checked before anything is spent, the answer's before
+the client reads them.
+
+The plan names the guards a request meets (`guard NAME [when COND]`). The input
+stage, after the plan and before limits and the cache, reads the texts the
+client sent (`Endpoint.prompt`): a refusal is a 400 `guardrail_violation` that
+spends no quota and calls no provider; a redaction rewrites the body, so the
+upstream, the cache key and a stored response all hold `[EMAIL]`, never the
+address. The output stage checks a whole answer on its way out, and a stream
+as it goes (`stream`): each piece of text is held back a window
+(policies/guarding.py) so that a hit split across chunks is still one hit, and
+redacted in the stream itself; a refusal mid-stream ends it with the API's
+error event, never a clean end.
+
+Detectors and patterns run first; a guard's webhook then gets the text as it
+would go on (already redacted), and every webhook of one request's input runs
+at once. A webhook that fails, answers junk or is slower than its `timeout`
+decides by `on_error`. A stream that meets an output webhook is held whole
+until the webhook has read it. Nothing is cached across texts: each request's
+text is asked about afresh.
+
+What acted is kept on the exchange: the HTTP layer names it in `x-gw-guards`,
+and the observe stage logs and meters it. A `shadow` guard does all of it but
+refuse or change anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from compiler.compiled import Guard, regex
+from policies.guarding import Check, Finding, Holdback, Refused, judge
+from runtime.errors import GatewayError
+from runtime.formats.base import Slot, closed
+from runtime.pipeline.exchange import Body, Exchange
+from runtime.providers.base import resolve
+
+logger = logging.getLogger("gwc")
+WEBHOOK = "webhook"  # the kind a webhook's verdict is reported under
+STRONGEST = ("deny", "redact", "flag", "allow")  # a guard's outcomes, the one named first wins
+Texts = Callable[[Body], Iterator[Slot]]  # where a body's texts are (a `Format` says)
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """One thing one guard did (or, in shadow mode, would have done)."""
+
+    guard: str
+    direction: str  # input, output
+    action: str  # deny, redact, flag; allow for a webhook that failed open
+    kind: str  # a detector's name, `pattern`, or `webhook`
+    shadow: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return f"would-{self.action}" if self.shadow else self.action
+
+
+@dataclass(slots=True)
+class Guarding:
+    """A request's guards at work: what acted, and a guarded stream's own chunks."""
+
+    acted: list[Acted] = field(default_factory=list)
+    upstream: AsyncIterator[Body] | None = None
+
+    def header(self) -> str:
+        """`x-gw-guards`: each guard that acted, once, with the strongest thing it did."""
+        named: dict[str, Acted] = {}
+        for act in self.acted:
+            kept = named.get(act.guard)
+            if kept is None or _rank(act) < _rank(kept):
+                named[act.guard] = act
+        return ", ".join(f"{name}={act.outcome}" for name, act in named.items())
+
+
+def _rank(act: Acted) -> tuple[bool, int]:
+    return act.shadow, STRONGEST.index(act.action)
+
+
+@functools.lru_cache(maxsize=1024)
+def check_of(guard: Guard) -> Check:
+    """A guard as the mechanism reads it, its patterns compiled once per policy."""
+    return Check(guard.name, guard.detect, tuple(regex(p) for p in guard.deny), guard.action,
+                 guard.mode == "shadow")
+
+
+def _checks(guards: Iterable[Guard]) -> list[Check]:
+    return [check_of(g) for g in guards if g.detect or g.deny]
+
+
+def _refusal(guard: str, kind: str, direction: str) -> GatewayError:
+    what = "the request" if direction == "input" else "the answer"
+    found = {"pattern": "it matches one of the guard's deny patterns",
+             WEBHOOK: "the guard's webhook refused it"}.get(kind, f"{kind} found")
+    return GatewayError(400, f"guard '{guard}' refused {what}: {found}", "guardrail_violation")
+
+
+def _record(guarding: Guarding, found: Iterable[Finding], direction: str) -> None:
+    guarding.acted += [Acted(f.guard, direction, f.action, f.kind, f.shadow) for f in found]
+
+
+# ------------------------------------------------------------------ input
+
+async def enter(exchange: Exchange) -> None:
+    assert exchange.decision is not None
+    guards = exchange.decision.guards
+    if not guards:
+        return
+    guarding = exchange.guarding = Guarding()
+    if any(g.outputs for g in guards) and exchange.request is not None and exchange.request.stream \
+            and exchange.body.get("n", 1) not in (1, None):
+        raise GatewayError(400, "output guards read one choice of a stream: send 'n' = 1, "
+                           "or don't stream", "invalid_request", param="n")
+    inputs = [g for g in guards if g.inputs]
+    if not inputs:
+        return
+    slots = list(exchange.endpoint.prompt(exchange.body))
+    checks = _checks(inputs)
+    if checks:
+        for holder, key in slots:
+            verdict = judge(holder[key], checks)
+            _record(guarding, verdict.found, "input")
+            if verdict.refused is not None:
+                raise _refusal(verdict.refused.guard, verdict.refused.kind, "input")
+            holder[key] = verdict.text
+    hooked = [g for g in inputs if g.webhook is not None]
+    if hooked:
+        text = "\n\n".join(holder[key] for holder, key in slots)
+        await _asked(exchange, hooked, "input", text)
+
+
+# ------------------------------------------------------------------ webhooks
+
+async def _asked(exchange: Exchange, guards: Sequence[Guard], direction: str, text: str
+                 ) -> None:
+    """Every webhook at once; the first (in policy order) that refuses, refuses."""
+    assert exchange.guarding is not None
+    verdicts = await asyncio.gather(*(_ask(exchange, g, direction, text) for g in guards))
+    for guard, verdict in zip(guards, verdicts, strict=True):
+        if verdict is None:
+            continue
+        exchange.guarding.acted.append(verdict)
+        if verdict.action == "deny" and not verdict.shadow:
+            raise _refusal(guard.name, WEBHOOK, direction)
+
+
+async def _ask(exchange: Exchange, guard: Guard, direction: str, text: str) -> Acted | None:
+    """What the guard's webhook says of `text`: None to let it go, else what acted."""
+    gateway = exchange.gateway
+    url = resolve(guard.webhook, gateway.env)
+    started = gateway.clock()
+    outcome = "error"
+    try:
+        if not url or gateway.session is None:
+            raise ValueError("no webhook URL" if not url else "the gateway is not started")
+        payload = {"guard": guard.name, "direction": direction, "text": text}
+        async with gateway.session.post(
+                url, data=orjson.dumps(payload), headers={"content-type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=guard.timeout)) as reply:
+            reply.raise_for_status()
+            answer = orjson.loads(await reply.read())
+        allowed = answer.get("allow") if isinstance(answer, dict) else None
+        if not isinstance(allowed, bool):
+            raise ValueError("the answer has no boolean 'allow'")
+        outcome = "allow" if allowed else "deny"
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as failure:
+        logger.warning("gwc: guard %s's webhook failed (%s): on_error = %s", guard.name,
+                       type(failure).__name__ if str(failure) == "" else failure,
+                       guard.on_error)
+    finally:
+        gateway.metrics.guard_webhooks.observe((guard.name, outcome),
+                                               gateway.clock() - started)
+    if outcome == "allow":
+        return None
+    if outcome == "deny":
+        return Acted(guard.name, direction, "deny", WEBHOOK, guard.mode == "shadow")
+    return Acted(guard.name, direction, guard.on_error, WEBHOOK, guard.mode == "shadow")
+
+
+# ------------------------------------------------------------------ output
+
+async def leave(exchange: Exchange) -> None:
+    """A whole answer checked (a refused one is taken back: its cost stands); a guarded
+    stream's upstream let go, whether the stream was ever read or not."""
+    guarding = exchange.guarding
+    if guarding is None:
+        return
+    if guarding.upstream is not None:
+        await closed(guarding.upstream)
+        return
+    answer = exchange.answer
+    assert exchange.decision is not None
+    outputs = [g for g in exchange.decision.guards if g.outputs]
+    if answer is None or exchange.error is not None or not outputs:
+        return
+    try:
+        exchange.answer = await _judged(exchange, answer, outputs)
+    except GatewayError as refusal:
+        exchange.error, exchange.status, exchange.answer = refusal, refusal.status, None
+
+
+async def _judged(exchange: Exchange, answer: Body, guards: list[Guard]) -> Body:
+    assert exchange.guarding is not None
+    form, checks = exchange.endpoint.format, _checks(guards)
+    texts: list[str] = []
+    for holder, key in form.said(answer):
+        verdict = judge(holder[key], checks)
+        _record(exchange.guarding, verdict.found, "output")
+        if verdict.refused is not None:
+            raise _refusal(verdict.refused.guard, verdict.refused.kind, "output")
+        texts.append(verdict.text)
+    hooked = [g for g in guards if g.webhook is not None]
+    if hooked:
+        await _asked(exchange, hooked, "output", "\n\n".join(texts))
+    return _rewritten(answer, form.said, texts)
+
+
+def _rewritten(body: Body, slots: Texts, texts: list[str]) -> Body:
+    """`body` with its texts replaced by `texts`: a copy, and only if one changed (a kept
+    answer's parts are shared with the cache's entry)."""
+    if all(holder[key] == text for (holder, key), text in zip(slots(body), texts, strict=True)):
+        return body
+    copy: Body = orjson.loads(orjson.dumps(body))
+    for (holder, key), text in zip(slots(copy), texts, strict=True):
+        holder[key] = text
+    return copy
+
+
+def stream(exchange: Exchange, chunks: AsyncIterator[Body]) -> AsyncIterator[Body]:
+    """The stream with its text checked as it goes, when the plan has output guards."""
+    guarding = exchange.guarding
+    if guarding is None:
+        return chunks
+    assert exchange.decision is not None
+    outputs = [g for g in exchange.decision.guards if g.outputs]
+    if not outputs:
+        return chunks
+    guarding.upstream = chunks
+    return _guarded(exchange, chunks, outputs)
+
+
+async def _guarded(exchange: Exchange, chunks: AsyncIterator[Body], guards: list[Guard]
+                   ) -> AsyncIterator[Body]:
+    """Each piece of text held back (policies/guarding.Holdback) and put back as it is
+    released; the last piece's chunk waits, so that what is still held goes with it
+    when the text ends. A refusal is raised as the `GatewayError` the HTTP layer ends
+    the stream with."""
+    assert exchange.guarding is not None
+    guarding, form, checks = exchange.guarding, exchange.endpoint.format, _checks(guards)
+    hooked = [g for g in guards if g.webhook is not None]
+    window = 1 << 62 if hooked else None  # a webhook reads the whole text: hold it all
+    holdback = _holdback(checks, window)
+    held: Slot | None = None
+    last: Body | None = None  # the chunk of the last piece of text, not sent yet
+    try:
+        async for chunk in chunks:
+            slot = form.delta(chunk)
+            if slot is not None:
+                holder, key = slot
+                holder[key] = holdback.feed(holder[key])
+                if last is not None:
+                    yield last
+                last, held = chunk, slot
+            if not form.closes(chunk):
+                continue
+            if last is not None and held is not None:
+                if hooked:
+                    await _asked(exchange, hooked, "output", holdback.pending)
+                holder, key = held
+                holder[key] += holdback.close()
+                _record(guarding, holdback.found, "output")
+                holdback = _holdback(checks, window)
+                yield last
+                last = held = None
+            if slot is None:
+                yield _whole(chunk, form.whole, checks)
+        if last is not None and held is not None:  # the stream ended without a closing chunk
+            holder, key = held
+            holder[key] += holdback.close()
+            _record(guarding, holdback.found, "output")
+            yield last
+    except Refused as refusal:
+        guarding.acted.append(Acted(refusal.finding.guard, "output", "deny",
+                                    refusal.finding.kind))
+        raise _refusal(refusal.finding.guard, refusal.finding.kind, "output") from None
+    finally:
+        await closed(chunks)
+
+
+def _holdback(checks: list[Check], window: int | None) -> Holdback:
+    return Holdback(checks) if window is None else Holdback(checks, window)
+
+
+def _whole(chunk: Body, slots: Texts, checks: list[Check]) -> Body:
+    """A chunk that repeats whole texts (a Responses `.done` event) with them redacted
+    as their pieces were; its findings were the pieces'."""
+    texts = [judge(holder[key], checks).text for holder, key in slots(chunk)]
+    return _rewritten(chunk, slots, texts) if texts else chunk
