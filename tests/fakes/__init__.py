@@ -79,7 +79,9 @@ def gwc_serve(file: str, port: int, log: IO[str], *flags: str,
 class Script:
     """What a fake does for a model name.
 
-    `ok...` answers; `error-NNN` answers that status; `limited` answers 429 with
+    `ok...` answers "hello from MODEL", streamed a word a chunk; `echo` answers the
+    text of the last message, streamed four characters a chunk (`said`, `pieces`);
+    `error-NNN` answers that status; `limited` answers 429 with
     Retry-After: 1 on its first call and then answers; `slow` waits 3 s; `cut`
     streams two chunks and drops the connection; `down` answers 503 while
     `down` is set; `hang` never answers, and notes in `abandoned` when its
@@ -110,6 +112,25 @@ class Script:
                 while (await receive())["type"] != "http.disconnect":
                     pass
                 self.abandoned.append(model)
+
+    @staticmethod
+    def said(model: str, last: Any) -> str:
+        """What the fake answers: `last` is the last message's content (a string or
+        parts), which `echo` says back."""
+        if model != "echo":
+            return f"hello from {model}"
+        if isinstance(last, str):
+            return last
+        return "".join(part.get("text", "") for part in last or ()
+                       if isinstance(part, dict) and isinstance(part.get("text"), str))
+
+    @staticmethod
+    def pieces(model: str, text: str) -> list[str]:
+        """A streamed answer's pieces: words, or `echo`'s four characters at a time."""
+        if model == "echo":
+            return [text[i:i + 4] for i in range(0, len(text), 4)]
+        words = text.split()
+        return [word if i == 0 else " " + word for i, word in enumerate(words)]
 
     async def failure(self, model: str, call: int) -> tuple[int, dict[str, str]] | None:
         """The status (and headers) to fail with, or None to answer normally."""

@@ -48,7 +48,7 @@ def _content(body: dict[str, Any]) -> list[dict[str, Any]]:
     if body.get("tools") and not answered and body["model"] != "plain":
         return [{"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"],
                  "input": {"city": "Paris"}}]
-    said = {"type": "text", "text": f"hello from {body['model']}"}
+    said = {"type": "text", "text": Script.said(body["model"], last)}
     if body["model"] == "thinking":
         return [{"type": "thinking", "thinking": "The user greets me.",
                  "signature": "sig-fake"}, said]
@@ -131,12 +131,12 @@ def app(script: Script) -> Starlette:
             else:
                 yield event("content_block_start", {"index": index, "content_block": {
                     "type": "text", "text": ""}})
-                for i, word in enumerate(block["text"].split()):
+                for i, piece in enumerate(Script.pieces(body["model"], block["text"])):
                     if body["model"] == "cut" and i == 1:
                         await asyncio.sleep(0.05)
                         raise ConnectionError("scripted cut")
                     yield event("content_block_delta", {"index": index, "delta": {
-                        "type": "text_delta", "text": word if i == 0 else " " + word}})
+                        "type": "text_delta", "text": piece}})
             yield event("content_block_stop", {"index": index})
             yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                           "usage": {"output_tokens": usage["output_tokens"]}})

@@ -98,9 +98,10 @@ def _output(body: dict[str, Any], model: str, number: int, status: str) -> list[
         if function[1]:
             call["namespace"] = function[1]
         return [*output, call]
+    said = Script.said(model, given if isinstance(given, str) else last.get("content"))
     return [*output, {"id": f"msg_fake{number}", "type": "message", "role": "assistant",
                       "status": status, "content": [{"type": "output_text",
-                                                     "text": f"hello from {model}",
+                                                     "text": said,
                                                      "annotations": [], "logprobs": []}]}]
 
 
@@ -147,7 +148,7 @@ def app(script: Script) -> Starlette:
         failure = await script.failure(model, call)
         if failure:
             return _error(failure[0], f"scripted {failure[0]}", failure[1])
-        text = f"hello from {model}"
+        text = Script.said(model, (body.get("messages") or [{}])[-1].get("content"))
         created = int(time.time())
         if not body.get("stream"):
             return JSONResponse({
@@ -163,7 +164,7 @@ def app(script: Script) -> Starlette:
                                     "created": created, "model": model,
                                     "system_fingerprint": "fp_fake"}
             pieces = [{"role": "assistant", "content": ""}] + \
-                [{"content": w} for w in ("hello", " from", f" {model}")]
+                [{"content": piece} for piece in Script.pieces(model, text)]
             for i, delta in enumerate(pieces):
                 if model == "hang" and i == 1:  # one chunk out, then wait for a hang-up
                     await script.hang(model + "-stream", request.receive)
@@ -234,12 +235,13 @@ def app(script: Script) -> Starlette:
                     where = {"item_id": item["id"], "output_index": index, "content_index": 0}
                     yield event("response.content_part.added", **where, part={
                         "type": "output_text", "text": "", "annotations": [], "logprobs": []})
-                    for i, word in enumerate(item["content"][0]["text"].split()):
+                    for i, piece in enumerate(Script.pieces(model,
+                                                            item["content"][0]["text"])):
                         if model == "cut" and i == 2:
                             await asyncio.sleep(0.05)
                             raise ConnectionError("scripted cut")  # drops the connection
-                        yield event("response.output_text.delta", **where,
-                                    delta=word if i == 0 else " " + word, logprobs=[])
+                        yield event("response.output_text.delta", **where, delta=piece,
+                                    logprobs=[])
                     yield event("response.output_text.done", **where,
                                 text=item["content"][0]["text"], logprobs=[])
                     yield event("response.content_part.done", **where,
