@@ -453,6 +453,9 @@ def _unterminated(text: str, begin: re.Match[str], limit: int) -> tuple[int, int
 
 # --- the API ---------------------------------------------------------------
 
+_NUMBERS = frozenset(("phone", "credit_card", "iban", "ssn"))  # none is written without a digit
+_DIGIT = re.compile(r"\d")
+
 _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
     "email": _emails,
     "phone": _phones,
@@ -473,10 +476,16 @@ def detect(text: str, kinds: Iterable[str]) -> list[Hit]:
     compiler checks names, so one reaching here is a bug, not input.
     """
     hits: list[Hit] = []
+    digits: bool | None = None  # whether the text has a digit, once a detector needs to know
     for kind in dict.fromkeys(kinds):
         found = _DETECTORS.get(kind)
         if found is None:
             raise ValueError(f"unknown detector `{kind}`")
+        if kind in _NUMBERS:
+            if digits is None:
+                digits = _DIGIT.search(text) is not None
+            if not digits:
+                continue
         hits.extend(Hit(kind, a, b) for a, b in found(text))
     hits.sort(key=lambda h: (h.start, h.start - h.end))
     kept: list[Hit] = []

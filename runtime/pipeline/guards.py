@@ -46,6 +46,7 @@ logger = logging.getLogger("gwc")
 WEBHOOK = "webhook"  # the kind a webhook's verdict is reported under
 STRONGEST = ("deny", "redact", "flag", "allow")  # a guard's outcomes, the one named first wins
 Texts = Callable[[Body], Iterator[Slot]]  # where a body's texts are (a `Format` says)
+SEPARATOR = "\x00"  # between a request's texts judged as one: no detector's hit spans it
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +87,10 @@ def _rank(act: Acted) -> tuple[bool, int]:
 
 @functools.lru_cache(maxsize=1024)
 def check_of(guard: Guard) -> Check:
-    """A guard as the mechanism reads it, its patterns compiled once per policy."""
-    return Check(guard.name, guard.detect, tuple(regex(p) for p in guard.deny), guard.action,
-                 guard.mode == "shadow")
+    """A guard as the mechanism reads it, its patterns compiled once per policy: as one
+    alternation, each in a group of its own so that its flags stay its own."""
+    deny = regex("|".join(f"(?:{p})" for p in guard.deny)) if guard.deny else None
+    return Check(guard.name, guard.detect, deny, guard.action, guard.mode == "shadow")
 
 
 def _checks(guards: Iterable[Guard]) -> list[Check]:
@@ -124,16 +126,31 @@ async def enter(exchange: Exchange) -> None:
     slots = list(exchange.endpoint.prompt(exchange.body))
     checks = _checks(inputs)
     if checks:
-        for holder, key in slots:
-            verdict = judge(holder[key], checks)
-            _record(guarding, verdict.found, "input")
-            if verdict.refused is not None:
-                raise _refusal(verdict.refused.guard, verdict.refused.kind, "input")
-            holder[key] = verdict.text
+        texts = [holder[key] for holder, key in slots]
+        for (holder, key), text in zip(slots, judge_together(guarding, texts, checks),
+                                       strict=True):
+            holder[key] = text
     hooked = [g for g in inputs if g.webhook is not None]
     if hooked:
         text = "\n\n".join(holder[key] for holder, key in slots)
         await _asked(exchange, hooked, "input", text)
+
+
+def judge_together(guarding: Guarding, texts: list[str], checks: list[Check]) -> list[str]:
+    """The request's texts as they go on, judged as one: joined by a character no
+    detector reads across, so a long conversation costs one pass, not one a message."""
+    joined = SEPARATOR.join(texts)
+    if joined.count(SEPARATOR) != len(texts) - 1:  # a text holds one itself: one by one
+        verdicts = [judge(text, checks) for text in texts]
+    else:
+        verdicts = [judge(joined, checks)]
+    for verdict in verdicts:
+        _record(guarding, verdict.found, "input")
+        if verdict.refused is not None:
+            raise _refusal(verdict.refused.guard, verdict.refused.kind, "input")
+    if len(verdicts) == 1 and len(texts) != 1:
+        return verdicts[0].text.split(SEPARATOR)
+    return [verdict.text for verdict in verdicts]
 
 
 # ------------------------------------------------------------------ webhooks

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from policies.guarding import WINDOW, Check, Holdback, Refused, judge
 
 CARD = "4111 1111 1111 1111"
-REDACT = Check("pii", ("email", "credit_card", "secret"), (), "redact", False)
-DENY_CARDS = Check("cards", ("credit_card",), (), "deny", False)
+REDACT = Check("pii", ("email", "credit_card", "secret"), None, "redact", False)
+DENY_CARDS = Check("cards", ("credit_card",), None, "deny", False)
 WORDS = st.sampled_from(["the", "order", "is", "ready", "call", "me", "at", CARD,
                          "4242-4242-4242-4242", "bob@example.com", "2024-05-01", "v1.2.3",
                          "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "\n", "12345678"])
@@ -40,10 +40,10 @@ def test_a_whole_text_is_redacted_where_it_hits_and_kept_elsewhere() -> None:
 
 
 def test_a_deny_pattern_refuses_whatever_the_action_and_shadow_only_watches() -> None:
-    pattern = Check("words", (), (re2.compile(r"(?i)internal only"),), "flag", False)
+    pattern = Check("words", (), re2.compile(r"(?:\d{5})|(?:(?i)internal only)"), "flag", False)
     refused = judge("this is INTERNAL ONLY", [pattern]).refused
     assert refused is not None and (refused.guard, refused.kind) == ("words", "pattern")
-    watching = Check("cards", ("credit_card",), (), "redact", True)
+    watching = Check("cards", ("credit_card",), None, "redact", True)
     verdict = judge(f"card {CARD}", [watching])
     assert verdict.text == f"card {CARD}" and verdict.found[0].shadow
 
