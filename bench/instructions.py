@@ -1,6 +1,7 @@
 """CPU instructions gwc spends per request: a figure this machine's noise can't move.
 
-    python -m bench.instructions     # needs valgrind, nginx (apt-get install valgrind nginx-light)
+    python -m bench.instructions           # needs valgrind and nginx:
+    python -m bench.instructions --guards  # apt-get install valgrind nginx-light
 
 Wall-clock throughput here moves by a third between runs, which hides a 5%
 change on the request path. Callgrind counts the instructions the gateway's
@@ -8,11 +9,13 @@ process executes instead: it serves `bench.overhead`'s full policy under
 valgrind (a virtual key, memory counters, the ledger in SQLite), its counts are
 zeroed after a warm-up, and the total over a batch of
 requests, 8 at a time, divided by their number is the figure. Compare commits
-with it (`git worktree add /tmp/base REV`, then the bench from there).
+with it (`git worktree add /tmp/base REV`, then the bench from there). With
+`--guards` the policy also has `bench.overhead`'s two input guards.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -21,7 +24,7 @@ import tempfile
 
 import aiohttp
 
-from bench.overhead import BODY, prepare
+from bench.overhead import BODY, GUARDS, prepare
 from bench.upstream import nginx
 from bench.upstream_client import wait_for
 
@@ -56,8 +59,15 @@ def total_instructions(out_file: str) -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guards", action="store_true",
+                        help="with two input guards every request meets")
+    guarded = parser.parse_args().guards
     with nginx(18911) as upstream, tempfile.TemporaryDirectory() as folder:
         path, database, headers = prepare(folder, upstream)
+        if guarded:
+            with open(path, "a") as policy:
+                policy.write(GUARDS)
         out_file = os.path.join(folder, "callgrind.out")
         process = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",

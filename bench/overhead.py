@@ -1,6 +1,7 @@
 """What gwc adds over calling the upstream directly, and its throughput.
 
-    python -m bench.overhead        # needs nginx and wrk (apt-get install nginx-light wrk)
+    python -m bench.overhead           # needs nginx and wrk (apt-get install nginx-light wrk)
+    python -m bench.overhead --guards  # the same policy with and without two input guards
 
 nginx answers a fixed chat completion. At one connection, a sequential client
 measures latency to nginx directly and through gwc (p50, p99, and what gwc
@@ -13,12 +14,23 @@ counters in memory and once in Redis (127.0.0.1:6379, database 14), the
 ledger in SQLite. Targets (design.md and the limits issue): p50 <= 1 ms and
 p99 <= 3 ms added; throughput >= 55% of the passthrough with memory counters,
 >= 40% with Redis.
+
+`--guards` serves the full policy twice, in memory, once as it is and once with
+two input guards every request meets (all the detectors but `secret`,
+redacting; `secret` and five deny patterns, refusing), and prints: the guard
+stage's own time per request (its texts read and judged, in this process), the
+added latency at one connection, and throughput at 8 connections in
+alternating rounds, each with the usual small prompt and with a 4,000-token
+one (prose with numbers and dates in it, none a hit). Target (the guardrails
+issue): <= 10% throughput cost at the small prompt.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -33,6 +45,17 @@ from policies.keys import Keys
 from policies.records import open_records
 
 BODY = {"model": "m3", "messages": [{"role": "user", "content": "ping"}]}
+GUARDS = r"""
+guard pii { detect = [email, phone, credit_card, iban, ssn, ip_address]; action = redact }
+guard secrets {
+  detect = [secret]
+  deny = ["(?i)project\s+bluebird", "(?i)internal\s+only", "BEGIN RSA PRIVATE KEY",
+          "(?i)\bconfidential\b", "(?i)\bdrop\s+table\b"]
+}
+"""
+WORDS = ("the", "team", "ships", "version", "1.2.3", "of", "the", "service", "on",
+         "2024-05-01", "to", "300", "users", "in", "12", "regions", "while", "the", "quick",
+         "brown", "fox", "reviews", "every", "change", "twice", "before", "noon")
 REDIS = "redis://127.0.0.1:6379/14"
 ROUNDS, SECONDS = 5, 4  # timings here move by a third between runs: alternate, take medians
 
@@ -69,15 +92,30 @@ def prepare(folder: str, upstream: str) -> tuple[str, str, dict[str, str]]:
     return path, database, {"Authorization": f"Bearer {secret}"}
 
 
-async def latencies(url: str, count: int, headers: dict[str, str]) -> list[float]:
+def prompt(tokens: int) -> str:
+    """Prose of about `tokens` tokens (four characters each): numbers and dates, no hit."""
+    pick = random.Random(12).choice
+    words: list[str] = []
+    while sum(len(w) + 1 for w in words) < tokens * 4:
+        words.append(pick(WORDS))
+    return " ".join(words)
+
+
+def body_lua(content: str) -> str:
+    return ('wrk.method = "POST"\nwrk.body = \'{"model":"m3","messages":[{"role":"user",'
+            f'"content":"{content}"}}]}}\'\nwrk.headers["Content-Type"] = "application/json"\n')
+
+
+async def latencies(url: str, count: int, headers: dict[str, str],
+                    body: dict[str, object] = BODY) -> list[float]:
     samples = []
     async with aiohttp.ClientSession() as session:
         for _ in range(50):
-            async with session.post(url, json=BODY, headers=headers) as reply:
+            async with session.post(url, json=body, headers=headers) as reply:
                 await reply.read()
         for _ in range(count):
             started = time.perf_counter()
-            async with session.post(url, json=BODY, headers=headers) as reply:
+            async with session.post(url, json=body, headers=headers) as reply:
                 await reply.read()
                 assert reply.status == 200, await reply.text()
             samples.append((time.perf_counter() - started) * 1000)
@@ -89,6 +127,12 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guards", action="store_true",
+                        help="the full policy with and without two input guards")
+    if parser.parse_args().guards:
+        guarded()
+        return
     with nginx(18901) as upstream, tempfile.TemporaryDirectory() as folder:
         path, database, headers = prepare(folder, upstream)
         redis.Redis.from_url(REDIS).flushdb()
@@ -128,6 +172,66 @@ def run(upstream: str, bare: str, gateways: dict[str, str], headers: dict[str, s
                             f"({statistics.median(rates) / passthrough:.0%})"
                             for name, rates in ours.items())
         print(f"{connections:>2} connections: passthrough {passthrough:.0f}, {figures}")
+
+
+def guarded() -> None:
+    with nginx(18901) as upstream, tempfile.TemporaryDirectory() as folder:
+        path, database, headers = prepare(folder, upstream)
+        with_guards = os.path.join(folder, "guarded.gw")
+        with open(path) as plain, open(with_guards, "w") as handle:
+            handle.write(plain.read() + GUARDS)
+        os.environ["GW_DB_URL"] = database
+        stage_times(with_guards)
+        with open(os.path.join(folder, "access.log"), "w") as log, \
+                serving(["compiler.cli", "serve", path, "--port", "18902"], 18902,
+                        stderr=log) as without, \
+                serving(["compiler.cli", "serve", with_guards, "--port", "18905"], 18905,
+                        stderr=log) as within:
+            compare({"without guards": without, "with guards": within}, headers)
+
+
+def stage_times(path: str) -> None:
+    """The input guard stage's own work, in this process: the texts read and judged."""
+    from compiler.compiled import Request, load
+    from runtime.endpoints import CHAT
+    from runtime.pipeline.guards import Guarding, check_of, judge_together
+
+    guards = load(path).decide(Request(model="m3", team="team-1")).guards
+    checks = [check_of(g) for g in guards]
+    print(f"the input guard stage alone ({len(guards)} guards), median of 200 (µs)")
+    for label, content in (("small prompt", "ping"), ("4,000-token prompt", prompt(4000))):
+        samples = []
+        for _ in range(200):
+            body = {"model": "m3", "messages": [{"role": "user", "content": content}]}
+            started = time.perf_counter()
+            slots = list(CHAT.prompt(body))
+            judge_together(Guarding(), [holder[key] for holder, key in slots], checks)
+            samples.append((time.perf_counter() - started) * 1e6)
+        print(f"  {label:<20} {statistics.median(samples):>9.1f}")
+
+
+def compare(gateways: dict[str, str], headers: dict[str, str]) -> None:
+    long = prompt(4000)
+    print("\none connection, 1,000 sequential requests: p50 (ms)")
+    for label, content in (("small prompt", "ping"), ("4,000-token prompt", long)):
+        body = {"model": "m3", "messages": [{"role": "user", "content": content}]}
+        medians = {name: percentile(asyncio.run(latencies(
+            url + "/v1/chat/completions", 1000, headers, body)), 50)
+            for name, url in gateways.items()}
+        first, second = medians.values()
+        print(f"  {label:<20} " + ", ".join(f"{n} {m:.3f}" for n, m in medians.items())
+              + f"; the guards add {second - first:.3f}")
+    print(f"\nthroughput, 8 connections (req/s, wrk, median of {ROUNDS} alternating rounds "
+          f"of {SECONDS} s)")
+    for label, content in (("small prompt", "ping"), ("4,000-token prompt", long)):
+        rates: dict[str, list[float]] = {name: [] for name in gateways}
+        for _ in range(ROUNDS):
+            for name, url in gateways.items():
+                rates[name].append(wrk(url, 8, SECONDS, headers=headers,
+                                       lua=body_lua(content)))
+        first, second = (statistics.median(r) for r in rates.values())
+        print(f"  {label:<20} without {first:.0f}, with {second:.0f}: "
+              f"cost {1 - second / first:.1%}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,37 @@ def _rank(act: Acted) -> tuple[bool, int]:
     return act.shadow, STRONGEST.index(act.action)
 
 
+@dataclass(frozen=True, slots=True)
+class Sorted:
+    """A decision's guards as each stage runs them, sorted once per decision."""
+
+    input_checks: list[Check]  # detectors and patterns, in policy order
+    input_hooks: list[Guard]
+    outputs: list[Guard]
+    output_checks: list[Check]
+    output_hooks: list[Guard]
+
+
+_sorted: dict[int, tuple[tuple[Guard, ...], Sorted]] = {}
+SORTED_KEPT = 4096  # decisions' guards kept sorted; a policy has far fewer
+
+
+def sorted_guards(guards: tuple[Guard, ...]) -> Sorted:
+    """The guards sorted for the stages, by the identity of the decision's tuple (each
+    decision is made once per policy and kept): a request hashes no guard."""
+    found = _sorted.get(id(guards))
+    if found is not None and found[0] is guards:
+        return found[1]
+    inputs = [g for g in guards if g.inputs]
+    outputs = [g for g in guards if g.outputs]
+    made = Sorted(_checks(inputs), [g for g in inputs if g.webhook is not None], outputs,
+                  _checks(outputs), [g for g in outputs if g.webhook is not None])
+    if len(_sorted) >= SORTED_KEPT:
+        _sorted.clear()
+    _sorted[id(guards)] = (guards, made)
+    return made
+
+
 @functools.lru_cache(maxsize=1024)
 def check_of(guard: Guard) -> Check:
     """A guard as the mechanism reads it, its patterns compiled once per policy: as one
@@ -116,24 +147,22 @@ async def enter(exchange: Exchange) -> None:
     if not guards:
         return
     guarding = exchange.guarding = Guarding()
-    if any(g.outputs for g in guards) and exchange.request is not None and exchange.request.stream \
+    sort = sorted_guards(guards)
+    if sort.outputs and exchange.request is not None and exchange.request.stream \
             and exchange.body.get("n", 1) not in (1, None):
         raise GatewayError(400, "output guards read one choice of a stream: send 'n' = 1, "
                            "or don't stream", "invalid_request", param="n")
-    inputs = [g for g in guards if g.inputs]
-    if not inputs:
+    if not sort.input_checks and not sort.input_hooks:
         return
     slots = list(exchange.endpoint.prompt(exchange.body))
-    checks = _checks(inputs)
-    if checks:
+    if sort.input_checks:
         texts = [holder[key] for holder, key in slots]
-        for (holder, key), text in zip(slots, judge_together(guarding, texts, checks),
-                                       strict=True):
+        for (holder, key), text in zip(
+                slots, judge_together(guarding, texts, sort.input_checks), strict=True):
             holder[key] = text
-    hooked = [g for g in inputs if g.webhook is not None]
-    if hooked:
+    if sort.input_hooks:
         text = "\n\n".join(holder[key] for holder, key in slots)
-        await _asked(exchange, hooked, "input", text)
+        await _asked(exchange, sort.input_hooks, "input", text)
 
 
 def judge_together(guarding: Guarding, texts: list[str], checks: list[Check]) -> list[str]:
@@ -214,28 +243,27 @@ async def leave(exchange: Exchange) -> None:
         return
     answer = exchange.answer
     assert exchange.decision is not None
-    outputs = [g for g in exchange.decision.guards if g.outputs]
-    if answer is None or exchange.error is not None or not outputs:
+    sort = sorted_guards(exchange.decision.guards)
+    if answer is None or exchange.error is not None or not sort.outputs:
         return
     try:
-        exchange.answer = await _judged(exchange, answer, outputs)
+        exchange.answer = await _judged(exchange, answer, sort)
     except GatewayError as refusal:
         exchange.error, exchange.status, exchange.answer = refusal, refusal.status, None
 
 
-async def _judged(exchange: Exchange, answer: Body, guards: list[Guard]) -> Body:
+async def _judged(exchange: Exchange, answer: Body, sort: Sorted) -> Body:
     assert exchange.guarding is not None
-    form, checks = exchange.endpoint.format, _checks(guards)
+    form = exchange.endpoint.format
     texts: list[str] = []
     for holder, key in form.said(answer):
-        verdict = judge(holder[key], checks)
+        verdict = judge(holder[key], sort.output_checks)
         _record(exchange.guarding, verdict.found, "output")
         if verdict.refused is not None:
             raise _refusal(verdict.refused.guard, verdict.refused.kind, "output")
         texts.append(verdict.text)
-    hooked = [g for g in guards if g.webhook is not None]
-    if hooked:
-        await _asked(exchange, hooked, "output", "\n\n".join(texts))
+    if sort.output_hooks:
+        await _asked(exchange, sort.output_hooks, "output", "\n\n".join(texts))
     return _rewritten(answer, form.said, texts)
 
 
@@ -256,22 +284,22 @@ def stream(exchange: Exchange, chunks: AsyncIterator[Body]) -> AsyncIterator[Bod
     if guarding is None:
         return chunks
     assert exchange.decision is not None
-    outputs = [g for g in exchange.decision.guards if g.outputs]
-    if not outputs:
+    sort = sorted_guards(exchange.decision.guards)
+    if not sort.outputs:
         return chunks
     guarding.upstream = chunks
-    return _guarded(exchange, chunks, outputs)
+    return _guarded(exchange, chunks, sort)
 
 
-async def _guarded(exchange: Exchange, chunks: AsyncIterator[Body], guards: list[Guard]
+async def _guarded(exchange: Exchange, chunks: AsyncIterator[Body], sort: Sorted
                    ) -> AsyncIterator[Body]:
     """Each piece of text held back (policies/guarding.Holdback) and put back as it is
     released; the last piece's chunk waits, so that what is still held goes with it
     when the text ends. A refusal is raised as the `GatewayError` the HTTP layer ends
     the stream with."""
     assert exchange.guarding is not None
-    guarding, form, checks = exchange.guarding, exchange.endpoint.format, _checks(guards)
-    hooked = [g for g in guards if g.webhook is not None]
+    guarding, form = exchange.guarding, exchange.endpoint.format
+    checks, hooked = sort.output_checks, sort.output_hooks
     window = 1 << 62 if hooked else None  # a webhook reads the whole text: hold it all
     holdback = _holdback(checks, window)
     held: Slot | None = None
