@@ -276,13 +276,29 @@ class LimitDecl(Record):
     body: Body
 
 
+class GuardDecl(Record):
+    """`guard NAME [when COND] { ... }`: checks on the text going in or out."""
+
+    span: Span = field(compare=False, repr=False)
+    name: Ident
+    cond: Cond | None
+    body: Body
+
+    @property
+    def header(self) -> Span:
+        """From `guard` to its name: where a diagnostic about the whole guard points."""
+        name = self.name.span
+        return Span(self.span.file, self.span.line, self.span.column, name.end_line,
+                    name.end_column)
+
+
 class TestDecl(Record):
     span: Span = field(compare=False, repr=False)
     name: Str
     body: Body
 
 
-Decl = Import | NamedDecl | UnnamedDecl | RouteDecl | CacheDecl | LimitDecl | TestDecl
+Decl = Import | NamedDecl | UnnamedDecl | RouteDecl | CacheDecl | LimitDecl | GuardDecl | TestDecl
 
 
 class Comment(Record):

@@ -21,7 +21,8 @@ Point = tuple[int, int]  # (line, column)
 _NAME = r"[A-Za-z_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?"
 _KEYWORDS = frozenset(KEYWORDS.values())
 _HEADER = re.compile(r"[ \t]*([^\s{}]+)[ \t]+([^\s{}]+)[ \t]*\{")  # `model fast {`, misspelt or not
-_TARGET_KIND = re.compile(r"[ \t]*(provider|model|pool|notify|route)\b(?![ \t]*=)")
+_TARGET_KIND = re.compile(r"[ \t]*(provider|model|pool|notify|guard|route)\b(?![ \t]*=)")
+_GUARD = re.compile(rf"[ \t]*guard[ \t]+({_NAME})[ \t]+when\b")  # `guard pii when ... {`
 _ROUTE = re.compile(r"\broute[ \t]*\{")
 _IMPORT = re.compile(r"\bimport\b")
 _FIRST_WORD = re.compile(r"[A-Za-z_][\w.-]*")
@@ -31,7 +32,7 @@ _COMMENT = re.compile(r"#[^\n]*")
 
 class Dropped(Record):
     """A part of a file that a syntax error broke, left out of the tree, and what
-    it may have declared: `names` (of providers, models, pools, notifies), and
+    it may have declared: `names` (of providers, models, pools, notifies, guards), and
     `kinds`, the kinds it may have declared a name of that cannot be read
     (`model {`), with `route` if it may have held the route, and `*` if it may
     have declared anything at all (a broken `import`, a garbled header).
@@ -46,9 +47,10 @@ def describe(text: str, span: Span, gap: bool) -> Dropped:
     """What a dropped part may have declared, read off its text line by line.
 
     A line `WORD NAME {` is a declaration header, its keyword misspelt or not:
-    it may have declared NAME. A line that starts with `model` (or `provider`,
-    `pool`, `notify`, `route`) in no such shape may have declared a name of
-    that kind that cannot be read; `route {` anywhere may have been the route.
+    it may have declared NAME, and so may `guard NAME when ...`. A line that
+    starts with `model` (or `provider`, `pool`, `notify`, `guard`, `route`) in no
+    such shape may have declared a name of that kind that cannot be read;
+    `route {` anywhere may have been the route.
     A stretch between declarations (`gap`) whose first word is no keyword, and
     any `import`, may have declared anything.
     """
@@ -65,6 +67,10 @@ def describe(text: str, span: Span, gap: bool) -> Dropped:
                 names.add(header.group(2))
             else:
                 kinds.add(header.group(1))
+            continue
+        guard = _GUARD.match(line)
+        if guard is not None:
+            names.add(guard.group(1))
             continue
         kind = _TARGET_KIND.match(line)
         if kind is not None:

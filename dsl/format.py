@@ -260,6 +260,8 @@ def _head(d: ast.Decl) -> str:
         subject = {"per": f"per {s.dimension}{keyed}", "global": "global"}.get(
             s.kind, f"{s.dimension} {value(s.value) if s.value else ''}")
         return f"{d.kind} {subject}" + (f" when {cond(d.cond)}" if d.cond is not None else "")
+    if isinstance(d, ast.GuardDecl):
+        return f"guard {d.name.name}" + (f" when {cond(d.cond)}" if d.cond is not None else "")
     assert isinstance(d, ast.TestDecl)
     return f"test {value(d.name)}"
 

@@ -204,6 +204,9 @@ class _Build(Transformer[Token, ast.Module]):
     def limit_decl(self, c: list[Any]) -> ast.LimitDecl:
         return ast.LimitDecl(self.span(c), str(c[0]), c[1], c[3], c[4])
 
+    def guard_decl(self, c: list[Any]) -> ast.GuardDecl:
+        return ast.GuardDecl(self.span(c), self.name(c[1]), c[3], c[4])
+
     def test_decl(self, c: list[Any]) -> ast.TestDecl:
         return ast.TestDecl(self.span(c), c[1], c[2])
 

@@ -46,6 +46,7 @@ DECLARATION_SHAPES = {
     **dict.fromkeys(("route", "auth"), re.compile(r"\s*\{")),
     "cache": re.compile(r"\s*(?:\{|when\b)"),
     **dict.fromkeys(("budget", "quota"), re.compile(rf"\s+(?:per\b|global\b|{_NAME}\s*\")")),
+    "guard": re.compile(rf"\s+{_NAME}\s*(?:\{{|when\b)"),
     **dict.fromkeys(("test", "import"), re.compile(r'\s*"')),
 }
 KEYWORD_TYPES = {word: kind for kind, word in KEYWORDS.items()}

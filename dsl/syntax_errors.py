@@ -16,9 +16,10 @@ KEYWORDS = {
     "IMPORT": "import", "PROVIDER": "provider", "MODEL": "model", "POOL": "pool",
     "NOTIFY": "notify", "RETRY": "retry", "BREAKER": "breaker", "AUTH": "auth",
     "ROUTE": "route", "CACHE": "cache", "BUDGET": "budget", "QUOTA": "quota",
-    "TEST": "test", "WHEN": "when", "OTHERWISE": "otherwise", "REQUESTED": "requested",
-    "DENY": "deny", "PER": "per", "GLOBAL": "global", "AND": "and", "OR": "or",
-    "NOT": "not", "IN": "in", "MATCHES": "matches", "TRUE": "true", "FALSE": "false",
+    "GUARD": "guard", "TEST": "test", "WHEN": "when", "OTHERWISE": "otherwise",
+    "REQUESTED": "requested", "DENY": "deny", "PER": "per", "GLOBAL": "global",
+    "AND": "and", "OR": "or", "NOT": "not", "IN": "in", "MATCHES": "matches",
+    "TRUE": "true", "FALSE": "false",
 }
 
 PUNCTUATION = {
@@ -38,7 +39,7 @@ WORDS = {
 }
 
 DECLARATIONS = ("IMPORT", "PROVIDER", "MODEL", "POOL", "NOTIFY", "RETRY", "BREAKER",
-                "AUTH", "ROUTE", "CACHE", "BUDGET", "QUOTA", "TEST")
+                "AUTH", "ROUTE", "CACHE", "BUDGET", "QUOTA", "GUARD", "TEST")
 VALUE_STARTS = {"QUANTITY", "MONEY", "STRING", "NAME", "TRUE", "FALSE", "LSQB", "LBRACE"}
 
 
@@ -120,5 +121,6 @@ def common_mistake(terminal: str, text: str, expected: set[str]) -> Mistake | No
         return Mistake("GW001", f"expected a declaration, found name '{text}'",
                        f"did you mean '{keyword}'?" if keyword
                        else "a file holds declarations: provider, model, pool, route, "
-                            "retry, breaker, cache, budget, quota, notify, auth, test, import")
+                            "retry, breaker, cache, budget, quota, guard, notify, auth, test, "
+                            "import")
     return None

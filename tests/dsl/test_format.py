@@ -58,6 +58,31 @@ def test_layout_is_canonical_and_comments_stay() -> None:
         """)
 
 
+def test_guards_are_laid_out_like_every_block() -> None:
+    messy = textwrap.dedent("""\
+        guard   pii   when team=="x"and not(stream or tools){detect=[email,phone]  # pii
+        on=both}
+        guard words{deny=["(?i)secret\\d+"];action=flag}
+        guard hook when model matches "^gpt" {
+        webhook=env("HOOK") ; on_error=deny
+          timeout=500ms }
+        """)
+    assert fmt(messy) == textwrap.dedent("""\
+        guard pii when team == "x" and not (stream or tools) {
+          detect = [email, phone]  # pii
+          on     = both
+        }
+
+        guard words { deny = ["(?i)secret\\d+"]; action = flag }
+
+        guard hook when model matches "^gpt" {
+          webhook  = env("HOOK")
+          on_error = deny
+          timeout  = 500ms
+        }
+        """)
+
+
 def test_parentheses_are_kept_exactly_where_the_tree_needs_them() -> None:
     text = 'route {\n  when not (a or b) and (c and d) or not e -> x\n}\n'
     assert fmt(text) == text

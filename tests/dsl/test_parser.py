@@ -186,6 +186,33 @@ def test_a_declaration_keyword_starting_a_line_ends_an_unclosed_block() -> None:
     assert diagnostics == [] and module is not None
 
 
+def test_a_guard_is_a_named_declaration_with_an_optional_when() -> None:
+    module, diagnostics = parse('guard pii when team == "x" {\n  detect = [email]\n}\n'
+                                'guard words { deny = ["x"] }\n', "g.gw")
+    assert diagnostics == [] and module is not None
+    pii, words = module.decls
+    assert isinstance(pii, ast.GuardDecl) and isinstance(words, ast.GuardDecl)
+    assert (pii.name.name, words.name.name, words.cond) == ("pii", "words", None)
+    assert isinstance(pii.cond, ast.Compare) and pii.cond.attr.name == "team"
+    assert (pii.span.line, pii.span.column, pii.span.end_line, pii.span.end_column) == (1, 1, 3, 2)
+    header = pii.header
+    assert (header.line, header.column, header.end_line, header.end_column) == (1, 1, 1, 10)
+
+
+def test_guard_is_a_keyword_only_where_a_declaration_starts() -> None:
+    module, diagnostics = parse('model guard { provider = p }\n'
+                                'test "t" { given { meta = { "guard": "x" } } '
+                                'expect { guards = [guard] } }\n'
+                                'route { when meta["guard"] == "x" -> guard }\n', "k.gw")
+    assert diagnostics == [] and module is not None
+    assert [type(d).__name__ for d in module.decls] == ["NamedDecl", "TestDecl", "RouteDecl"]
+    parsed = parse_partial('model m {\n  provider = p\nguard pii when stream {\n'
+                           '  detect = [email]\n}\n', "u.gw")
+    assert [(d.code, d.message) for d in parsed.diagnostics] == [
+        ("GW006", "unclosed '{': 'guard' starts before its '}'")]
+    assert [type(d).__name__ for d in parsed.module.decls] == ["GuardDecl"]
+
+
 def test_an_unfinished_declaration_is_given_up_on_at_the_next_one() -> None:
     parsed = parse_partial('budget per team\nroute { otherwise -> m }\nquota per', "f.gw")
     assert [(d.code, d.span.line) for d in parsed.diagnostics] == [("GW001", 2), ("GW001", 3)]
@@ -200,6 +227,9 @@ def test_an_unfinished_declaration_is_given_up_on_at_the_next_one() -> None:
     ('import common.gw\n', set(), {"*"}),
     ("m%ute { otherwise -> a }\n", set(), {"*"}),
     ("model m { provider = p; route { otherwise -> m } }\n", {"m"}, {"route"}),
+    ('guard pii when team == {\n  detect = [email]\n}\n', {"pii"}, set()),
+    ("guard pii {\n  detect = [email\n}\n", {"pii"}, set()),
+    ("guard {\n  detect = [email]\n}\n", set(), {"guard"}),
 ])
 def test_a_dropped_part_says_what_it_may_have_declared(text: str, names: set[str],
                                                         kinds: set[str]) -> None:
