@@ -41,6 +41,7 @@ class Context:
     named: dict[str, dict[str, ast.NamedDecl]] = field(default_factory=dict)
     unnamed: dict[str, ast.UnnamedDecl] = field(default_factory=dict)
     route: ast.RouteDecl | None = None
+    guards: dict[str, ast.GuardDecl] = field(default_factory=dict)  # in policy order
 
     # attributes: the typed value of every attribute that checked, by its node
     values: dict[int, Any] = field(default_factory=dict)

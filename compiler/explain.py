@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from compiler import units
 from compiler.counters import block_id
 from compiler.graph import Graph
 from compiler.plan import Plan, route
-from compiler.policy import Budget, Cache, Policy, Quota, Rate, Source
+from compiler.policy import Budget, Cache, EnvValue, Guard, Policy, Quota, Rate, Source
 from compiler.request import Request
 
 
@@ -42,6 +43,46 @@ def _cache(c: Cache) -> dict[str, Any]:
     return {"mode": c.mode, "threshold": c.threshold, "ttl": units.format_seconds(c.ttl),
             "scope": c.scope or "team", "embedder": embedder if c.mode == "semantic" else None,
             "source": _where(c.source)}
+
+
+def _guard(g: Guard) -> dict[str, Any]:
+    hooked = g.webhook is not None
+    return {"name": g.name, "on": g.on, "detect": list(g.detect), "deny": list(g.deny),
+            "action": g.action, "webhook": shown_webhook(g.webhook),
+            "timeout": units.format_seconds(g.timeout) if hooked else None,
+            "on_error": g.on_error if hooked else None, "mode": g.mode,
+            "source": _where(g.source)}
+
+
+def shown_webhook(webhook: str | EnvValue | None) -> str | None:
+    """A webhook as `explain` shows it, with nothing that may be secret: an env()
+    value by its variable's name, a URL by its scheme and host (a path, a query
+    or a user in it often carries a token), `/...` standing for what was cut."""
+    if webhook is None:
+        return None
+    if isinstance(webhook, EnvValue):
+        return f'env("{webhook.env}")'
+    try:
+        parts = urlsplit(webhook)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:
+        return "..."  # no URL: `gwc check` refuses one, but a graph file is not checked so
+    cut = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" + ("/..." if cut else "")
+
+
+def _guard_text(guard: dict[str, Any]) -> str:
+    checks = []
+    if guard["detect"]:
+        checks.append(f"detect {', '.join(guard['detect'])} -> {guard['action']}")
+    if guard["deny"]:
+        checks.append("deny " + ", ".join(f'"{p}"' for p in guard["deny"]))
+    if guard["webhook"]:
+        checks.append(f"webhook {guard['webhook']} (timeout {guard['timeout']}, "
+                      f"on_error {guard['on_error']})")
+    return (f"{guard['name']} on {guard['on']}: {'; '.join(checks)} ({guard['mode']}) at "
+            f"{guard['source']['file']}:{guard['source']['line']}")
 
 
 def _cache_text(cache: dict[str, Any]) -> str:
@@ -78,6 +119,7 @@ def describe(policy: Policy, plan: Plan, request: Request,
         "rule": _where(rule.source) if rule else None,
         "quotas": [_quota(policy.quotas[i], request) for i in plan.quotas],
         "budgets": [_budget(policy.budgets[i], request) for i in plan.budgets],
+        "guards": [_guard(policy.guards[i]) for i in plan.guards],
         "cache": _cache(policy.caches[plan.cache]) if plan.cache is not None else None,
         "path": [{"node": node, "test": why} for node, why in (path or [])],
     }
@@ -102,6 +144,8 @@ def as_text(result: dict[str, Any]) -> str:
         lines.append(f"budget:  {b['subject']} [{b['counter']}]: {b['limit']}, over -> "
                      f"{b['over']} at {b['source']['file']}:{b['source']['line']}, "
                      f"counter {b['counter_id']}")
+    for g in result["guards"]:
+        lines.append(f"guard:   {_guard_text(g)}")
     cache = result["cache"]
     lines.append("cache:   " + (_cache_text(cache) if cache else "none"))
     lines.append("path:    " + (" -> ".join(p["test"] for p in result["path"]) or "(root)"))

@@ -57,4 +57,5 @@ def interpret(policy: Policy, request: Request) -> Plan:
         quotas=tuple(q.index for q in quotas if applies(q, quotas, request)),
         budgets=tuple(b.index for b in budgets if applies(b, budgets, request)),
         cache=next((c.index for c in policy.caches if holds(c.cond, request)), None),
+        guards=tuple(g.index for g in policy.guards if holds(g.cond, request)),
     )

@@ -42,7 +42,8 @@ GIVEN = {
     "temperature": Field("number"), "headers": Field("string_map"), "meta": Field("string_map"),
     "budget": Field("percent_map"),
 }
-EXPECT = {"route": Field("names"), "deny": Field("string"), "cache": Field("bool")}
+EXPECT = {"route": Field("names"), "deny": Field("string"), "cache": Field("bool"),
+          "guards": Field("names")}
 
 # block kind -> (attributes, nested blocks allowed inside it)
 BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
@@ -109,6 +110,16 @@ BLOCKS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
         "mode": Field("name", choices=("enforce", "shadow")),
         "max_values": Field("count", low=1),
         "on_store_error": Field("name", choices=STORE_ERRORS),
+    }, {}),
+    "guard": ({
+        "on": Field("name", choices=("input", "output", "both")),
+        "detect": Field("detectors"),
+        "deny": Field("patterns"),
+        "action": Field("name", choices=("deny", "redact", "flag")),
+        "webhook": Field("url"),
+        "timeout": Field("duration", low=0.001),
+        "on_error": Field("name", choices=("deny", "allow")),
+        "mode": Field("name", choices=("enforce", "shadow")),
     }, {}),
     "test": ({}, {"given": GIVEN, "expect": EXPECT}),
 }

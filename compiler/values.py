@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from compiler import units
+from compiler.conditions import PatternError, regex
 from compiler.policy import EnvValue, Member, Rate
 from dsl import ast
 from dsl.diagnostics import Diagnostic, error, suggestion
@@ -25,6 +27,8 @@ Report = Callable[[Diagnostic], None]
 CALENDAR = ("day", "week", "month")  # the periods budgets are kept in (UTC)
 # the embedders the gateway runs itself (policies/embedders.py NAMES: a test holds them equal)
 EMBEDDERS = ("hash", "minilm")
+# the guards' built-in detectors (policies/detectors.py NAMES: a test holds them equal)
+DETECTORS = ("email", "phone", "credit_card", "iban", "ssn", "ip_address", "secret")
 
 @dataclass(frozen=True, slots=True)
 class Field:
@@ -40,12 +44,14 @@ EXPECTED = {
     "number": "a number", "fraction": "a number from 0 to 1", "percent": "a percent",
     "price": "a price per token count", "money_rate": "money per period",
     "count_rate": "a count per period", "string": "a string", "secret": "a string or env(...)",
+    "url": "a URL or env(...)",
     "name": "a name", "bool": "true or false", "status_list": "a list of statuses",
     "duration_range": "a range of durations", "members": "a list of models",
     "percent_list": "a list of percents", "string_map": "a map of strings to strings",
     "percent_map": "a map of percents", "over": "reject, allow or downgrade(MODEL)",
     "embedder": "hash, minilm or model(MODEL)",
-    "names": "a list of names",
+    "names": "a list of names", "detectors": "a list of detectors",
+    "patterns": "a list of regular expressions",
 }
 
 
@@ -269,6 +275,25 @@ class Checker:
             return EnvValue(name, rest[0] if rest else None)
         return self.wrong(value, "secret")
 
+    def check_url(self, value: ast.Value, spec: Field) -> Any:
+        """An http(s) URL with a host, or env(...), read when the gateway starts."""
+        if not isinstance(value, ast.Str) and not (isinstance(value, ast.Call) and
+                                                   value.name.name == "env"):
+            return self.wrong(value, "url")
+        checked = self.check_secret(value, spec)
+        if not isinstance(checked, str):
+            return checked
+        try:
+            parts = urlsplit(checked)
+            if parts.scheme in ("http", "https") and parts.hostname:
+                return checked
+        except ValueError:  # a bracketed host that is no IPv6 address
+            pass
+        self.report(error("GW201", f"expected an http:// or https:// URL, found '{checked}'",
+                          value.span, help='for example "https://guard.internal/check" or '
+                                           'env("GUARD_URL")'))
+        return INVALID
+
     def check_name(self, value: ast.Value, spec: Field) -> Any:
         if not isinstance(value, ast.Ident):
             return self.wrong(value, "name")
@@ -351,6 +376,56 @@ class Checker:
             else:
                 self.wrong(item, "names", "a name")
         return tuple(names)
+
+    def check_detectors(self, value: ast.Value, spec: Field) -> Any:
+        """Built-in detectors by name, each once: `[email, credit_card]`."""
+        items = self._list(value, "detectors")
+        if items is None:
+            return INVALID
+        names: list[str] = []
+        ok = True
+        for item in items:
+            if not isinstance(item, ast.Ident):
+                ok = False
+                named = isinstance(item, ast.Str) and item.value in DETECTORS  # `"email"`
+                self.wrong(item, "name" if named else "detectors", "a detector's name")
+            elif item.name not in DETECTORS:
+                ok = False
+                self.report(error("GW206", f"unknown detector '{item.name}'"
+                                           f"{suggestion(item.name, DETECTORS)}", item.span,
+                                  help="detectors: " + ", ".join(DETECTORS)))
+            elif item.name not in names:
+                names.append(item.name)
+        return tuple(names) if ok else INVALID
+
+    def check_patterns(self, value: ast.Value, spec: Field) -> Any:
+        """Regular expressions RE2 runs, each once: `["(?i)internal only"]`."""
+        items = self._list(value, "patterns")
+        if items is None:
+            return INVALID
+        patterns: list[str] = []
+        ok = True
+        for item in items:
+            if not isinstance(item, ast.Str):
+                ok = False
+                self.wrong(item, "string", "a regular expression, as a string")
+            elif not self.pattern_ok(item):
+                ok = False
+            elif item.value not in patterns:
+                patterns.append(item.value)
+        return tuple(patterns) if ok else INVALID
+
+    def pattern_ok(self, pattern: ast.Str) -> bool:
+        """False (and GW204 reported) for a pattern RE2 cannot run: bad syntax, or a
+        construct with no linear-time match (a backreference, lookaround)."""
+        try:
+            regex(pattern.value)
+        except PatternError as exc:
+            self.report(error("GW204", f"invalid regular expression: {exc}", pattern.span,
+                              help="patterns use RE2's syntax, which runs in linear time: "
+                                   "no backreferences or lookaround"))
+            return False
+        return True
 
     def check_percent_list(self, value: ast.Value, spec: Field) -> Any:
         items = self._list(value, "percent_list")

@@ -54,6 +54,16 @@ conditions = st.recursive(
 )
 
 SUBJECTS = ["per team", "per user", "per key", "global", 'team "t1"', 'user "u0"', "per model"]
+# Guard bodies that often cover one another, so that shadowed guards are common.
+GUARDS = [
+    "detect = [email, phone]; on = both",
+    "detect = [email]; action = redact",
+    'deny = ["x", "y"]',
+    'deny = ["x"]; on = output',
+    'detect = [ssn]; deny = ["x"]; mode = shadow',
+    'webhook = "https://check.test/v1"; on_error = deny',
+    'webhook = "https://check.test/v1"; on_error = allow; timeout = 5s; detect = [email]',
+]
 
 
 @st.composite
@@ -75,6 +85,9 @@ def policies(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(0, 2))):
         when = f" when {draw(conditions)}" if draw(st.booleans()) else ""
         lines.append(f"cache{when} {{ mode = exact }}")
+    for i in range(draw(st.integers(0, 3))):
+        when = f" when {draw(conditions)}" if draw(st.booleans()) else ""
+        lines.append(f"guard g{i}{when} {{ {draw(st.sampled_from(GUARDS))} }}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,8 @@
-"""`gwc test FILE...`: run each policy's `test` blocks against its compiled graph."""
+"""`gwc test FILE...`: run each policy's `test` blocks against its compiled graph.
+
+`expect { guards = [a, b] }` holds when exactly those guards apply, in any
+order: they all run, in the policy's order, whatever order the test names them in.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,12 @@ def failure(graph: Graph, case: TestCase) -> str | None:
     if "cache" in case.expect and (result["cache"] is not None) != case.expect["cache"]:
         problems.append(f"expected cache {str(case.expect['cache']).lower()}, got "
                         f"{str(result['cache'] is not None).lower()}")
+    if "guards" in case.expect:
+        named = [g["name"] for g in result["guards"]]
+        expected: list[str] = case.expect["guards"]  # type: ignore[assignment]
+        if set(named) != set(expected):
+            problems.append(f"expected guards [{', '.join(expected)}], "
+                            f"got [{', '.join(named)}]")
     return "; ".join(problems) or None
 
 

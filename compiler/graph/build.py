@@ -2,10 +2,11 @@
 
 A policy's conditional blocks form two matrices, decided side by side under
 a `Product` root: the route rules (first match wins), and the limits: cache
-blocks (first match) with quotas and budgets (every match applies). At each
-node the builder picks a test that the first undecided entry needs, choosing
-among those the one most entries use; it switches on that attribute, and in
-each branch every entry is specialised (`restrict`) to what the branch knows.
+blocks (first match) with quotas, budgets and guards (every match applies).
+At each node the builder picks a test that the first undecided entry needs,
+choosing among those the one most entries use; it switches on that attribute,
+and in each branch every entry is specialised (`restrict`) to what the branch
+knows.
 An entry that becomes true or false is settled; when nothing is left to
 decide, the node is a leaf whose plan says what matched.
 
@@ -52,10 +53,13 @@ from compiler.request import Scalar, attr_kind
 from dsl.record import Record
 
 UNDECIDED = -1
-ROUTE, CACHE, QUOTA, BUDGET = range(4)  # the matrix's groups, in matrix order
+ROUTE, CACHE, QUOTA, BUDGET, GUARD = range(5)  # the matrix's groups, in matrix order
 
 Entry = tuple[int, Cond]  # (position in the matrix, condition left to decide)
-State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...]]
+# what is settled so far: the route rule, the cache, and the quotas, budgets and guards on
+Decided = tuple[int | None, int | None, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+State = tuple[tuple[Entry, ...], int | None, int | None, tuple[int, ...], tuple[int, ...],
+              tuple[int, ...]]
 Key = tuple[str, ...]  # ("attr", name) or ("regex", name, pattern)
 _position = itemgetter(0)
 
@@ -67,6 +71,7 @@ class Matrix(Record):
     caches: int
     quotas: int
     budgets: int
+    guards: int
 
 
 def subject_cond(subject: Subject, peers: Sequence[Subject]) -> Cond:
@@ -86,7 +91,9 @@ def matrix_of(policy: Policy) -> tuple[Matrix, list[Cond]]:
     conds = [r.cond for r in policy.rules] + [c.cond for c in policy.caches]
     conds += [all_of([subject_cond(q.subject, quota_subjects), q.cond]) for q in policy.quotas]
     conds += [all_of([subject_cond(b.subject, budget_subjects), b.cond]) for b in policy.budgets]
-    matrix = Matrix(len(policy.rules), len(policy.caches), len(policy.quotas), len(policy.budgets))
+    conds += [g.cond for g in policy.guards]  # a guard has no subject: its `when` is all
+    matrix = Matrix(len(policy.rules), len(policy.caches), len(policy.quotas),
+                    len(policy.budgets), len(policy.guards))
     return matrix, conds
 
 
@@ -113,7 +120,7 @@ class Builder:
         self.kinds: list[int] = []
         self.indexes: list[int] = []
         for kind, size in enumerate((matrix.routes, matrix.caches, matrix.quotas,
-                                     matrix.budgets)):
+                                     matrix.budgets, matrix.guards)):
             self.kinds += [kind] * size
             self.indexes += list(range(size))
         self.nodes: list[Node] = []
@@ -125,7 +132,7 @@ class Builder:
     def build(self) -> int:
         """The root: the route decision and, where the policy has limits or caches,
         their decision beside it as a product."""
-        undecided = (UNDECIDED, UNDECIDED, (), ())
+        undecided: Decided = (UNDECIDED, UNDECIDED, (), (), ())
         route = [e for e in self.initial if self.kinds[e[0]] == ROUTE]
         limits = [e for e in self.initial if self.kinds[e[0]] != ROUTE]
         route_root = self.node(self.normalize(route, undecided))
@@ -136,17 +143,15 @@ class Builder:
 
     # -------------------------------------------------------------- states
 
-    def normalize(self, entries: Sequence[Entry],
-                  decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
-                  ) -> State:
+    def normalize(self, entries: Sequence[Entry], decided: Decided) -> State:
         """Settle what can be settled: a first-match group is won by its first
         entry once that is true; an all-match entry is on once it is true.
 
         Entries come in matrix order, so once a first-match group is won its
         later entries are dropped here and none of its earlier ones are left.
         """
-        route, cache, quotas, budgets = decided
-        on_q, on_b = list(quotas), list(budgets)
+        route, cache, quotas, budgets, guards = decided
+        on_q, on_b, on_g = list(quotas), list(budgets), list(guards)
         open_route = open_cache = False
         pending: list[Entry] = []
         kinds, indexes = self.kinds, self.indexes
@@ -170,14 +175,15 @@ class Builder:
                     continue
                 open_cache = True
             elif settled:
-                (on_q if kind == QUOTA else on_b).append(index)
+                (on_q if kind == QUOTA else on_b if kind == BUDGET else on_g).append(index)
                 continue
             pending.append((pos, cond))
         if route == UNDECIDED and not open_route:
             route = None
         if cache == UNDECIDED and not open_cache:
             cache = None
-        return tuple(pending), route, cache, tuple(sorted(on_q)), tuple(sorted(on_b))
+        return (tuple(pending), route, cache, tuple(sorted(on_q)), tuple(sorted(on_b)),
+                tuple(sorted(on_g)))
 
     # --------------------------------------------------------------- nodes
 
@@ -188,15 +194,15 @@ class Builder:
         return found
 
     def _node(self, state: State) -> int:
-        entries, route, cache, quotas, budgets = state
+        entries, route, cache, quotas, budgets, guards = state
         if not entries:
-            plan = Plan(route, quotas, budgets, cache)  # type: ignore[arg-type]
+            plan = Plan(route, quotas, budgets, cache, guards)  # type: ignore[arg-type]
             if plan not in self.plan_ids:
                 self.plan_ids[plan] = len(self.plans)
                 self.plans.append(plan)
             return self.intern(Leaf(self.plan_ids[plan]), ("leaf", self.plan_ids[plan]))
         key = self.choose(entries)
-        decided = (route, cache, quotas, budgets)
+        decided: Decided = (route, cache, quotas, budgets, guards)
         if key[0] == "regex":
             _, attr, pattern = key
             touched = self.touching(entries, key)
@@ -242,8 +248,7 @@ class Builder:
         branch on it changes, found once for all the branches."""
         return [i for i, (_, cond) in enumerate(entries) if key in keys_of(cond)]
 
-    def branch(self, entries: Sequence[Entry], decided: tuple[int | None, int | None,
-               tuple[int, ...], tuple[int, ...]], touched: list[int],
+    def branch(self, entries: Sequence[Entry], decided: Decided, touched: list[int],
                specialise: Callable[[Cond], Cond]) -> int:
         specialised = list(entries)
         for i in touched:
@@ -251,9 +256,7 @@ class Builder:
             specialised[i] = (pos, specialise(cond))
         return self.node(self.normalize(specialised, decided))
 
-    def num_switch(self, attr: str, entries: tuple[Entry, ...],
-                   decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
-                   ) -> int:
+    def num_switch(self, attr: str, entries: tuple[Entry, ...], decided: Decided) -> int:
         touched = self.touching(entries, ("attr", attr))
         mine = [a for i in touched for a in atoms(entries[i][1]) if a.attr == attr]
         bounds = tuple(sorted({float(v) for a in mine for v in constants(a)}))  # type: ignore[arg-type]
@@ -276,9 +279,7 @@ class Builder:
         return self.intern(NumSwitch(attr, bounds, children, absent),
                            ("num", attr, bounds, children, absent))
 
-    def str_switch(self, attr: str, entries: tuple[Entry, ...],
-                   decided: tuple[int | None, int | None, tuple[int, ...], tuple[int, ...]]
-                   ) -> int:
+    def str_switch(self, attr: str, entries: tuple[Entry, ...], decided: Decided) -> int:
         """One branch per string the entries name, one for any other, one for absent.
 
         Entries that do not test `attr` are the same in every branch, and an

@@ -73,9 +73,9 @@ class RegexTest:
 class Product:
     """Two independent decisions, taken one after the other, their plans joined.
 
-    The route (first match over rules) and the limits (every quota and budget
-    that applies, the first cache) depend on the same request but not on each
-    other. One matrix would copy the limits' sub-graph under every route
+    The route (first match over rules) and the limits (every quota, budget and
+    guard that applies, the first cache) depend on the same request but not on
+    each other. One matrix would copy the limits' sub-graph under every route
     region; as a product the graph grows with their sum, not their product.
     """
 
@@ -88,7 +88,7 @@ Node = Leaf | StrSwitch | NumSwitch | BoolSwitch | RegexTest | Product
 
 
 def joined(route: Plan, limits: Plan) -> Plan:
-    return Plan(route.rule, limits.quotas, limits.budgets, limits.cache)
+    return Plan(route.rule, limits.quotas, limits.budgets, limits.cache, limits.guards)
 
 
 def num_index(bounds: tuple[float, ...], value: float) -> int:

@@ -99,6 +99,6 @@ def satisfiable(cond: Cond) -> bool:
     """Whether some request satisfies a condition (regexes read as free)."""
     if type(cond) is Const:
         return cond.value
-    builder = Builder(Matrix(1, 0, 0, 0), [cond])
+    builder = Builder(Matrix(1, 0, 0, 0, 0), [cond])
     builder.build()
     return any(plan.rule == 0 for plan in builder.plans)

@@ -23,6 +23,7 @@ from compiler.passes import (
     collect,
     conditions,
     graph,
+    guard_shadowing,
     imports,
     lints,
     lower,
@@ -42,6 +43,7 @@ PASSES: list[Pass] = [
     ("BuildGraph", graph.run),             # the decision graph the analyses read
     ("Lint", lints.run),                   # chains, pools, prices, env, plain http
     ("FindShadowedRules", shadowing.run),  # exact, over the decision graph
+    ("FindShadowedGuards", guard_shadowing.run),  # guards that never act, over its leaves
 ]
 
 

@@ -28,8 +28,26 @@ def run(ctx: Context) -> None:
             ):
                 ctx.report(error("GW108", "a quota needs 'requests', 'tokens' or 'concurrency'",
                                  decl.span, help="for example `requests = 60 per minute`"))
+        elif isinstance(decl, ast.GuardDecl):
+            _block(ctx, checker, "guard", decl.body, decl.span)
+            _checks_something(ctx, decl)
         elif isinstance(decl, ast.TestDecl):
             _block(ctx, checker, "test", decl.body, decl.span)
+
+
+def _checks_something(ctx: Context, decl: ast.GuardDecl) -> None:
+    """A guard needs a check: detectors, patterns or a webhook, written and not empty.
+
+    An attribute whose value failed to check has its own error and counts as written.
+    """
+    attributes = decl.body.attributes()
+    written = [attributes[name] for name in ("detect", "deny", "webhook") if name in attributes]
+    if any(ctx.values.get(id(attribute), INVALID) is INVALID or ctx.values[id(attribute)]
+           for attribute in written):
+        return
+    ctx.report(error("GW108", f"guard '{decl.name.name}' checks nothing: it needs 'detect', "
+                              "'deny' or 'webhook'", decl.header,
+                     help="for example `detect = [email, credit_card]`"))
 
 
 def _subject(ctx: Context, subject: ast.Subject) -> None:

@@ -1,6 +1,7 @@
 """CollectDeclarations: every name by kind, each declared once, one route.
 
-Models and pools share one namespace, since a route target may be either.
+Models and pools share one namespace, since a route target may be either;
+guards have one of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ def run(ctx: Context) -> None:
                 ctx.report(error("GW103", f"'{decl.kind}' is declared twice", decl.span,
                                  help=f"a policy has at most one top-level '{decl.kind}' block",
                                  related=[Related(first.span, "first declared here")]))
+        elif isinstance(decl, ast.GuardDecl):
+            first_guard = ctx.guards.get(decl.name.name)
+            if first_guard is None:
+                ctx.guards[decl.name.name] = decl
+            else:
+                ctx.report(error("GW103", f"guard '{decl.name.name}' is declared twice",
+                                 decl.name.span, help="give each guard its own name",
+                                 related=[Related(first_guard.name.span, "first declared here")]))
         elif isinstance(decl, ast.RouteDecl):
             if ctx.route is None:
                 ctx.route = decl

@@ -33,7 +33,8 @@ def _conditions(ctx: Context) -> list[ast.Cond]:
     if ctx.route is not None:
         found.extend(rule.cond for rule in ctx.route.rules if rule.cond is not None)
     for decl in ctx.decls:
-        if isinstance(decl, (ast.CacheDecl, ast.LimitDecl)) and decl.cond is not None:
+        if isinstance(decl, (ast.CacheDecl, ast.LimitDecl, ast.GuardDecl)) and \
+                decl.cond is not None:
             found.append(decl.cond)
     return found
 
@@ -71,13 +72,7 @@ class _Lowering:
                           f"'{cond.attr.name}' is {KIND_WORDS[kind]}",
                           "match model, user, team, key, endpoint, header[...] or meta[...]")
                 return None
-            try:
-                c.regex(cond.pattern.value)
-            except c.PatternError as exc:
-                self.ctx.report(error("GW204", f"invalid regular expression: {exc}",
-                                      cond.pattern.span,
-                                      help="patterns use RE2's syntax, which runs in linear "
-                                           "time: no backreferences or lookaround"))
+            if not self.checker.pattern_ok(cond.pattern):
                 return None
             return c.Match(attr, cond.pattern.value)
         if isinstance(cond, ast.Compare):

@@ -3,8 +3,10 @@
 Chains that repeat a target or bury a `deny`, empty pools, budgets over
 models with no price (the budget could never count their spend), requests no
 rule matches, `env()` variables unset here, plain `http://` to a host other
-than this one, a `resume` no chain can honour, a `prefill` its provider
-cannot take, and a `max_values` on a subject that has no values to cap.
+than this one (an error for a guard's webhook, which is sent the prompt), a
+`resume` no chain can honour, a `prefill` its provider cannot take, a
+`max_values` on a subject that has no values to cap, a guard's webhook whose
+failure is left to the default, and webhook settings on a guard with none.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ LOOPBACK = ("localhost", "::1")
 # Provider types whose API continues a final assistant message: Anthropic's own
 # prefill, vLLM-style servers' `continue_final_message`, and the mock.
 PREFILL_TYPES = ("anthropic", "openai_compatible", "mock")
+# A guard's settings that only act on its webhook, and what each does.
+WEBHOOK_SETTINGS = {"timeout": "bounds the webhook's call",
+                    "on_error": "decides what a failed or slow webhook call does"}
 
 
 def run(ctx: Context) -> None:
@@ -36,9 +41,10 @@ def run(ctx: Context) -> None:
     _resume(ctx)
     _prefill(ctx)
     _max_values(ctx)
-    for attribute in _attributes(ctx):
+    _webhook_settings(ctx)
+    for decl, attribute in _attributes(ctx):
         _env(ctx, attribute.value)
-        _plain_http(ctx, attribute)
+        _plain_http(ctx, attribute, isinstance(decl, ast.GuardDecl))
 
 
 def _chains(ctx: Context) -> None:
@@ -188,7 +194,32 @@ def _subject_words(decl: ast.LimitDecl) -> str:
         if subject.kind == "per" else f"of one {subject.dimension}"
 
 
-def _attributes(ctx: Context) -> Iterator[ast.Attribute]:
+def _webhook_settings(ctx: Context) -> None:
+    """A guard's webhook should say what its failure does; without one, `timeout`
+    and `on_error` have nothing to act on."""
+    for decl in ctx.decls:
+        if not isinstance(decl, ast.GuardDecl):
+            continue
+        attributes = decl.body.attributes()
+        webhook = attributes.get("webhook")
+        if webhook is not None and id(webhook) in ctx.values and "on_error" not in attributes:
+            ctx.report(warning(
+                "GW313", f"guard '{decl.name.name}' has a webhook but no 'on_error': by "
+                         "default (deny) a request is refused when the webhook fails or is "
+                         "slow", webhook.span,
+                help="write `on_error = deny` to keep failing closed, or `on_error = allow` "
+                     "to let requests through when the check cannot answer"))
+        if webhook is not None:
+            continue
+        for name, does in WEBHOOK_SETTINGS.items():
+            written = attributes.get(name)
+            if written is not None:
+                ctx.report(warning(
+                    "GW314", f"'{name}' does nothing on a guard without a webhook",
+                    written.span, help=f"it {does}; add `webhook = ...` or remove it"))
+
+
+def _attributes(ctx: Context) -> Iterator[tuple[ast.Decl, ast.Attribute]]:
     def walk(body: ast.Body) -> Iterator[ast.Attribute]:
         for member in body.members:
             if isinstance(member, ast.Attribute):
@@ -198,7 +229,7 @@ def _attributes(ctx: Context) -> Iterator[ast.Attribute]:
     for decl in ctx.decls:
         body = getattr(decl, "body", None)
         if body is not None:
-            yield from walk(body)
+            yield from ((decl, attribute) for attribute in walk(body))
 
 
 def _env(ctx: Context, value: ast.Value) -> None:
@@ -216,14 +247,24 @@ def _env(ctx: Context, value: ast.Value) -> None:
                                 f'env("{name}", "...")'))
 
 
-def _plain_http(ctx: Context, attribute: ast.Attribute) -> None:
+def _plain_http(ctx: Context, attribute: ast.Attribute, guard: bool) -> None:
+    """GW308 warns of plain http; a guard's webhook is sent every text the guard
+    checks, so there it is GW312, an error, and GW308 is not said as well."""
     value = attribute.value
     if attribute.name.name not in ("base_url", "webhook") or not isinstance(value, ast.Str):
         return
-    if not value.value.startswith("http://"):
+    if not value.value.startswith("http://") or id(attribute) not in ctx.values:
         return
-    host = urlsplit(value.value).hostname or ""
+    try:
+        host = urlsplit(value.value).hostname or ""
+    except ValueError:  # `http://[x`: a bracketed host that is no IPv6 address
+        host = value.value.removeprefix("http://").split("/")[0]
     if host in LOOPBACK or host.startswith("127."):
+        return
+    if guard:
+        ctx.report(error("GW312", f"'{value.value}' is plain http to '{host}': the text this "
+                                  "guard checks would cross the network unencrypted",
+                         value.span, help="use https://, or run the check on this machine"))
         return
     ctx.report(warning("GW308", f"'{value.value}' is plain http to '{host}': keys and prompts "
                                 "would cross the network unencrypted", value.span,

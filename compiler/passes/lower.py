@@ -42,6 +42,8 @@ def run(ctx: Context) -> None:
             _cache(ctx, decl)
         elif isinstance(decl, ast.LimitDecl):
             _limit(ctx, decl)
+        elif isinstance(decl, ast.GuardDecl) and ctx.guards.get(decl.name.name) is decl:
+            _guard(ctx, decl)
         elif isinstance(decl, ast.TestDecl):
             _test(ctx, decl)
 
@@ -201,6 +203,16 @@ def _limit(ctx: Context, decl: ast.LimitDecl) -> None:
                                        over=over[0], downgrade=downgrade, **fields))
 
 
+def _guard(ctx: Context, decl: ast.GuardDecl) -> None:
+    cond = _cond(ctx, decl.cond)
+    if cond is None:
+        return
+    fields = _fields(ctx, decl.body, {k: k for k in ("on", "detect", "deny", "action", "webhook",
+                                                      "timeout", "on_error", "mode")})
+    ctx.policy.guards.append(p.Guard(len(ctx.policy.guards), decl.name.name, source(decl.span),
+                                     cond=cond, **fields))
+
+
 def _test(ctx: Context, decl: ast.TestDecl) -> None:
     blocks = decl.body.blocks()
     if "given" not in blocks or "expect" not in blocks:
@@ -211,6 +223,6 @@ def _test(ctx: Context, decl: ast.TestDecl) -> None:
     for member in blocks["expect"].body.members:
         if isinstance(member, ast.Attribute) and id(member) in ctx.values:
             value = ctx.values[id(member)]
-            expect[member.name.name] = [i.name for i in value] if member.name.name == "route" \
-                else value
+            expect[member.name.name] = [i.name for i in value] \
+                if member.name.name in ("route", "guards") else value
     ctx.policy.tests.append(p.TestCase(decl.name.value, source(decl.span), given, expect))

@@ -6,6 +6,8 @@ that declaration's own error says what is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from compiler.context import Context
 from dsl import ast
 from dsl.diagnostics import error, suggestion
@@ -16,7 +18,7 @@ def run(ctx: Context) -> None:
     models = ctx.named.get("model", {})
     targets = {**models, **ctx.named.get("pool", {})}
 
-    def check(name: ast.Ident | ast.ModelTarget, table: dict[str, ast.NamedDecl], what: str,
+    def check(name: ast.Ident | ast.ModelTarget, table: Mapping[str, ast.Decl], what: str,
               code: str = "GW101") -> None:
         text = name.name
         if text in table or ctx.may_have_lost(text, tuple(what.split(" or "))):
@@ -58,3 +60,5 @@ def run(ctx: Context) -> None:
             if expect is not None:
                 for ident in ctx.value(expect.body, "route", ()):
                     check(ident, targets, "model or pool")
+                for ident in ctx.value(expect.body, "guards", ()):
+                    check(ident, ctx.guards, "guard", "GW112")

@@ -238,13 +238,15 @@ def test_explain_json_has_the_documented_shape() -> None:
                  "--request", REQUEST)
     assert result.returncode == 0
     plan = json.loads(result.stdout)
-    assert set(plan) == {"route", "deny", "rule", "quotas", "budgets", "cache", "path"}
+    assert set(plan) == {"route", "deny", "rule", "quotas", "budgets", "guards", "cache",
+                         "path"}
     assert plan["route"] == ["claude-sonnet", "gpt-4o", "gpt-4o-mini"]
     assert plan["deny"] is None
     assert plan["rule"] == {"file": str(EXAMPLES / "production.gw"), "line": 17}
     assert [q["subject"] for q in plan["quotas"]] == ["per key", "per team"]
     assert [b["subject"] for b in plan["budgets"]] == ['team "research"']
     assert plan["cache"]["mode"] == "semantic"
+    assert plan["guards"] == []  # production.gw declares none: see tests/compiler/test_guards.py
     assert plan["path"] and all({"node", "test"} == set(step) for step in plan["path"])
 
 

@@ -16,7 +16,8 @@ import pytest
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = [("mistakes.gw", "text"), ("broken.gw", "text"), ("broken.gw", "json"),
          ("problems.gw", "text"), ("problems.gw", "json"),
-         ("problems.gw", "sarif"), ("problems.gw", "github")]
+         ("problems.gw", "sarif"), ("problems.gw", "github"),
+         ("guards.gw", "text"), ("guards.gw", "json")]
 
 
 @pytest.mark.parametrize(("policy", "fmt"), CASES, ids=[f"{p}-{f}" for p, f in CASES])

@@ -16,7 +16,8 @@ ROUTE = "route { otherwise -> a }\n"
 def test_passes_run_in_their_documented_order() -> None:
     assert [name for name, _ in PASSES] == [
         "LoadImports", "CollectDeclarations", "CheckAttributes", "ResolveNames",
-        "CheckConditions", "LowerPolicy", "BuildGraph", "Lint", "FindShadowedRules"]
+        "CheckConditions", "LowerPolicy", "BuildGraph", "Lint", "FindShadowedRules",
+        "FindShadowedGuards"]
 
 
 # ------------------------------------------------------------ LoadImports
