@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.guards import load, score
+from policies import detectors
 from policies.detectors import NAMES, Hit, detect, redact
 
 HITS: dict[str, list[tuple[str, str]]] = {
@@ -210,3 +211,18 @@ def test_detectors_run_in_linear_time_on_hostile_input(kind: str, text: str) -> 
     start = time.perf_counter()
     detect(text, [kind])
     assert time.perf_counter() - start < 0.5  # typically 1 to 120 ms; headroom for a busy CI
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789 -.+()@:_/ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefxyzsk",
+               max_size=80))
+def test_each_pattern_is_tried_wherever_it_could_match(text: str) -> None:
+    """The candidate scans find every match the patterns alone would."""
+    for pattern, starts in ((detectors._CARD, detectors._CARD_START),
+                            (detectors._SSN, detectors._SSN_START),
+                            (detectors._IPV4, detectors._IPV4_START),
+                            (detectors._IBAN, detectors._IBAN_START),
+                            (detectors._PHONE, detectors._PHONE_START),
+                            (detectors._SECRET, detectors._SECRET_START)):
+        spans = [m.span() for m in detectors._finditer(pattern, starts, text)]
+        assert spans == [m.span() for m in pattern.finditer(text)], pattern.pattern
