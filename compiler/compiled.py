@@ -42,8 +42,8 @@ from compiler.request import ENDPOINTS, Request
 
 __all__ = [
     "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
-    "Deployment", "EnvValue", "Guard", "Health", "Model", "PoolTarget", "Provider", "Quota", "Refused",
-    "Request", "Retry", "Timeouts", "block_id", "load", "regex",
+    "Deployment", "EnvValue", "Guard", "Health", "Model", "PoolTarget", "Provider", "Quota",
+    "Refused", "Request", "Retry", "Timeouts", "block_id", "load", "regex",
 ]
 
 
