@@ -222,6 +222,8 @@ def integer(body: Body, key: str) -> int | None:
         return None
     if not value.is_integer():
         raise invalid(key, "must be an integer")
+    if abs(value) >= 2**63:  # JSON's 1e19 is whole, but no upstream call could carry it
+        raise invalid(key, "is out of range")
     return int(value)
 
 
