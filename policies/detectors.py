@@ -522,10 +522,16 @@ def detect(text: str, kinds: Iterable[str]) -> list[Hit]:
                 digits = _DIGIT.search(text) is not None
             if not digits:
                 continue
-        hits.extend(Hit(kind, a, b) for a, b in found(text))
-    hits.sort(key=lambda h: (h.start, h.start - h.end))
+        for start, end in found(text):
+            hits.append(Hit(kind, start, end))
+    return disjoint(hits) if len(hits) > 1 else hits
+
+
+def disjoint(hits: Iterable[Hit]) -> list[Hit]:
+    """The hits in order, none overlapping another: of two that overlap, the earlier,
+    then the longer, is kept."""
     kept: list[Hit] = []
-    for hit in hits:
+    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
         if not kept or hit.start >= kept[-1].end:
             kept.append(hit)
     return kept

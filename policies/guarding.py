@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from policies.detectors import Hit, detect, redact
+from policies.detectors import Hit, detect, disjoint, redact
 
 PATTERN = "pattern"  # the kind a `deny` pattern's match is reported under
 WINDOW = 64  # characters held back behind a stream's newest: longer than any short hit
@@ -83,14 +83,8 @@ def refusal(found: Iterable[Finding]) -> Finding | None:
 
 def redactions(found: Iterable[Finding]) -> list[Hit]:
     """The hits an enforcing `redact` replaces: in order, none overlapping another."""
-    hits = sorted({Hit(f.kind, f.start, f.end) for f in found
-                   if f.action == "redact" and not f.shadow},
-                  key=lambda h: (h.start, h.start - h.end))
-    kept: list[Hit] = []
-    for hit in hits:
-        if not kept or hit.start >= kept[-1].end:
-            kept.append(hit)
-    return kept
+    return disjoint({Hit(f.kind, f.start, f.end) for f in found
+                     if f.action == "redact" and not f.shadow})
 
 
 @dataclass(slots=True)
@@ -105,6 +99,8 @@ class Verdict:
 
 def judge(text: str, checks: Sequence[Check]) -> Verdict:
     found = findings(text, checks)
+    if not found:  # nearly every text: nothing more to decide
+        return Verdict(text, None, found)
     denied = refusal(found)
     if denied is not None:
         return Verdict(text, denied, found)

@@ -169,8 +169,8 @@ def judge_together(guarding: Guarding, texts: list[str], checks: list[Check]) ->
     """The request's texts as they go on, judged as one: joined by a character no
     detector reads across, so a long conversation costs one pass, not one a message."""
     joined = SEPARATOR.join(texts)
-    if joined.count(SEPARATOR) != len(texts) - 1:  # a text holds one itself: one by one
-        verdicts = [judge(text, checks) for text in texts]
+    if len(texts) != 1 and joined.count(SEPARATOR) != len(texts) - 1:
+        verdicts = [judge(text, checks) for text in texts]  # a text holds one: one by one
     else:
         verdicts = [judge(joined, checks)]
     for verdict in verdicts:
