@@ -71,8 +71,9 @@ def findings(text: str, checks: Sequence[Check]) -> list[Finding]:
             hits = kinds_seen.get(check.detect)
             if hits is None:
                 hits = kinds_seen[check.detect] = detect(text, check.detect)
-            found.extend(Finding(check.name, h.kind, check.action, check.shadow, h.start, h.end)
-                         for h in hits)
+            if hits:
+                found.extend(Finding(check.name, h.kind, check.action, check.shadow, h.start,
+                                     h.end) for h in hits)
     return found
 
 

@@ -135,8 +135,9 @@ def _refusal(guard: str, kind: str, direction: str) -> GatewayError:
     return GatewayError(400, f"guard '{guard}' refused {what}: {found}", "guardrail_violation")
 
 
-def _record(guarding: Guarding, found: Iterable[Finding], direction: str) -> None:
-    guarding.acted += [Acted(f.guard, direction, f.action, f.kind, f.shadow) for f in found]
+def _record(guarding: Guarding, found: Sequence[Finding], direction: str) -> None:
+    if found:
+        guarding.acted += [Acted(f.guard, direction, f.action, f.kind, f.shadow) for f in found]
 
 
 # ------------------------------------------------------------------ input

@@ -226,3 +226,12 @@ def test_each_pattern_is_tried_wherever_it_could_match(text: str) -> None:
                             (detectors._SECRET, detectors._SECRET_START)):
         spans = [m.span() for m in detectors._finditer(pattern, starts, text)]
         assert spans == [m.span() for m in pattern.finditer(text)], pattern.pattern
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyzAKISGHJP -_.@:0123456789\n", max_size=60))
+def test_a_text_without_what_every_hit_needs_is_answered_at_once(text: str) -> None:
+    """The one-scan answer for texts with no @, digit, colon or secret prefix is right:
+    the detectors, one by one, find nothing in them either."""
+    if detectors._ANY.search(text) is None:
+        assert all(not list(detectors._DETECTORS[kind](text)) for kind in NAMES)
