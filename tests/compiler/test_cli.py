@@ -246,7 +246,11 @@ def test_explain_json_has_the_documented_shape() -> None:
     assert [q["subject"] for q in plan["quotas"]] == ["per key", "per team"]
     assert [b["subject"] for b in plan["budgets"]] == ['team "research"']
     assert plan["cache"]["mode"] == "semantic"
-    assert plan["guards"] == []  # production.gw declares none: see tests/compiler/test_guards.py
+    assert [g["name"] for g in plan["guards"]] == ["pii", "secrets"]  # not legal's own
+    assert plan["guards"][0] == {
+        "name": "pii", "on": "both", "detect": ["email", "phone", "credit_card", "iban"],
+        "deny": [], "action": "redact", "webhook": None, "timeout": None, "on_error": None,
+        "mode": "enforce", "source": plan["guards"][0]["source"]}
     assert plan["path"] and all({"node", "test"} == set(step) for step in plan["path"])
 
 
@@ -306,4 +310,4 @@ def test_the_test_command_reports_each_test_and_a_summary(policy) -> None:  # ty
 def test_the_examples_tests_pass() -> None:
     result = gwc("test", *(str(p) for p in sorted(EXAMPLES.glob("*.gw"))))
     assert result.returncode == 0
-    assert result.stdout.splitlines()[-1] == "8 passed, 0 failed"
+    assert result.stdout.splitlines()[-1] == "9 passed, 0 failed"
