@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.guards import Case, load
+from bench.guards import Case, load, precision, recall
 from bench.overhead import prompt
 from policies import detectors
 from policies.detectors import detect
@@ -106,13 +106,11 @@ class Result:
 
     @property
     def precision(self) -> float:
-        found = self.true_pos + self.false_pos
-        return self.true_pos / found if found else 1.0
+        return precision(self.true_pos, self.false_pos)
 
     @property
     def recall(self) -> float:
-        wanted = self.true_pos + self.false_neg
-        return self.true_pos / wanted if wanted else 1.0
+        return recall(self.true_pos, self.false_neg)
 
 
 def libraries() -> dict[str, Any]:

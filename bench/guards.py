@@ -37,6 +37,18 @@ class Case:
     hit: bool
 
 
+def precision(true_pos: int, false_pos: int) -> float:
+    """Of what was found, the share that should have been (1 when nothing was found)."""
+    found = true_pos + false_pos
+    return true_pos / found if found else 1.0
+
+
+def recall(true_pos: int, false_neg: int) -> float:
+    """Of what should have been found, the share that was (1 when there was nothing)."""
+    wanted = true_pos + false_neg
+    return true_pos / wanted if wanted else 1.0
+
+
 @dataclass(frozen=True)
 class Score:
     """One detector's counts and the lines it got wrong."""
@@ -50,13 +62,11 @@ class Score:
 
     @property
     def precision(self) -> float:
-        found = self.true_pos + self.false_pos
-        return self.true_pos / found if found else 1.0
+        return precision(self.true_pos, self.false_pos)
 
     @property
     def recall(self) -> float:
-        wanted = self.true_pos + self.false_neg
-        return self.true_pos / wanted if wanted else 1.0
+        return recall(self.true_pos, self.false_neg)
 
 
 def load(path: Path = CASES) -> list[Case]:
