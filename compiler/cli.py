@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="allow auth { mode = none } on a non-loopback address")
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="processes serving the one port (N > 1 needs GW_STATE_URL)")
+    simulate = commands.add_parser(
+        "simulate", help="replay a traffic log through the policy's quotas, budgets and routes")
+    simulate.add_argument("file", metavar="POLICY", help="a policy, or a graph from `gwc compile`")
+    simulate.add_argument("--traffic", required=True, metavar="LOG.jsonl",
+                          help="the traffic format, as `gwc log export` writes it")
+    simulate.add_argument("--against", metavar="OLD", help="an older policy, replayed beside it")
+    simulate.add_argument("--format", choices=("text", "json", "html"), default="text")
+    simulate.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
+    simulate.add_argument("--trace", metavar="FILE",
+                          help="each request's outcome under POLICY, one JSON line each")
     _records(commands)
     return parser
 
@@ -106,7 +116,8 @@ def _records(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
 
 
-PLUGGED = ("serve", "keys", "spend", "log")  # commands the runtime provides, by entry point
+# commands the runtime provides, by entry point
+PLUGGED = ("serve", "keys", "spend", "log", "simulate")
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:

@@ -1,4 +1,4 @@
-"""`gwc serve`, `keys`, `spend` and `log`: the runtime's commands, found by the CLI as
+"""`gwc serve`, `keys`, `spend`, `log` and `simulate`: the runtime's commands, found by the CLI as
 entry points.
 
 The CLI lives in the compiler, which must not import the runtime; it finds
@@ -33,3 +33,9 @@ def log(args: argparse.Namespace) -> int:
     from runtime.records_commands import log_export
 
     return log_export(args)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from runtime.simulate_command import run
+
+    return run(args)
