@@ -110,3 +110,15 @@ requests = st.builds(
         lambda v: {"x-feature": v})),
     budget=st.one_of(st.just({}), st.sampled_from([0.5, 0.9, 0.95]).map(lambda v: {"team": v})),
 )
+
+
+@st.composite
+def relaid(draw: st.DrawFn) -> tuple[str, str]:
+    """A change of layout that changes no plan: a comment line to put before every
+    line, and an unrelated block to append (a provider no model uses, a notify)."""
+    comment = draw(st.sampled_from(["", "# note", "   # indented note", ";"]))
+    extra = draw(st.sampled_from([
+        "", "provider spare { type = mock }\n",
+        'notify ops { webhook = "https://hooks.test/x" }\n',
+        "# trailing comment\n"]))
+    return comment, extra

@@ -1,0 +1,98 @@
+"""`gwc diff`: its classes held to the plans the two graphs give each request.
+
+For random policy pairs and random requests, a request's plan changes if and
+only if it falls in a class the diff reports (tested through `where`), with
+that very change; every witness is in its class and changes as said; a
+policy against itself, reformatted, re-laid out or joined by an unrelated
+block, reports nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler.diff import Differ, holds
+from compiler.driver import check
+from compiler.graph import Graph
+from compiler.request import Request
+from dsl.format import format_module
+from dsl.parser import parse
+from tests.strategies import policies, relaid, requests
+
+SETTINGS = settings(max_examples=80, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _graph(folder: Path, name: str, text: str) -> Graph:
+    path = folder / name
+    path.write_text(text)
+    ctx = check(str(path), env={})
+    assert not ctx.has_errors, [d.message for d in ctx.diagnostics] + [text]
+    assert ctx.graph is not None
+    return ctx.graph
+
+
+@SETTINGS
+@given(old=policies(), new=policies(), batch=st.lists(requests, min_size=25, max_size=25))
+def test_a_request_changes_plan_iff_it_is_in_a_reported_class(
+        tmp_path: Path, old: str, new: str, batch: list[Request]) -> None:
+    differ = Differ(_graph(tmp_path, "old.gw", old), _graph(tmp_path, "new.gw", new))
+    found = differ.changes()
+    for request in batch:
+        changes = differ.request_changes(request)
+        inside = [f for f in found if holds(f.where, request)]
+        for change in changes:
+            assert any(f.change == change for f in inside), (old, new, request, change)
+        for f in inside:
+            if f.exact:
+                assert f.change in changes, (old, new, request, f.text)
+
+
+@SETTINGS
+@given(old=policies(), new=policies())
+def test_every_witness_is_in_its_class_and_changes_as_said(
+        tmp_path: Path, old: str, new: str) -> None:
+    differ = Differ(_graph(tmp_path, "old.gw", old), _graph(tmp_path, "new.gw", new))
+    for f in differ.changes():
+        request = Request.from_fields(f.witness)
+        if f.exact:
+            assert holds(f.where, request), (old, new, f.text, f.witness)
+            assert f.change in differ.request_changes(request), (old, new, f.text, f.witness)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=policies(), layout=relaid())
+def test_the_same_policy_in_another_layout_changes_nothing(
+        tmp_path: Path, text: str, layout: tuple[str, str]) -> None:
+    module, _ = parse(text, "p.gw")
+    assert module is not None
+    formatted = format_module(module, text)
+    comment, extra = layout
+    moved = "".join(f"{comment}\n{line}\n" for line in text.splitlines()) + extra
+    original = _graph(tmp_path, "a.gw", text)
+    for other in (text, formatted, moved):
+        assert Differ(original, _graph(tmp_path, "b.gw", other)).changes() == [], other
+
+
+def test_the_command_says_so_when_nothing_changes(tmp_path: Path) -> None:
+    policy = Path(__file__).resolve().parents[2] / "examples" / "production.gw"
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "diff", str(policy),
+                             str(policy), "--fail-on", "route-changed"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout == "no request changes plan\n"
+
+
+def test_an_unknown_kind_is_a_usage_error(tmp_path: Path) -> None:
+    policy = Path(__file__).resolve().parents[2] / "examples" / "production.gw"
+    result = subprocess.run([sys.executable, "-m", "compiler.cli", "diff", str(policy),
+                             str(policy), "--fail-on", "route-moved"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown kind 'route-moved'" in result.stderr
