@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="run the policies' test blocks")
     test.add_argument("files", nargs="+", metavar="FILE")
 
+    diff = commands.add_parser("diff", help="the classes of requests whose plan changes")
+    diff.add_argument("old", metavar="OLD")
+    diff.add_argument("new", metavar="NEW")
+    diff.add_argument("--format", choices=("text", "json", "sarif", "github", "markdown"),
+                      default="text")
+    diff.add_argument("--fail-on", metavar="KIND,...",
+                      help="exit 1 if a change of one of these kinds exists")
+    diff.add_argument("--traffic", metavar="LOG.jsonl",
+                      help="weigh each class by the share of this traffic log in it")
+
     serve = commands.add_parser("serve", help="run the gateway on a policy")
     serve.add_argument("file", metavar="FILE", help="a policy, or a graph from `gwc compile`")
     serve.add_argument("--host", default="127.0.0.1",
