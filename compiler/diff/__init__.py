@@ -13,11 +13,12 @@ reading its JSON.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.conditions import atoms, constants
+from compiler.conditions import Match, atoms, constants
 from compiler.diff.domain import Box, Strs, as_text, holds, merge, pieces, where, witness
 from compiler.diff.kinds import KINDS, Change, Side, limit_changes, route_changes
 from compiler.diff.walk import Part, narrowed, parts, walk
@@ -135,7 +136,7 @@ class Differ:
             item.share = len(members) / total if total else 0.0
             change = item.change
             if change.kind != "route-changed" or not change.old_route or not change.new_route \
-                    or span <= 0:
+                    or span <= 0 or not members:
                 continue
             delta = sum(_price(self.new.policy, change.new_route[0], e)
                         - _price(self.old.policy, change.old_route[0], e) for e in members)
@@ -173,8 +174,9 @@ def _requested(side: Side, rule: int | None) -> bool:
 
 
 def _hints(*graphs: Graph) -> dict[str, list[str]]:
-    """The strings each attribute's conditions name, in both policies: where a
-    witness must satisfy a `matches`, these are the likeliest values to."""
+    """The strings each attribute's conditions name, in both policies, and each
+    `matches` pattern's literal characters: where a witness must satisfy a
+    `matches`, these are the likeliest values to."""
     out: dict[str, list[str]] = {}
     for graph in graphs:
         p = graph.policy
@@ -182,6 +184,9 @@ def _hints(*graphs: Graph) -> dict[str, list[str]]:
                      *(q.cond for q in p.quotas), *(b.cond for b in p.budgets),
                      *(g.cond for g in p.guards)]:
             for atom in atoms(cond):
+                if isinstance(atom, Match):
+                    literal = re.sub(r"[\\^$.*+?()\[\]{}|]", "", atom.pattern)
+                    out.setdefault(atom.attr, []).append(literal)
                 for value in constants(atom):
                     if isinstance(value, str):
                         out.setdefault(atom.attr, []).append(value)

@@ -334,19 +334,21 @@ def as_text(clauses: list[dict[str, Any]]) -> str:
         if op in ("absent", "present"):
             parts.append(f"{attr} {op}")
             continue
-        shown = [_value(attr, v) for v in values]
-        if op in ("in", "not in"):
+        listed = op in ("in", "not in")
+        shown = [_value(attr, v, quoted=not listed) for v in values]
+        if listed:
             parts.append(f"{attr} {op} {{{', '.join(shown)}}}")
         else:
             parts.append(f"{attr} {_TEXT_OPS[op]} {shown[0]}")
     return " ∧ ".join(parts)
 
 
-def _value(attr: str, value: Any) -> str:
+def _value(attr: str, value: Any, quoted: bool) -> str:
+    """A value as the class's text shows it: strings quoted, except in a set's braces."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"' if attr in ("model", "endpoint") or "[" in attr else value
+        return f'"{value}"' if quoted else value
     if attr in PERCENT_ATTRIBUTES:
         return f"{value * 100:g}%"
     if attr == "tokens":

@@ -57,7 +57,9 @@ def _moves(item: Found) -> str:
         said += " fall in this class"
     if item.usd_week is not None:
         sign = "+" if item.usd_week >= 0 else "-"
-        said += f"; est. {sign}${abs(item.usd_week):,.0f}/week"
+        amount = abs(item.usd_week)
+        said += f"; est. {sign}${amount:,.0f}/week" if amount >= 100 else \
+            f"; est. {sign}${amount:,.2f}/week"
     return said
 
 
@@ -154,16 +156,16 @@ def _markdown(found: Sequence[Found]) -> str:
     if not found:
         return f"**gwc diff**: {NOTHING}\n"
     traffic = any(i.share is not None for i in found)
-    head = "| kind | class | witness | old | new |" + (" traffic |" if traffic else "")
-    rule = "| --- | --- | --- | --- | --- |" + (" --- |" if traffic else "")
+    head = "| kind | class | witness | change | old | new |" + (" traffic |" if traffic else "")
+    rule = "| --- | --- | --- | --- | --- | --- |" + (" --- |" if traffic else "")
     rows = [f"**gwc diff**: {len(found)} change{'s' if len(found) != 1 else ''}", "", head, rule]
     for item in found:
         c = item.change
-        old = _route(c.old_route, c.old_deny) if _is_route(c) else c.summary.split(" -> ")[0]
-        new = _route(c.new_route, c.new_deny) if _is_route(c) else c.summary.split(" -> ")[-1]
+        what = f"{_route(c.old_route, c.old_deny)} => {_route(c.new_route, c.new_deny)}" \
+            if _is_route(c) else c.summary
         kind = c.kind + ("" if item.exact else " (may change)")
         row = (f"| {kind} | {_cell(item.text)} | `{_cell(request_json(item.witness))}` | "
-               f"{_cell(old)} ({_at(c.old)}) | {_cell(new)} ({_at(c.new)}) |")
+               f"{_cell(what)} | {_at(c.old)} | {_at(c.new)} |")
         if traffic:
             row += f" {_cell(_moves(item))} |"
         rows.append(row)
