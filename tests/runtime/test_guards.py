@@ -58,9 +58,11 @@ route {{
   otherwise -> echo
 }}
 
-quota per team {{ requests = 1000 per minute }}
+quota per team {{ requests = 10k per day }}
+quota team "counted" {{ requests = 3 per day }}
+cache when header["x-guard"] == "redact-cached" {{ mode = exact; scope = global }}
 
-guard pii when header["x-guard"] == "redact" {{
+guard pii when header["x-guard"] in ["redact", "redact-cached"] {{
   on = both; detect = [email, credit_card]; action = redact
 }}
 guard secrets when header["x-guard"] == "deny" {{
@@ -193,6 +195,28 @@ def test_an_input_deny_is_a_400_naming_the_guard_and_calls_no_provider(gw: Guard
     assert sum(gw.openai.calls.values()) == calls  # the provider saw nothing
 
 
+def test_a_refused_request_spends_no_quota(gw: Guarded) -> None:
+    client = gw.client("deny").with_options(default_headers={"x-guard": "deny",
+                                                             "x-team": "counted"})
+
+    def remaining() -> int:
+        raw = client.chat.completions.with_raw_response.create(
+            model="echo", messages=said("nothing to see"))
+        return int(raw.headers["x-ratelimit-remaining-requests"])
+    assert remaining() == 2
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="echo", messages=said(CARD))
+    assert remaining() == 1  # the refused request between them counted nothing
+
+
+def test_the_cache_keys_and_keeps_the_redacted_text(gw: Guarded) -> None:
+    client = gw.client("redact-cached").chat.completions.with_raw_response
+    first = client.create(model="echo", messages=said("write to alice@example.com"))
+    second = client.create(model="echo", messages=said("write to carol@example.org"))
+    assert first.headers["x-gw-cache"] == "miss" and second.headers["x-gw-cache"] == "hit"
+    assert second.parse().choices[0].message.content == "write to [EMAIL]"
+
+
 def test_a_deny_pattern_refuses_in_anthropics_shape(gw: Guarded) -> None:
     with pytest.raises(anthropic.BadRequestError) as refused:
         gw.claude("deny").messages.create(model="claude-echo", max_tokens=50,
@@ -280,6 +304,17 @@ def test_an_output_deny_ends_a_messages_stream_with_an_error_event(gw: Guarded) 
         for _ in stream:
             pass
     assert "cards-stop" in str(broken.value)
+
+
+def test_an_output_deny_ends_a_responses_stream_with_an_error_event(gw: Guarded) -> None:
+    stream = gw.client("deny-out").responses.create(model="echo", input=f"card {CARD}",
+                                                    stream=True)
+    kinds = []
+    with pytest.raises(openai.APIError):
+        for event in stream:
+            kinds.append(event.type)
+            assert event.type != "response.output_text.done"
+    assert "response.completed" not in kinds
 
 
 def test_an_output_deny_of_a_whole_answer_is_a_400_and_its_cost_stands(gw: Guarded) -> None:
