@@ -8,7 +8,7 @@ themselves, with every setting a call runs under already folded in
 (`Deployment`), so nothing on a request's way reads the policy again.
 
 The runtime imports the compiler through this module only; the types it
-needs are re-exported here.
+needs are re-exported here, the traffic format `gwc simulate` reads among them.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ from compiler.policy import (
     Timeouts,
 )
 from compiler.request import ENDPOINTS, Request
+from compiler.traffic import Logged, TrafficError, parse, timestamp
 
 __all__ = [
     "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
-    "Deployment", "EnvValue", "Guard", "Health", "Model", "PoolTarget", "Provider", "Quota",
-    "Refused", "Request", "Retry", "Timeouts", "block_id", "load", "regex",
+    "Deployment", "EnvValue", "Guard", "Health", "Logged", "Model", "PoolTarget", "Provider",
+    "Quota", "Refused", "Request", "Retry", "Timeouts", "TrafficError", "block_id", "load",
+    "parse", "regex", "timestamp",
 ]
 
 
@@ -170,6 +172,10 @@ class CompiledPolicy:
             tuple(policy.budgets[i] for i in plan.budgets),
             policy.caches[plan.cache] if plan.cache is not None else None,
             tuple(policy.guards[i] for i in plan.guards))
+
+    def target(self, name: str) -> Deployment | PoolTarget:
+        """A model or pool by its name, as a chain holds it."""
+        return self.deployments.get(name) or self.pools[name]
 
     def warm(self) -> None:
         """Build the graph's evaluator now, so the first request does not."""

@@ -21,6 +21,7 @@ degraded (`/readyz`, a metric, the log) until the store answers again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -355,6 +356,17 @@ def _deployments(targets: Sequence[Deployment | PoolTarget]) -> list[Deployment]
     for target in targets:
         out += [m for m, _ in target.members] if isinstance(target, PoolTarget) else [target]
     return out
+
+
+def downgraded(decision: Decision, applied: Sequence[Applied],
+               targets: Callable[[str], Deployment | PoolTarget]) -> Decision:
+    """The decision an admission leaves: the first over-budget `downgrade` budget's model
+    (`targets` finds it by name) as the whole chain, or the decision as it was."""
+    for item in applied:
+        block = item.block
+        if isinstance(block, Budget) and block.over == "downgrade" and not item.verdict.allowed:
+            return dataclasses.replace(decision, targets=(targets(block.downgrade or ""),))
+    return decision
 
 
 def refusal(applied: Applied) -> GatewayError:

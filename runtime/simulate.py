@@ -34,13 +34,18 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from compiler.compiled import Budget, CompiledPolicy, Decision, Deployment, PoolTarget
-from compiler.traffic import Logged, timestamp
+from compiler.compiled import (
+    CompiledPolicy,
+    Deployment,
+    Logged,
+    PoolTarget,
+    timestamp,
+)
 from policies.memory_counters import MemoryCounters
 from policies.periods import period_key
 from runtime import pricing
 from runtime.alerts import Alerts
-from runtime.limiting import Applied, Limiter, value_text
+from runtime.limiting import Applied, Limiter, downgraded, value_text
 
 OUTCOMES = ("served", "quota", "budget", "deny", "no_route")
 REFUSALS = OUTCOMES[1:]
@@ -159,7 +164,7 @@ class Simulation:
                     kind = applied[admission.refused_by].limit.kind
                     return self._count(logged, Outcome("budget" if kind == "budget"
                                                        else "quota"))
-                decision = self._downgraded(decision, applied)
+                decision = downgraded(decision, applied, self.policy.target)
         if logged.cache == "hit" and decision.cache is not None:
             if held is not None:
                 limiter.settle(held, None, None)
@@ -171,17 +176,6 @@ class Simulation:
         if held is not None:
             limiter.settle(held, cost, float(tokens_in + logged.tokens_out))
         return self._count(logged, Outcome("served", deployment.name, cost))
-
-    def _downgraded(self, decision: Decision, applied: list[Applied]) -> Decision:
-        """As the limits stage: the first over-budget `downgrade` budget names the model."""
-        for item in applied:
-            block = item.block
-            if isinstance(block, Budget) and block.over == "downgrade" and \
-                    not item.verdict.allowed:
-                name = block.downgrade or ""
-                target = self.policy.deployments.get(name) or self.policy.pools[name]
-                return dataclasses.replace(decision, targets=(target,))
-        return decision
 
     def _watch(self, applied: list[Applied]) -> None:
         """Alerts the admission crosses (the gateway's own once-per-period check) and

@@ -22,8 +22,16 @@ from typing import IO, Any
 
 import orjson
 
-from compiler.compiled import CompiledPolicy, Refused, Request, load
-from compiler.traffic import Logged, TrafficError, parse, timestamp
+from compiler.compiled import (
+    CompiledPolicy,
+    Logged,
+    Refused,
+    Request,
+    TrafficError,
+    load,
+    parse,
+    timestamp,
+)
 from runtime.simulate import Outcome, Simulation, simulate
 
 PROGRESS_LINES = 100_000

@@ -11,10 +11,7 @@ row, are sent off the request's path: the client has its answer first.
 
 from __future__ import annotations
 
-import dataclasses
-
-from compiler.compiled import Budget
-from runtime.limiting import rate_headers, refusal
+from runtime.limiting import downgraded, rate_headers, refusal
 from runtime.pipeline.exchange import Exchange
 
 
@@ -36,13 +33,7 @@ async def enter(exchange: Exchange) -> None:
     if not admission.admitted:
         assert admission.refused_by is not None
         raise refusal(applied[admission.refused_by])
-    for item in applied:
-        block = item.block
-        if isinstance(block, Budget) and block.over == "downgrade" and not item.verdict.allowed:
-            policy, name = exchange.loaded.policy, block.downgrade or ""
-            target = policy.deployments.get(name) or policy.pools[name]
-            exchange.decision = dataclasses.replace(decision, targets=(target,))
-            break
+    exchange.decision = downgraded(decision, applied, exchange.loaded.policy.target)
 
 
 def leave(exchange: Exchange) -> None:
