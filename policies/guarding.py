@@ -2,7 +2,8 @@
 
 A `Check` is one guard as this mechanism needs it: its detectors and what their
 hits do, its deny patterns (compiled by the caller on a linear-time engine, as
-one alternation), and
+one alternation, with the needles (policies/needles.py) a text must hold for
+them to be searched at all), and
 whether it only watches (`shadow`). `findings` runs a list of checks over one
 text; `Verdict` is what they decide for a whole text, and `Holdback` decides the
 same for a text that arrives in pieces, releasing it a window behind the newest
@@ -44,6 +45,7 @@ class Check(NamedTuple):
     deny: Pattern | None  # the guard's deny patterns as one alternation: a search costs one call
     action: str  # deny, redact, flag: what a detector's hit does
     shadow: bool  # reports what it would do, and does nothing
+    needles: tuple[str, ...] | None = None  # a text with none of these can't match `deny`
 
 
 class Finding(NamedTuple):
@@ -61,8 +63,16 @@ def findings(text: str, checks: Sequence[Check]) -> list[Finding]:
     """Every check's hits in `text`: its deny patterns' first match, each detector hit."""
     found: list[Finding] = []
     kinds_seen: dict[tuple[str, ...], list[Hit]] = {}
+    folded: str | None = None  # the text casefolded, once a check's needles need it
     for check in checks:
-        if check.deny is not None:
+        if check.deny is not None and check.needles is not None:
+            if folded is None:
+                folded = text.casefold()
+            searched = any(needle in folded for needle in check.needles)
+        else:
+            searched = check.deny is not None
+        if searched:
+            assert check.deny is not None
             match = check.deny.search(text)
             if match is not None:
                 found.append(Finding(check.name, PATTERN, "deny", check.shadow,

@@ -37,6 +37,7 @@ import orjson
 
 from compiler.compiled import Guard, regex
 from policies.guarding import Check, Finding, Holdback, Refused, judge
+from policies.needles import needles
 from runtime.errors import GatewayError
 from runtime.formats.base import Slot, closed
 from runtime.pipeline.exchange import Body, Exchange
@@ -121,7 +122,8 @@ def check_of(guard: Guard) -> Check:
     """A guard as the mechanism reads it, its patterns compiled once per policy: as one
     alternation, each in a group of its own so that its flags stay its own."""
     deny = regex("|".join(f"(?:{p})" for p in guard.deny)) if guard.deny else None
-    return Check(guard.name, guard.detect, deny, guard.action, guard.mode == "shadow")
+    return Check(guard.name, guard.detect, deny, guard.action, guard.mode == "shadow",
+                 needles(guard.deny) if guard.deny else None)
 
 
 def _checks(guards: Iterable[Guard]) -> list[Check]:
