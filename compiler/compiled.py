@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from compiler.conditions import regex
 from compiler.counters import block_id
 from compiler.graph import Graph
+from compiler.needles import needles
 from compiler.plan import Plan, route
 from compiler.policy import (
     Auth,
@@ -45,7 +46,7 @@ __all__ = [
     "ENDPOINTS", "Auth", "Breaker", "Budget", "Cache", "CompiledPolicy", "Decision",
     "Deployment", "EnvValue", "Guard", "Health", "Logged", "Model", "PoolTarget", "Provider",
     "Quota", "Refused", "Request", "Retry", "Timeouts", "TrafficError", "block_id", "load",
-    "parse", "regex", "timestamp",
+    "needles", "parse", "regex", "timestamp",
 ]
 
 

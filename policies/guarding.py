@@ -2,7 +2,7 @@
 
 A `Check` is one guard as this mechanism needs it: its detectors and what their
 hits do, its deny patterns (compiled by the caller on a linear-time engine, as
-one alternation, with the needles (policies/needles.py) a text must hold for
+one alternation, with the needles (compiler/needles.py) a text must hold for
 them to be searched at all), and
 whether it only watches (`shadow`). `findings` runs a list of checks over one
 text; `Verdict` is what they decide for a whole text, and `Holdback` decides the

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from compiler.conditions import regex
+from compiler.conditions import searcher
 from compiler.interpreter import Plan
 from compiler.request import Request, getter
 
@@ -103,7 +103,7 @@ def step(node: Node, request: Request) -> tuple[int, str]:
     value = request.get(node.attr)
     name = node.attr.replace(":", "[\"", 1) + "\"]" if ":" in node.attr else node.attr
     if isinstance(node, RegexTest):
-        hit = isinstance(value, str) and regex(node.pattern).search(value) is not None
+        hit = isinstance(value, str) and searcher(node.pattern)(value)
         return (node.true if hit else node.false), f"{name} matches {node.pattern!r}: {hit}"
     if isinstance(node, BoolSwitch):
         return (node.true if value else node.false), f"{name} is {bool(value)}"
@@ -171,7 +171,7 @@ class Evaluator:
         yes, no = done[node.true], done[node.false]
         if isinstance(node, BoolSwitch):
             return lambda request: yes(request) if get(request) else no(request)
-        search = regex(node.pattern).search
+        search = searcher(node.pattern)
 
         def on_regex(request: Request) -> Plan:
             value = get(request)

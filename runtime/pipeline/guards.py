@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from compiler.compiled import Guard, regex
+from compiler.compiled import Guard, needles, regex
 from policies.guarding import Check, Finding, Holdback, Refused, judge
-from policies.needles import needles
 from runtime.errors import GatewayError
 from runtime.formats.base import Slot, closed
 from runtime.pipeline.exchange import Body, Exchange

@@ -10,7 +10,7 @@ import re2
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from policies.needles import needles
+from compiler.needles import needles
 
 ALPHABET = "abAB ßẞſsSKkKσςΣ.-"
 ATOMS = st.sampled_from(["a", "b", "A", "ß", "ẞ", "ſ", "s", "K", "k", "K", "σ", "Σ", "ς", " ",
