@@ -318,20 +318,14 @@ async def _guarded(exchange: Exchange, chunks: AsyncIterator[Body], sort: Sorted
             if not form.closes(chunk):
                 continue
             if last is not None and held is not None:
-                if hooked:
-                    await _asked(exchange, hooked, "output", holdback.pending)
-                holder, key = held
-                holder[key] += holdback.close()
-                _record(guarding, holdback.found, "output")
+                await _released(exchange, holdback, held, hooked)
                 holdback = _holdback(checks, window)
                 yield last
                 last = held = None
             if slot is None:
                 yield _whole(chunk, form.whole, checks)
         if last is not None and held is not None:  # the stream ended without a closing chunk
-            holder, key = held
-            holder[key] += holdback.close()
-            _record(guarding, holdback.found, "output")
+            await _released(exchange, holdback, held, hooked)
             yield last
     except Refused as refusal:
         guarding.acted.append(Acted(refusal.finding.guard, "output", "deny",
@@ -339,6 +333,18 @@ async def _guarded(exchange: Exchange, chunks: AsyncIterator[Body], sort: Sorted
         raise _refusal(refusal.finding.guard, refusal.finding.kind, "output") from None
     finally:
         await closed(chunks)
+
+
+async def _released(exchange: Exchange, holdback: Holdback, held: Slot,
+                    hooked: list[Guard]) -> None:
+    """What is still held of a text, put after its last piece once the text's webhooks
+    have read it whole; a refusal is raised (`Refused`, or the webhook's)."""
+    assert exchange.guarding is not None
+    if hooked:
+        await _asked(exchange, hooked, "output", holdback.pending)
+    holder, key = held
+    holder[key] += holdback.close()
+    _record(exchange.guarding, holdback.found, "output")
 
 
 def _holdback(checks: list[Check], window: int | None) -> Holdback:
