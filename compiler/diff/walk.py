@@ -40,6 +40,7 @@ from compiler.graph.nodes import (
     RegexTest,
     StrSwitch,
     children,
+    children_first,
 )
 from compiler.plan import Plan
 
@@ -60,7 +61,7 @@ class Part:
         if root == NOTHING:
             self.reach[NOTHING] = frozenset({ids.setdefault(value(EMPTY), len(ids))})
             return
-        for index in _children_first(self.nodes, root):
+        for index in children_first(self.nodes, root):
             node = self.nodes[index]
             if isinstance(node, Leaf):
                 found = value(self.plans[node.plan])
@@ -86,21 +87,6 @@ def parts(graph: Graph) -> tuple[int, int]:
     if isinstance(root, Product):
         return root.route, root.limits
     return graph.root, NOTHING
-
-
-def _children_first(nodes: list[Node], root: int) -> list[int]:
-    order: list[int] = []
-    seen: set[int] = set()
-    stack: list[tuple[int, bool]] = [(root, False)]
-    while stack:
-        index, expanded = stack.pop()
-        if expanded:
-            order.append(index)
-        elif index not in seen:
-            seen.add(index)
-            stack.append((index, True))
-            stack.extend((c, False) for c in children(nodes[index]) if c not in seen)
-    return order
 
 
 def walk(old: Part, new: Part, start: Box) -> Iterator[tuple[Box, Plan, Plan]]:

@@ -124,7 +124,7 @@ class Evaluator:
     def __init__(self, nodes: list[Node], plans: list[Plan], root: int) -> None:
         self.plans = plans
         compiled: dict[int, Callable[[Request], Plan]] = {}
-        for index in _children_first(nodes, root):
+        for index in children_first(nodes, root):
             compiled[index] = self._compile(nodes[index], compiled)
         self.evaluate = compiled[root]
 
@@ -191,7 +191,7 @@ def children(node: Node) -> list[int]:
     return [node.true, node.false]
 
 
-def _children_first(nodes: list[Node], root: int) -> list[int]:
+def children_first(nodes: list[Node], root: int) -> list[int]:
     """Node indexes ordered so that every node comes after its children."""
     order: list[int] = []
     seen: set[int] = set()
