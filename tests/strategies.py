@@ -7,8 +7,12 @@ values no rule names and absent attributes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import strategies as st
 
+from compiler.driver import check
+from compiler.graph import Graph
 from compiler.request import Request
 
 TEAMS = ["t0", "t1", "t2"]
@@ -122,3 +126,13 @@ def relaid(draw: st.DrawFn) -> tuple[str, str]:
         'notify ops { webhook = "https://hooks.test/x" }\n',
         "# trailing comment\n"]))
     return comment, extra
+
+
+def compiled(folder: Path, text: str, name: str = "random.gw") -> Graph:
+    """A generated policy's decision graph: written to `folder`, checked clean."""
+    path = folder / name
+    path.write_text(text)
+    ctx = check(str(path), env={})
+    assert not ctx.has_errors, [d.message for d in ctx.diagnostics] + [text]
+    assert ctx.graph is not None
+    return ctx.graph

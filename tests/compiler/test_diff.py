@@ -17,31 +17,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler.diff import Differ, holds
-from compiler.driver import check
-from compiler.graph import Graph
 from compiler.request import Request
 from dsl.format import format_module
 from dsl.parser import parse
-from tests.strategies import policies, relaid, requests
+from tests.strategies import compiled, policies, relaid, requests
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _graph(folder: Path, name: str, text: str) -> Graph:
-    path = folder / name
-    path.write_text(text)
-    ctx = check(str(path), env={})
-    assert not ctx.has_errors, [d.message for d in ctx.diagnostics] + [text]
-    assert ctx.graph is not None
-    return ctx.graph
 
 
 @SETTINGS
 @given(old=policies(), new=policies(), batch=st.lists(requests, min_size=25, max_size=25))
 def test_a_request_changes_plan_iff_it_is_in_a_reported_class(
         tmp_path: Path, old: str, new: str, batch: list[Request]) -> None:
-    differ = Differ(_graph(tmp_path, "old.gw", old), _graph(tmp_path, "new.gw", new))
+    differ = Differ(compiled(tmp_path, old, "old.gw"), compiled(tmp_path, new, "new.gw"))
     found = differ.changes()
     for request in batch:
         changes = differ.request_changes(request)
@@ -57,7 +46,7 @@ def test_a_request_changes_plan_iff_it_is_in_a_reported_class(
 @given(old=policies(), new=policies())
 def test_every_witness_is_in_its_class_and_changes_as_said(
         tmp_path: Path, old: str, new: str) -> None:
-    differ = Differ(_graph(tmp_path, "old.gw", old), _graph(tmp_path, "new.gw", new))
+    differ = Differ(compiled(tmp_path, old, "old.gw"), compiled(tmp_path, new, "new.gw"))
     for f in differ.changes():
         request = Request.from_fields(f.witness)
         if f.exact:
@@ -75,9 +64,9 @@ def test_the_same_policy_in_another_layout_changes_nothing(
     formatted = format_module(module, text)
     comment, extra = layout
     moved = "".join(f"{comment}\n{line}\n" for line in text.splitlines()) + extra
-    original = _graph(tmp_path, "a.gw", text)
+    original = compiled(tmp_path, text, "a.gw")
     for other in (text, formatted, moved):
-        assert Differ(original, _graph(tmp_path, "b.gw", other)).changes() == [], other
+        assert Differ(original, compiled(tmp_path, other, "b.gw")).changes() == [], other
 
 
 def test_the_command_says_so_when_nothing_changes(tmp_path: Path) -> None:

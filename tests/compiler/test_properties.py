@@ -20,26 +20,17 @@ from compiler.graph.document import from_json, to_json
 from compiler.interpreter import interpret
 from compiler.passes.guard_shadowing import covers
 from compiler.request import Request
-from tests.strategies import policies, requests
+from tests.strategies import compiled, policies, requests
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _compile(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
-    path = tmp_path / "random.gw"
-    path.write_text(text)
-    ctx = check(str(path), env={})
-    assert not ctx.has_errors, [d.message for d in ctx.diagnostics] + [text]
-    assert ctx.graph is not None
-    return ctx.graph
 
 
 @SETTINGS
 @given(text=policies(), batch=st.lists(requests, min_size=20, max_size=20))
 def test_the_graph_agrees_with_the_reference_interpreter(tmp_path: Path, text: str,
                                                          batch: list[Request]) -> None:
-    graph = _compile(tmp_path, text)
+    graph = compiled(tmp_path, text)
     for request in batch:
         assert graph.plan(request) == interpret(graph.policy, request), (text, request)
         assert graph.trace(request)[0] == graph.plan(request)
@@ -50,7 +41,7 @@ def test_the_graph_agrees_with_the_reference_interpreter(tmp_path: Path, text: s
 @given(text=policies(), batch=st.lists(requests, min_size=10, max_size=10))
 def test_a_graph_read_back_from_json_decides_the_same(tmp_path: Path, text: str,
                                                       batch: list[Request]) -> None:
-    graph = _compile(tmp_path, text)
+    graph = compiled(tmp_path, text)
     loaded = from_json(json.loads(json.dumps(to_json(graph))))
     assert loaded.version == graph.version
     for request in batch:
