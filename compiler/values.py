@@ -17,7 +17,7 @@ from compiler import units
 from compiler.conditions import PatternError, regex
 from compiler.policy import EnvValue, Member, Rate
 from dsl import ast
-from dsl.diagnostics import Diagnostic, error, suggestion
+from dsl.diagnostics import Diagnostic, error, suggestion, warning
 
 INVALID: Any = object()  # a value that failed to check; its diagnostic is already out
 
@@ -413,6 +413,12 @@ class Checker:
                 ok = False
             elif item.value not in patterns:
                 patterns.append(item.value)
+                if regex(item.value).search(""):
+                    self.report(warning(
+                        "GW316", f"the pattern '{item.value}' matches an empty text, so it "
+                        "is found in every text: the guard refuses every request it checks",
+                        item.span, help="a pattern searched for in a text must need at "
+                        "least one character: `a+`, not `a*`"))
         return tuple(patterns) if ok else INVALID
 
     def pattern_ok(self, pattern: ast.Str) -> bool:

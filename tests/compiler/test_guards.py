@@ -229,6 +229,15 @@ def test_webhook_settings_do_nothing_without_a_webhook(compile_text) -> None:
         ("GW314", 9, 3, "'on_error' does nothing on a guard without a webhook")]
 
 
+def test_a_deny_pattern_found_in_every_text_is_warned_of(compile_text) -> None:
+    ctx = compile_text(BASE + 'guard g { deny = ["password|", "[0-9]*", "sk-[a-z]*", "^"] }\n')
+    assert [(d.code, d.span.column, d.is_error) for d in ctx.diagnostics] == [
+        ("GW316", 19, False), ("GW316", 32, False), ("GW316", 55, False)]
+    assert ctx.diagnostics[0].message == (
+        "the pattern 'password|' matches an empty text, so it is found in every text: "
+        "the guard refuses every request it checks")
+
+
 def test_a_guard_whose_when_contradicts_itself_never_applies(compile_text) -> None:
     ctx = compile_text(BASE + 'guard g when tokens > 10k and tokens < 1k { deny = ["x"] }\n')
     assert_diagnostic(ctx, "GW315", 6, 14, "guard 'g' never applies: no request satisfies "
@@ -396,7 +405,7 @@ test "none" { given { stream = true } expect { guards = [] } }
 
 # --------------------------------------------------------------- explanations
 
-GUARD_CODES = ["GW112", "GW204", "GW312", "GW313", "GW314", "GW315"]
+GUARD_CODES = ["GW112", "GW204", "GW312", "GW313", "GW314", "GW315", "GW316"]
 EXAMPLE = re.compile(r"## (Wrong|Right)\n\n```gw\n(.*?)```", re.S)
 
 
