@@ -75,12 +75,17 @@ def gwc_serve(file: str, port: int, log: IO[str], *flags: str,
         time.sleep(0.1)
 
 
+ECHOES = ("echo", "echo-unclosed")
+
+
 @dataclass
 class Script:
     """What a fake does for a model name.
 
     `ok...` answers "hello from MODEL", streamed a word a chunk; `echo` answers the
-    text of the last message, streamed four characters a chunk (`said`, `pieces`);
+    text of the last message, streamed four characters a chunk (`said`, `pieces`),
+    and `echo-unclosed` the same with no closing chunk (neither a finish reason nor
+    usage) before `[DONE]` (chat completions only);
     `error-NNN` answers that status; `limited` answers 429 with
     Retry-After: 1 on its first call and then answers; `slow` waits 3 s; `cut`
     streams two chunks and drops the connection; `down` answers 503 while
@@ -117,7 +122,7 @@ class Script:
     def said(model: str, last: Any) -> str:
         """What the fake answers: `last` is the last message's content (a string or
         parts), which `echo` says back."""
-        if model != "echo":
+        if model not in ECHOES:
             return f"hello from {model}"
         if isinstance(last, str):
             return last
@@ -127,7 +132,7 @@ class Script:
     @staticmethod
     def pieces(model: str, text: str) -> list[str]:
         """A streamed answer's pieces: words, or `echo`'s four characters at a time."""
-        if model == "echo":
+        if model in ECHOES:
             return [text[i:i + 4] for i in range(0, len(text), 4)]
         words = text.split()
         return [word if i == 0 else " " + word for i, word in enumerate(words)]

@@ -175,8 +175,10 @@ def app(script: Script) -> Starlette:
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                               "finish_reason": None}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
-            yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'logprobs': None, 'finish_reason': 'stop'}]})}\n\n".encode()  # noqa: E501
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if model != "echo-unclosed":
+                yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'logprobs': None, 'finish_reason': 'stop'}]})}\n\n".encode()  # noqa: E501
+            if (body.get("stream_options") or {}).get("include_usage") \
+                    and model != "echo-unclosed":
                 usage = usage_of(model)
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
             yield b"data: [DONE]\n\n"

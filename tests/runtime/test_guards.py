@@ -51,10 +51,11 @@ provider claude {{ type = anthropic; base_url = "{anthropic}"; api_key = "{key}"
 model echo        {{ provider = openai; name = "echo"; input = $1/1M; output = $2/1M }}
 model vllm-echo   {{ provider = vllm; name = "echo" }}
 model claude-echo {{ provider = claude; name = "echo" }}
+model echo-unclosed {{ provider = openai; name = "echo-unclosed" }}
 
 route {{
   when model == "slow-header" and header["x-probe"] matches "(a+)+$" -> echo
-  when model in ["echo", "vllm-echo", "claude-echo"] -> requested
+  when model in ["echo", "vllm-echo", "claude-echo", "echo-unclosed"] -> requested
   otherwise -> echo
 }}
 
@@ -256,6 +257,15 @@ def test_a_card_streamed_over_four_chunks_is_redacted_in_the_stream(gw: Guarded)
     text = chat_stream(gw.client("redact-out"), f"Your card {CARD} is on file.")
     assert text == "Your card [CREDIT_CARD] is on file."
     assert gw.openai.bodies[-1]["messages"][0]["content"].count("4111") == 1  # input as sent
+
+
+def test_a_stream_that_ends_without_a_closing_chunk_still_has_its_held_text_judged(
+        gw: Guarded) -> None:
+    text = chat_stream(gw.client("redact-out"), f"Your card {CARD}", model="echo-unclosed")
+    assert text == "Your card [CREDIT_CARD]"  # the card was the held tail: judged, redacted
+    with pytest.raises(openai.APIError):
+        chat_stream(gw.client("hook-out"), "all of this text", model="echo-unclosed")
+    assert gw.hook.asked[-1]["text"] == "all of this text"  # read whole before refusing
 
 
 def test_a_whole_answer_is_redacted_on_its_way_out(gw: Guarded) -> None:
