@@ -17,6 +17,7 @@ import importlib
 import re
 import unicodedata
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 from itertools import pairwise
@@ -111,13 +112,17 @@ class HashEmbedder:
         values = np.concatenate((np.ones(len(char_keys)), np.array(weights)))
         signed = np.where((mixed >> _SIGN) & np.uint64(1), -values, values)
         grid = np.bincount(cells, weights=signed, minlength=2 * count * self.dimensions)
-        chars, words = grid.astype(np.float64, copy=False).reshape(2, count, self.dimensions)
-        chars = np.sign(chars) * np.sqrt(np.abs(chars))  # sublinear in an n-gram's count
-        out = _unit(chars) + _WORD_WEIGHT * _unit(words)
-        norms = np.sqrt(np.einsum("ij,ij->i", out, out))
-        empty = norms == 0  # no words at all: one fixed unit vector
-        out[empty, 0], norms[empty] = 1.0, 1.0
-        vectors: Vectors = (out / norms[:, None]).astype(np.float32)
+        parts = grid.reshape(2, count, self.dimensions)
+        parts[0] = np.sign(parts[0]) * np.sqrt(np.abs(parts[0]))  # sublinear in a count
+        # each part to unit length (a zero one stays zero), the words' at half weight
+        norms = np.sqrt(np.einsum("kij,kij->ki", parts, parts))
+        norms[norms == 0] = 1.0
+        norms[1] /= _WORD_WEIGHT
+        out = (parts / norms[:, :, None]).sum(axis=0)
+        total = np.sqrt(np.einsum("ij,ij->i", out, out))
+        empty = total == 0  # no words at all: one fixed unit vector
+        out[empty, 0], total[empty] = 1.0, 1.0
+        vectors: Vectors = (out / total[:, None]).astype(np.float32)
         return vectors
 
 
@@ -135,13 +140,12 @@ def _words(texts: Sequence[str]) -> tuple[list[str], list[int], list[int], list[
         words = _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
         content = [w for w in words if w not in _STOPWORDS]
         pieces.append(" " + " ".join(content) + " ")
-        grams: dict[str, int] = {}
-        for gram in words + [f"{a} {b}" for a, b in pairwise(content)]:
-            grams[gram] = grams.get(gram, 0) + 1
-        for gram, n in grams.items():
-            rows.append(row)
-            keys.append(zlib.crc32(gram.encode()))
-            weights.append((_STOPWORD_WEIGHT if gram in _STOPWORDS else 1.0) * (1 + log(n)))
+        grams = Counter(words)
+        grams.update([f"{a} {b}" for a, b in pairwise(content)])
+        rows += [row] * len(grams)
+        keys += [zlib.crc32(gram.encode()) for gram in grams]
+        weights += [(_STOPWORD_WEIGHT if gram in _STOPWORDS else 1.0) * (1 + log(n))
+                    for gram, n in grams.items()]
     return pieces, rows, keys, weights
 
 
@@ -152,7 +156,9 @@ def _char_grams(pieces: list[str]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[
     character) and hashed as one array; an n-gram across a NUL is dropped.
     """
     points = np.frombuffer("\0".join(pieces).encode("utf-32-le"), dtype=np.uint32)
-    seps = np.concatenate(([0], np.cumsum(points == 0))).astype(np.uint64)  # NULs before
+    seps = np.zeros(len(points) + 1, dtype=np.uint64)  # the NULs before each point
+    if len(pieces) > 1:
+        np.cumsum(points == 0, dtype=np.uint64, out=seps[1:])
     points = points.astype(np.uint64)
     grams = (points[:-2] * _PRIME + points[1:-1]) * _PRIME + points[2:]
     rows, keys = [], []
@@ -171,11 +177,3 @@ def _mixed(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     keys = (keys ^ (keys >> _SHIFT1)) * _MIX1
     keys = (keys ^ (keys >> _SHIFT2)) * _MIX2
     return keys >> _LOW
-
-
-def _unit(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Each row scaled to unit length; a zero row stays zero."""
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    norms[norms == 0] = 1.0
-    scaled: npt.NDArray[np.float64] = rows / norms[:, None]
-    return scaled
