@@ -48,7 +48,6 @@ import re
 import statistics
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +124,8 @@ def filled(vectors: np.ndarray) -> Filled:
         cache.add(name, vector, entry)
         seconds.append(time.perf_counter() - started)
         entries.append(entry)
-        partition = cache._partitions[name]
+        assert isinstance(cache.rows, cache_store.Partitions)
+        partition = cache.rows.partitions[name]
         if partition.training is not None:  # a cache fills at the pace of its misses, not
             started = time.perf_counter()  # of this loop: wait as it trains, not after
             partition.settle()
@@ -247,14 +247,19 @@ def embed_times() -> dict[str, float]:
 
 
 # every request its own question: wrk's Lua makes the body per request, from a count and
-# this round's own nonce (each round is a new wrk, whose count and random numbers restart)
+# this wrk's own number, read from /dev/urandom (each wrk, the warm-up second the bench's
+# wrk helper runs first included, starts its count and its random numbers anew)
 MISSES_LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local urandom = io.open("/dev/urandom", "rb")
+local a, b, c, d = urandom:read(4):byte(1, 4)
+urandom:close()
+local run = ((a * 256 + b) * 256 + c) * 256 + d
 counter = 0
 request = function()
   counter = counter + 1
   local body = '{"model":"m3","messages":[{"role":"user","content":"How do I rotate key '
-    .. counter .. ' of service NONCE-' .. math.random(1, 1000000000) .. ' today?"}]}'
+    .. counter .. ' of service ' .. run .. ' today?"}]}'
   return wrk.format(nil, nil, nil, body)
 end
 """
@@ -282,8 +287,7 @@ def throughput() -> None:
             rates: dict[str, list[float]] = {name: [] for name in variants}
             for _ in range(ROUNDS):
                 for name, url in urls.items():
-                    lua = MISSES_LUA.replace("NONCE", uuid.uuid4().hex)
-                    rates[name].append(wrk(url, 8, SECONDS, headers=headers, lua=lua))
+                    rates[name].append(wrk(url, 8, SECONDS, headers=headers, lua=MISSES_LUA))
         base = statistics.median(rates["no cache"])
         print(f"throughput, every request a miss (req/s, wrk, 8 connections, median of "
               f"{ROUNDS} alternating rounds of {SECONDS} s)")
