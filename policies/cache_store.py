@@ -26,7 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -240,13 +240,46 @@ class Partition:
             self.index.add(self._label(entries), rows)
 
 
-class MemoryCache:
-    """One cache block's entries in this process."""
+class Rows(Protocol):
+    """Where a `MemoryCache` keeps its semantic entries' rows: `Partitions` in this
+    process, or a `vector_process.VectorProcess`, which its owner searches."""
 
-    def __init__(self, max_entries: int) -> None:
+    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None: ...
+
+    def remove(self, partition: str, entry: Entry) -> None: ...
+
+
+class Partitions:
+    """Semantic rows in this process: a `Partition` each, made by its first row."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[str, Partition] = {}
+
+    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
+        rows = self.partitions.get(partition)
+        if rows is None:
+            rows = self.partitions[partition] = Partition(len(vector))
+        rows.add(vector, entry)
+
+    def remove(self, partition: str, entry: Entry) -> None:
+        rows = self.partitions[partition]
+        rows.remove(entry)
+        if not rows.entries:
+            del self.partitions[partition]
+
+    def nearest(self, partition: str, vector: np.ndarray,
+                count: int) -> list[tuple[Entry, float]]:
+        rows = self.partitions.get(partition)
+        return [] if rows is None else rows.nearest(vector, count)
+
+
+class MemoryCache:
+    """One cache block's entries in this process (their rows, maybe in another)."""
+
+    def __init__(self, max_entries: int, rows: Rows | None = None) -> None:
         self.max_entries = max_entries
+        self.rows = rows if rows is not None else Partitions()
         self._exact: dict[str, Entry] = {}
-        self._partitions: dict[str, Partition] = {}
         self._order: OrderedDict[int, tuple[Entry, str | None]] = OrderedDict()  # LRU first
 
     def __len__(self) -> int:
@@ -273,10 +306,12 @@ class MemoryCache:
     def nearest(self, partition: str, vector: np.ndarray, now: float,
                 count: int = CANDIDATES) -> list[tuple[Entry, float]]:
         """The partition's entries most like `vector`, best first; expired ones go."""
-        rows = self._partitions.get(partition)
-        if rows is None:
-            return []
-        found = rows.nearest(vector, count)
+        assert isinstance(self.rows, Partitions)  # a vector process is searched by its owner
+        return self.live(partition, self.rows.nearest(partition, vector, count), now)
+
+    def live(self, partition: str, found: list[tuple[Entry, float]],
+             now: float) -> list[tuple[Entry, float]]:
+        """Those of a search's `found` that have not expired; the others go."""
         live = [(entry, similarity) for entry, similarity in found if entry.expires > now]
         if len(live) < len(found):
             for entry, _ in found:
@@ -290,11 +325,15 @@ class MemoryCache:
             self._order.move_to_end(id(entry))
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
-        rows = self._partitions.get(partition)
-        if rows is None:
-            rows = self._partitions[partition] = Partition(len(vector))
-        rows.add(vector, entry)
+        self.rows.add(partition, vector, entry)
         self._remember(entry, partition)
+
+    def forget(self) -> None:
+        """Every semantic entry gone, with no word to `rows`: they went with a vector
+        process that stopped."""
+        for key, (_, partition) in list(self._order.items()):
+            if partition is not None:
+                del self._order[key]
 
     def flush(self, scope: str | None = None) -> int:
         """Drop every entry, or those of one scope subject; how many went."""
@@ -319,10 +358,7 @@ class MemoryCache:
         if partition is None:
             self._exact.pop(entry.key, None)
             return
-        rows = self._partitions[partition]
-        rows.remove(entry)
-        if not rows.entries:
-            del self._partitions[partition]
+        self.rows.remove(partition, entry)
 
 
 class CacheStore(abc.ABC):
@@ -341,9 +377,10 @@ class CacheStore(abc.ABC):
         """Keep an exact entry (off the request's path, for a shared store)."""
 
     @abc.abstractmethod
-    async def nearest(self, partition: str, scope: str, vector: np.ndarray,
-                      now: float) -> list[tuple[Entry, float]]:
-        """The partition's live entries most like `vector`, best first."""
+    async def nearest(self, partition: str, scope: str, text: str, vector: np.ndarray | None,
+                      now: float) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
+        """The vector of `text` (embedded by the store's vector process unless given),
+        and the partition's live entries most like it, best first."""
 
     @abc.abstractmethod
     def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:
@@ -360,35 +397,3 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish what is being written."""
-
-
-class LocalCache(CacheStore):
-    """A block's entries in this process only: `MemoryCache` behind the store's face."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.memory = MemoryCache(max_entries)
-
-    def resize(self, max_entries: int) -> None:
-        self.memory.max_entries = max_entries
-
-    async def get(self, key: str, scope: str, now: float) -> Entry | None:
-        return self.memory.get(key, now)
-
-    def put(self, key: str, entry: Entry, ttl: float) -> None:
-        self.memory.put(key, entry)
-
-    async def nearest(self, partition: str, scope: str, vector: np.ndarray,
-                      now: float) -> list[tuple[Entry, float]]:
-        return self.memory.nearest(partition, vector, now)
-
-    def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:
-        self.memory.add(partition, vector, entry)
-
-    def used(self, entry: Entry) -> None:
-        self.memory.used(entry)
-
-    async def flush(self, scope: str | None) -> int:
-        return self.memory.flush(scope)
-
-    async def close(self) -> None:
-        return None

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from policies.cache_store import CANDIDATES, CacheStore, Entry, MemoryCache
+from policies.vector_process import VectorProcess
 
 T = TypeVar("T")
 logger = logging.getLogger("gwc")
@@ -41,11 +42,13 @@ class RedisCache(CacheStore):
     """One cache block's entries, in Redis under `{namespace}:cache:<block>:...`."""
 
     def __init__(self, client: aioredis.Redis, block: str, max_entries: int,
-                 namespace: str = "gw", timeout: float = 0.5) -> None:
+                 vectors: VectorProcess, namespace: str = "gw", timeout: float = 0.5) -> None:
         self.client, self.max_entries, self.timeout = client, max_entries, timeout
         self.prefix = "{" + namespace + "}:cache:"
         self.block = block
-        self.local = MemoryCache(max_entries)
+        self.vectors = vectors
+        self.local = MemoryCache(max_entries, vectors)
+        vectors.forget = self._forget
         self._seen: dict[str, str] = {}  # partition -> the last stream id read
         self._generation: bytes | None = None
         self._writes: set[asyncio.Task[Any]] = set()
@@ -64,16 +67,17 @@ class RedisCache(CacheStore):
         self._write(self.client.set(self._key(entry.scope, "x", key), _raw(entry, None),
                                     px=max(1, int(ttl * 1000))))
 
-    async def nearest(self, partition: str, scope: str, vector: np.ndarray,
-                      now: float) -> list[tuple[Entry, float]]:
+    async def nearest(self, partition: str, scope: str, text: str, vector: np.ndarray | None,
+                      now: float) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
         stream = self._key(scope, "s", partition)
+        await self.vectors.start()  # rows read from the stream go to a running one
         for _ in range(2):  # a second read, from the start, when a flush emptied the copy
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(self.prefix + "generation")
                 pipe.xrange(stream, "(" + self._seen.get(stream, "0-0"), "+")
                 answers = await self._bounded(pipe.execute())
             if answers is None:
-                return []
+                return await self.vectors.search(stream, text, vector, 0)
             generation, added = answers
             if generation == self._generation:
                 break
@@ -85,7 +89,8 @@ class RedisCache(CacheStore):
             if row is not None and entry.expires > now:
                 self.local.add(stream, row, entry)
             self._seen[stream] = stream_id.decode()
-        return self.local.nearest(stream, vector, now, CANDIDATES)
+        found, hits = await self.vectors.search(stream, text, vector, CANDIDATES)
+        return found, self.local.live(stream, hits, now)
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:
         stream = self._key(entry.scope, "s", partition)
@@ -118,6 +123,12 @@ class RedisCache(CacheStore):
     async def close(self) -> None:
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=self.timeout * 4)
+        await self.vectors.close()
+
+    def _forget(self) -> None:
+        """The vector process stopped: what it held is read from the streams again."""
+        self.local.forget()
+        self._seen.clear()
 
     def _key(self, scope: str, kind: str, name: str) -> str:
         return f"{self.prefix}{self.block}:{_scope(scope)}:{kind}:{name}"

@@ -39,8 +39,10 @@ import redis.asyncio as aioredis
 
 from compiler.compiled import Cache, Deployment
 from policies import lexical
-from policies.cache_store import CacheStore, Entry, LocalCache
+from policies.cache_store import CacheStore, Entry
+from policies.local_cache import LocalCache
 from policies.redis_cache import RedisCache
+from policies.vector_process import EmbedderFailed, VectorProcess
 from runtime.errors import UpstreamError
 
 if TYPE_CHECKING:
@@ -126,8 +128,8 @@ class Lookup:
 
 class Cacher:
     """The gateway's cached answers: one store per cache block's settings (in memory,
-    or in Redis when `GW_STATE_URL` names one), and the embedders that semantic
-    blocks use, batched off the event loop."""
+    or in Redis when `GW_STATE_URL` names one), a semantic one with its vector
+    process (policies/vector_process.py), and the `model(NAME)` embedders."""
 
     def __init__(self, redis: aioredis.Redis | None = None) -> None:
         self.redis = redis
@@ -139,8 +141,13 @@ class Cacher:
         name = _store_name(block.mode, block.scope, block.embedder, block.embedder_model)
         found = self.stores.get(name)
         if found is None:
-            found = self.stores[name] = LocalCache(block.max_entries) if self.redis is None \
-                else RedisCache(self.redis, name, block.max_entries)
+            # a semantic block's rows are searched in a process of its own, which embeds
+            # too unless the embedder is a model the gateway calls
+            vectors = VectorProcess(block.embedder if block.embedder != "model" else None)
+            found = self.stores[name] = RedisCache(self.redis, name, block.max_entries,
+                                                   vectors) if self.redis is not None \
+                else LocalCache(block.max_entries,
+                                vectors if block.mode == "semantic" else None)
         found.resize(block.max_entries)
         return found
 
@@ -162,24 +169,29 @@ class Cacher:
         lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.path,
                                                               rest), text=text)
         try:
-            lookup.vector = await self.embedder(block, exchange).embed(text)
-        except _embedders().EmbedderUnavailable as missing:  # its extra not installed
+            vector = await self.embedder(block, exchange).embed(text) \
+                if block.embedder == "model" else None
+            lookup.vector, found = await store.nearest(lookup.partition, scope, text, vector,
+                                                       now)
+        except EmbedderFailed as missing:  # its extra not installed
             if block.embedder not in self._missing:  # said once, not on every request
                 self._missing.add(block.embedder)
                 logger.error("gwc: the cache block at %s:%d goes uncached: %s",
                              block.source.file, block.source.line, missing)
             return None, None, None
-        except (UpstreamError, ValueError, OSError):  # its model down or answering junk
+        except (UpstreamError, ValueError):  # its model down or answering junk
             logger.warning("gwc: the cache's embedder failed; the request goes on uncached",
                            exc_info=True)
+            return None, None, None
+        except OSError as down:  # the vector process stopped, or is slow: a miss
+            logger.warning("gwc: the request goes on uncached: %s", down)
             return None, None, None
         if not read:
             return lookup, None, None
         threshold = block.threshold if block.threshold is not None else \
             _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
         mine: lexical.Features | None = None  # the guard's reading of this message, once
-        for entry, similarity in await store.nearest(lookup.partition, scope, lookup.vector,
-                                                     now):
+        for entry, similarity in found:
             if similarity < threshold:
                 break
             if entry.text != text:
@@ -213,26 +225,18 @@ class Cacher:
             await self.redis.aclose()
 
     def embedder(self, block: Cache, exchange: Exchange) -> Batched:
-        """The block's embedder: the gateway's own, made once, or `model(NAME)` through
-        its provider's adapter in the policy the request runs on."""
-        if block.embedder == "model":
-            assert block.embedder_model is not None
-            loaded = exchange.loaded
-            deployment = loaded.policy.deployments[block.embedder_model]
-            name = f"model:{deployment.name}:{id(loaded)}"
-            found = self._embedders.get(name)
-            if found is None:
-                for stale in [n for n in self._embedders if n.startswith("model:")]:
-                    del self._embedders[stale]  # a reload's adapters replace the old ones
-                adapter = loaded.adapters[deployment.provider.name]
-                found = self._embedders[name] = Batched(functools.partial(
-                    _embed_by_model, adapter, deployment))
-            return found
-        found = self._embedders.get(block.embedder)
+        """`model(NAME)` through its provider's adapter in the policy the request runs
+        on (the gateway's own embedders run in the block's vector process)."""
+        assert block.embedder_model is not None
+        loaded = exchange.loaded
+        deployment = loaded.policy.deployments[block.embedder_model]
+        name = f"model:{deployment.name}:{id(loaded)}"
+        found = self._embedders.get(name)
         if found is None:
-            local = _embedders().embedder(block.embedder)
-            found = self._embedders[block.embedder] = Batched(functools.partial(
-                asyncio.to_thread, local.embed))
+            self._embedders.clear()  # a reload's adapters replace the old ones
+            adapter = loaded.adapters[deployment.provider.name]
+            found = self._embedders[name] = Batched(functools.partial(
+                _embed_by_model, adapter, deployment))
         return found
 
 
@@ -263,9 +267,8 @@ async def _embed_by_model(adapter: Adapter, deployment: Deployment,
 
 
 class Batched:
-    """An embedder, one batch at a time: texts asked while a batch runs go together in
-    the next, so a burst costs a few calls, not one each (a local embedder runs in a
-    worker thread, off the event loop)."""
+    """A `model(NAME)` embedder, one batch at a time: texts asked while a batch runs go
+    together in the next, so a burst costs a few calls to the model, not one each."""
 
     def __init__(self, embed: Callable[[list[str]], Awaitable[np.ndarray]]) -> None:
         self._embed = embed

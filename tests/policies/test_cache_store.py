@@ -82,9 +82,14 @@ def consistent(partition: Partition) -> None:
         assert labels == 0 and not partition.dropped
 
 
+def partitions(cache: MemoryCache) -> dict[str, Partition]:
+    assert isinstance(cache.rows, cache_store.Partitions)
+    return cache.rows.partitions
+
+
 def settled(cache: MemoryCache) -> MemoryCache:
     """The cache once its partitions' indexes, if any are training, are taken."""
-    for partition in cache._partitions.values():
+    for partition in partitions(cache).values():
         partition.settle()
     return cache
 
@@ -287,7 +292,7 @@ def test_a_partition_past_the_real_switch_is_indexed_and_answers() -> None:
     entries = [entry(str(i)) for i in range(size)]
     for row, one in zip(rows, entries, strict=True):
         cache.add("p", row, one)
-    partition = cache._partitions["p"]
+    partition = partitions(cache)["p"]
     partition.settle()
     assert partition.index is not None and len(partition) == size
     for i in rng.choice(size, 50, replace=False):
@@ -343,7 +348,7 @@ def test_a_flush_empties_one_scope_or_all(switch: int) -> None:
     for i, row in enumerate(rows):
         found = cache.nearest(f"p{i % 4}", row, 0.0)
         assert (found[0][0] if found else None) is (entries[i] if i % 2 == 0 else None)
-    assert cache.flush() == 120 and len(cache) == 0 and not cache._partitions
+    assert cache.flush() == 120 and len(cache) == 0 and not partitions(cache)
 
 
 # The property test: MemoryCache against a model of LRU and TTL that is a list.
@@ -467,5 +472,5 @@ def test_memory_cache_keeps_and_drops_entries_as_a_simple_lru_ttl_model_does(
                     now += seconds
             assert len(cache) == len(model.held)
             assert [id(one) for one in cache.entries()] == list(model.held)
-            for partition in cache._partitions.values():
+            for partition in partitions(cache).values():
                 consistent(partition)

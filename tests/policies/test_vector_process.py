@@ -1,0 +1,109 @@
+"""The semantic cache's vector process: the same answers as partitions in this process,
+and a child that dies costs misses, never an error or a wrong hit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from policies.cache_store import Entry, MemoryCache
+from policies.embedders import HashEmbedder
+from policies.vector_process import Unavailable, VectorProcess
+
+
+def entry(text: str, scope: str = "team=t") -> Entry:
+    return Entry({"answer": text}, "m", "p", 0.0, scope, math.inf, text)
+
+
+@contextlib.asynccontextmanager
+async def child(embedder: str | None = None) -> AsyncIterator[VectorProcess]:
+    vectors = VectorProcess(embedder)
+    try:
+        yield vectors
+    finally:
+        await vectors.close()
+
+
+def unit_rows(count: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, 16)).astype(np.float32)
+    unit: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return unit
+
+
+def test_its_searches_find_what_partitions_in_this_process_find() -> None:
+    rows, queries = unit_rows(300, 1), unit_rows(20, 2)
+
+    async def go() -> None:
+        async with child() as vectors:
+            remote, local = MemoryCache(1000, vectors), MemoryCache(1000)
+            await vectors.start()
+            for i, row in enumerate(rows):
+                scope = "team=gone" if i % 7 == 0 else "team=t"  # to be flushed
+                remote.add(f"p{i % 2}", row, entry(f"r{i}", scope))
+                local.add(f"p{i % 2}", row, entry(f"r{i}", scope))
+            # a removed row is filled by its partition's last one, on both sides alike
+            assert remote.flush("team=gone") == local.flush("team=gone") == 43
+            for query in queries:
+                for partition in ("p0", "p1"):
+                    found, hits = await vectors.search(partition, "", query, 4)
+                    assert np.array_equal(found, query)
+                    wanted = local.nearest(partition, query, 0.0)
+                    assert [e.text for e, _ in hits] == [e.text for e, _ in wanted]
+                    assert [s for _, s in hits] == pytest.approx([s for _, s in wanted])
+    asyncio.run(go())
+
+
+def test_it_embeds_a_message_as_the_embedder_does_and_finds_it_again() -> None:
+    async def go() -> None:
+        async with child("hash") as vectors:
+            cache = MemoryCache(10, vectors)
+            found, hits = await vectors.search("p", "How do I rotate my keys?", None, 4)
+            assert hits == []
+            assert np.array_equal(found, HashEmbedder().embed(["How do I rotate my keys?"])[0])
+            kept = entry("How do I rotate my keys?")
+            cache.add("p", found, kept)
+            _, hits = await vectors.search("p", "How do I rotate my keys?", None, 4)
+            assert hits[0][0] is kept and hits[0][1] == pytest.approx(1.0)
+    asyncio.run(go())
+
+
+def test_a_child_that_dies_makes_misses_then_a_new_one_starts_empty() -> None:
+    async def go() -> None:
+        async with child() as vectors:
+            cache = MemoryCache(10, vectors)
+            vectors.forget = cache.forget
+            await vectors.start()
+            row = unit_rows(1, 3)[0]
+            cache.add("p", row, entry("kept"))
+            assert (await vectors.search("p", "", row, 4))[1]
+            assert vectors._child is not None
+            os.kill(vectors._child.pid, signal.SIGKILL)
+            with pytest.raises(Unavailable):  # the search in flight, or the one after it
+                for _ in range(50):
+                    await vectors.search("p", "", row, 4)
+                    await asyncio.sleep(0.01)
+            assert len(cache) == 0 and not vectors.labelled  # forgotten with the child
+            found, hits = await vectors.search("p", "", row, 4)  # a new child
+            assert hits == [] and np.array_equal(found, row)
+    asyncio.run(go())
+
+
+def test_a_row_kept_before_the_child_runs_is_never_found_and_nothing_fails() -> None:
+    async def go() -> None:
+        async with child() as vectors:
+            cache = MemoryCache(10, vectors)
+            row = unit_rows(1, 4)[0]
+            early = entry("early")
+            cache.add("p", row, early)
+            assert early.label == -1 and len(cache) == 1
+            _, hits = await vectors.search("p", "", row, 4)
+            assert hits == []
+            cache.flush()  # an entry without a row goes quietly
+    asyncio.run(go())
