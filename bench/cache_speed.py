@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from bench.overhead import prepare
 from bench.upstream import nginx
@@ -62,9 +63,10 @@ SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}
 PARTITION = 100_000  # the most one partition holds here; bigger sizes are split
 LOOKUPS = 200
 RECALL_QUERIES = 500
-ANSWER = {"id": "x", "object": "chat.completion", "model": "m",
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": "a short answer"},
-                       "finish_reason": "stop"}]}
+ANSWER = orjson.dumps({
+    "id": "x", "object": "chat.completion", "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "a short answer"},
+                 "finish_reason": "stop"}]})
 PARAPHRASE = 0.35  # the noise that takes a row to a near neighbour: cosine about 0.89 between two
 NEAR = 0.8  # a similarity a hit could have (the default thresholds are 0.85 and 0.86)
 

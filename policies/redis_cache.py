@@ -156,7 +156,7 @@ def _scope(scope: str) -> str:
 
 def _raw(entry: Entry, vector: np.ndarray | None) -> bytes:
     return orjson.dumps({
-        "answer": entry.answer, "model": entry.model, "provider": entry.provider,
+        "answer": orjson.Fragment(entry.answer), "model": entry.model, "provider": entry.provider,
         "cost": entry.cost, "scope": entry.scope, "expires": entry.expires, "text": entry.text,
         "vector": None if vector is None else base64.b64encode(
             np.asarray(vector, dtype=np.float32).tobytes()).decode()})
@@ -166,5 +166,5 @@ def _entry(raw: bytes | str) -> tuple[Entry, np.ndarray | None]:
     data = orjson.loads(raw)
     vector = None if data["vector"] is None else np.frombuffer(
         base64.b64decode(data["vector"]), dtype=np.float32)
-    return Entry(data["answer"], data["model"], data["provider"], data["cost"], data["scope"],
-                 data["expires"], data["text"]), vector
+    return Entry(orjson.dumps(data["answer"]), data["model"], data["provider"], data["cost"],
+                 data["scope"], data["expires"], data["text"]), vector

@@ -276,7 +276,7 @@ class Rows:
         rows = self.partitions.get(partition)
         if rows is None:
             rows = self.partitions[partition] = Partition(len(vector))
-        stub = Entry({}, "", "", 0.0, "", math.inf, key=str(label))
+        stub = Entry(b"", "", "", 0.0, "", math.inf, key=str(label))
         self.stubs[partition, label] = stub
         rows.add(vector, stub)
 

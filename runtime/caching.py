@@ -208,8 +208,9 @@ class Cacher:
         deployment = exchange.answered_by
         assert deployment is not None
         ttl = lookup.block.ttl
-        entry = Entry(answer, deployment.name, deployment.provider.name, exchange.cost or 0.0,
-                      lookup.scope, exchange.gateway.limiter.clock() + ttl, lookup.text)
+        entry = Entry(orjson.dumps(answer), deployment.name, deployment.provider.name,
+                      exchange.cost or 0.0, lookup.scope, exchange.gateway.limiter.clock() + ttl,
+                      lookup.text)
         if lookup.vector is None:
             lookup.store.put(lookup.key, entry, ttl)
         else:

@@ -39,6 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
+
 from runtime.errors import GatewayError, UpstreamError
 from runtime.formats.base import closed
 
@@ -395,7 +397,7 @@ def _attributes(exchange: Exchange) -> dict[str, Any]:
     if exchange.guarding is not None and exchange.guarding.acted:
         found["gw.guards"] = exchange.guarding.header()  # `x-gw-guards`: names and actions
     answer = exchange.answer if exchange.answer is not None else \
-        hit.answer if hit is not None else None
+        orjson.loads(hit.answer) if hit is not None else None
     model = answer.get("model") if isinstance(answer, dict) else None
     if deployment is not None:
         found.update({"gen_ai.provider.name": _provider_name(deployment.provider),

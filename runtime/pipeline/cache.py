@@ -15,6 +15,8 @@ lookup and keeps the fresh answer; `no-store` neither reads nor writes.
 
 from __future__ import annotations
 
+import orjson
+
 from runtime.pipeline.exchange import Body, Exchange
 
 
@@ -39,7 +41,7 @@ async def enter(exchange: Exchange) -> None:
     exchange.cache, exchange.hit, exchange.similarity = "hit", entry, similarity
     exchange.cost = 0.0  # no upstream was called; what it saved is logged
     form = exchange.endpoint.format
-    answer = form.fresh(entry.answer)
+    answer = form.fresh(orjson.loads(entry.answer))
     if exchange.parsed.stream:
         exchange.chunks = form.replay(answer, exchange.include_usage)
     else:

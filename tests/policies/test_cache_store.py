@@ -55,7 +55,7 @@ def clustered(rng: np.random.Generator, clusters: int, each: int,
 
 
 def entry(name: str, expires: float = float("inf"), scope: str = "team=t") -> Entry:
-    return Entry({"id": name}, "m", "p", 0.001, scope, expires, name)
+    return Entry(b'{"id": 1}', "m", "p", 0.001, scope, expires, name)
 
 
 def filled(vectors: np.ndarray) -> tuple[Partition, list[Entry]]:

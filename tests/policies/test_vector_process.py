@@ -19,7 +19,7 @@ from policies.vector_process import Unavailable, VectorProcess
 
 
 def entry(text: str, scope: str = "team=t") -> Entry:
-    return Entry({"answer": text}, "m", "p", 0.0, scope, math.inf, text)
+    return Entry(b"{}", "m", "p", 0.0, scope, math.inf, text)
 
 
 @contextlib.asynccontextmanager
