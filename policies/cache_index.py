@@ -15,19 +15,19 @@ own (which cannot remove a row), on 100k rows of 512 floats, lookups
 interleaved (the figures are in the commit that brought it in): reading 16 of
 its 256 lists it looked up faster, added and removed rows twenty times faster,
 held less, and found the same near rows (paraphrase-like data); a graph needs
-no training but pays milliseconds for each add and each removal, on the
-event loop. Its price: the training, done in a thread (`cache_store.Training`),
-again as a partition grows until it has `LISTS` centres; past that (some
-hundred thousand rows in one partition) a lookup reads more.
+no training but pays milliseconds for each add and each removal. Its price:
+the training, done in a thread (`cache_store.Training`), again as a partition
+grows until it has `LISTS` centres; past that (some hundred thousand rows in
+one partition) a lookup reads more.
 """
 
 from __future__ import annotations
 
 import os
 
-# One OpenMP thread per calling thread, read when faiss loads: a lookup or an add on
-# the event loop is a few microseconds of work, and a team of threads waits at its
-# barrier for a busy core (8 ms at a time, measured while an index trains).
+# One OpenMP thread per calling thread, read when faiss loads: a lookup or an add is a
+# few microseconds of work, and a team of threads waits at its barrier for a busy core
+# (8 ms at a time, measured while an index trains).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import faiss

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 # faiss loads with this module, not in the first training thread: loading a native
-# library holds the interpreter lock, so a late import would stall the event loop
+# library holds the interpreter lock, so a late import would stall the searches
 from policies.cache_index import LISTS, ApproximateIndex, lists_for
 
 CANDIDATES = 4  # semantic candidates handed back, best first, for the caller's lexical guard
@@ -56,7 +56,8 @@ class Entry:
     # where it is held: the exact key, or the partition and its row or label
     key: str = field(default="", repr=False)
     row: int = field(default=-1, repr=False)  # in the partition's matrix
-    label: int = field(default=-1, repr=False)  # in its approximate index, if in one
+    # in its approximate index, if in one; in the gateway, its row's in the vector process
+    label: int = field(default=-1, repr=False)
 
 
 class Training:
@@ -246,7 +247,8 @@ class Rows(Protocol):
     """Where a `MemoryCache` keeps its semantic entries' rows: `Partitions` in this
     process, or a `vector_process.VectorProcess`, which its owner searches."""
 
-    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None: ...
+    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> bool:
+        """Whether `entry` has a row now (a vector process that is down has none)."""
 
     def remove(self, partition: str, entry: Entry) -> None: ...
 
@@ -257,11 +259,12 @@ class Partitions:
     def __init__(self) -> None:
         self.partitions: dict[str, Partition] = {}
 
-    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
+    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> bool:
         rows = self.partitions.get(partition)
         if rows is None:
             rows = self.partitions[partition] = Partition(len(vector))
         rows.add(vector, entry)
+        return True
 
     def remove(self, partition: str, entry: Entry) -> None:
         rows = self.partitions[partition]
@@ -327,8 +330,8 @@ class MemoryCache:
             self._order.move_to_end(id(entry))
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
-        self.rows.add(partition, vector, entry)
-        self._remember(entry, partition)
+        if self.rows.add(partition, vector, entry):  # else it could never be found
+            self._remember(entry, partition)
 
     def forget(self) -> None:
         """Every semantic entry gone, with no word to `rows`: they went with a vector

@@ -7,8 +7,8 @@ catches retypes, typos, politeness and reordering, and misses paraphrases that s
 few words; `minilm` (an optional extra) reads meaning. Either only proposes a hit:
 `policies.lexical` has the last word.
 
-Every embedder is pure CPU and thread-safe: the cache runs it in a worker thread,
-on batches of the messages that arrived together.
+Every embedder is pure CPU: the cache runs it in its vector process
+(policies/vector_process.py), on batches of the messages that arrived together.
 """
 
 from __future__ import annotations

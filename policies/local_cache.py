@@ -13,6 +13,9 @@ from policies.vector_process import VectorProcess
 
 
 class LocalCache(CacheStore):
+    """A block's entries in this process's memory; a semantic block's rows in its
+    vector process."""
+
     def __init__(self, max_entries: int, vectors: VectorProcess | None = None) -> None:
         self.memory = MemoryCache(max_entries, vectors)
         self.vectors = vectors

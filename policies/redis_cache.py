@@ -2,10 +2,10 @@
 
 An exact entry is one Redis string, expiring with its TTL: a lookup is one
 GET. A semantic partition is one Redis stream of entries with their vectors;
-each replica keeps the partition's rows in its own `MemoryCache` and, on a
-lookup, reads only the entries added since its last (XRANGE from the last id
-it saw), so a lookup is one round trip and the search stays a matrix product
-in memory. A hit stored by one replica is found by the next lookup of any.
+each replica keeps the partition's entries in its own `MemoryCache` (their
+rows in its vector process) and, on a lookup, reads only the entries added
+since its last (XRANGE from the last id it saw), so a lookup is one round trip
+and the search stays in memory. A hit stored by one replica is found by the next lookup of any.
 
 A flush deletes the keys and moves a generation number on; a replica that
 sees the number move empties its copy, so a flushed entry is served nowhere.

@@ -15,11 +15,14 @@ and write one pipe each, frames of a length and a pickle, in order: a search
 finds every row added before it. The child embeds the messages of the searches
 that arrived together in one batch.
 
-It starts when a semantic block first needs it, and a search waits for it to
-be ready (a few hundred milliseconds; an embedding model loads there). A child
-that dies or does not answer in time makes the lookups misses (`Unavailable`,
-an `OSError` the cache stage logs), and the gateway forgets the entries whose
-rows it held; the next lookup starts a new one.
+It starts when a semantic block first needs it, and the searches of that
+moment wait for it to be ready (a few hundred milliseconds; an embedding model
+loads there). A child that dies, or does not answer a search in time (it is
+then killed), makes lookups misses (`Unavailable`, an `OSError` the cache stage
+logs), and the gateway forgets the entries whose rows it held; a new one is
+started `RESTART` seconds later, not on every request. A message the child
+cannot take (a vector of another width, an embedder that fails) is answered
+with its failure, a miss, and the child goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import contextlib
 import math
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Callable
@@ -36,11 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from policies.cache_store import Entry, Partition
+from policies.cache_store import Entry, Partitions
 
 LENGTH = struct.Struct("<I")
 STARTING = 30.0  # seconds a first search waits for the child to load its embedder
-ANSWERING = 2.0  # seconds a search waits for its answer
+ANSWERING = 2.0  # seconds a search waits for its answer, after which the child is killed
+RESTART = 5.0  # seconds after a child stopped before another is started
 BACKLOG = 32 << 20  # bytes not yet taken by the child past which writes are dropped
 
 Hits = list[tuple[Entry, float]]
@@ -58,25 +63,30 @@ class VectorProcess:
     """The gateway's side of one child: `cache_store.Rows` for a `MemoryCache`, and
     `search`, which embeds (unless given a vector) and searches in the child."""
 
-    def __init__(self, embedder: str | None, forget: Callable[[], None] = lambda: None
-                 ) -> None:
+    def __init__(self, embedder: str | None, forget: Callable[[], None] = lambda: None,
+                 restart: float = RESTART) -> None:
         self.embedder = embedder  # None: vectors come with each search (model(NAME))
+        self.restart = restart
         self.forget = forget  # drops the entries whose rows a dead child held
         self.labelled: dict[int, Entry] = {}
         self._next = 0
         self._child: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[None] | None = None
+        self._starting = asyncio.Lock()  # one child started, however many ask at once
+        self._stopped_at = -math.inf  # when the last child stopped (loop time)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._running = False  # the child said it is ready, and has not stopped
         self._outgoing: list[bytes] = []  # frames for the next write
 
-    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
-        """A row for `entry`; with no child running, none (the entry is never found)."""
+    def add(self, partition: str, vector: np.ndarray, entry: Entry) -> bool:
+        """A row for `entry`; with no child running, none (and False)."""
         label = self._next = self._next + 1
-        if self._send(("add", partition, label, np.asarray(vector, dtype=np.float32))):
-            entry.label = label
-            self.labelled[label] = entry
+        if not self._send(("add", partition, label, np.asarray(vector, dtype=np.float32))):
+            return False
+        entry.label = label
+        self.labelled[label] = entry
+        return True
 
     def remove(self, partition: str, entry: Entry) -> None:
         if self.labelled.pop(entry.label, None) is not None:
@@ -96,20 +106,48 @@ class VectorProcess:
             raise Unavailable("the cache's vector process is not running or is behind")
         try:
             async with asyncio.timeout(ANSWERING):
-                reply = await answer
+                outcome, *reply = await answer
         except TimeoutError:
+            if self._child is not None and self._child.returncode is None:
+                self._child.kill()  # stalled: its reader forgets what it held
             raise Unavailable("the cache's vector process did not answer in time") from None
         finally:
             self._waiting.pop(ident, None)
-        if isinstance(reply, str):
-            raise EmbedderFailed(reply)
+        if outcome == "embedder":
+            raise EmbedderFailed(reply[0])
+        if outcome == "failed":
+            raise Unavailable(f"the cache's vector process failed: {reply[0]}")
         found, hits = reply
         labelled = self.labelled
         return found, [(labelled[label], similarity) for label, similarity in hits
                        if label in labelled]
 
+    async def start(self) -> None:
+        """A child running and ready: started if there is none, or if the last one
+        stopped `restart` seconds ago (before that, `Unavailable`)."""
+        async with self._starting:
+            stopped = self._ready is not None and self._ready.done() and not self._running
+            if self._child is None or stopped:
+                loop = asyncio.get_running_loop()
+                if loop.time() - self._stopped_at < self.restart:
+                    raise Unavailable("the cache's vector process stopped; it restarts soon")
+                self._running = False
+                self._ready = ready = loop.create_future()
+                ready.add_done_callback(lambda done: done.exception())  # read if unawaited
+                self._child = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "policies.vector_process", self.embedder or "",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                self._reader = loop.create_task(self._read(self._child))
+        assert self._ready is not None
+        try:
+            async with asyncio.timeout(STARTING):
+                await asyncio.shield(self._ready)
+        except TimeoutError:
+            raise Unavailable("the cache's vector process is still starting") from None
+
     async def close(self) -> None:
         child, self._child = self._child, None
+        self._fail(Unavailable("the cache's vector process was closed"))
         if child is None:
             return
         if child.stdin is not None:
@@ -122,24 +160,6 @@ class VectorProcess:
             await child.wait()
         if self._reader is not None:
             self._reader.cancel()
-
-    async def start(self) -> None:
-        """A child running and ready, started if there is none (or it stopped: its
-        reader has then forgotten what it held)."""
-        stopped = self._ready is not None and self._ready.done() and not self._running
-        if self._child is None or stopped:
-            self._running = False
-            self._ready = asyncio.get_running_loop().create_future()
-            self._child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "policies.vector_process", self.embedder or "",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-            self._reader = asyncio.get_running_loop().create_task(self._read(self._child))
-        assert self._ready is not None
-        try:
-            async with asyncio.timeout(STARTING):
-                await asyncio.shield(self._ready)
-        except TimeoutError:
-            raise Unavailable("the cache's vector process is still starting") from None
 
     def _send(self, message: tuple[Any, ...]) -> bool:
         """Whether `message` is on its way: not when no child is ready, or it is far
@@ -161,6 +181,11 @@ class VectorProcess:
         if child is self._child and child.stdin is not None and not child.stdin.is_closing():
             child.stdin.writelines(outgoing)
 
+    def _fail(self, reason: Unavailable) -> None:
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(reason)
+
     async def _read(self, child: asyncio.subprocess.Process) -> None:
         """Answers as they come, each to its search; the first frame says the child is
         ready. At the end (the child gone), whatever waits hears of it."""
@@ -168,15 +193,8 @@ class VectorProcess:
         ready, held = self._ready, b""
         try:
             while data := await child.stdout.read(1 << 20):
-                held += data
-                start = 0
-                while len(held) - start >= LENGTH.size:
-                    (size,) = LENGTH.unpack_from(held, start)
-                    end = start + LENGTH.size + size
-                    if end > len(held):
-                        break
-                    ident, reply = pickle.loads(held[start + LENGTH.size:end])
-                    start = end
+                replies, held = frames(held + data)
+                for ident, reply in replies:
                     if ident == 0:
                         self._running = True
                         if not ready.done():
@@ -184,16 +202,14 @@ class VectorProcess:
                     elif (waiting := self._waiting.get(ident)) is not None \
                             and not waiting.done():
                         waiting.set_result(reply)
-                held = held[start:]
         finally:
             gone = Unavailable("the cache's vector process stopped")
             if not ready.done():
                 ready.set_exception(gone)
             if self._child is child:  # not closed, nor replaced: it died
                 self._running = False
-                for waiting in self._waiting.values():
-                    if not waiting.done():
-                        waiting.set_exception(gone)
+                self._stopped_at = asyncio.get_running_loop().time()
+                self._fail(gone)
                 self.labelled.clear()
                 self.forget()
                 if child.stdin is not None:
@@ -201,10 +217,26 @@ class VectorProcess:
                 await child.wait()
 
 
+def frames(held: bytes) -> tuple[list[Any], bytes]:
+    """The whole frames at the start of `held`, unpickled, and what is left of it."""
+    found, start = [], 0
+    while len(held) - start >= LENGTH.size:
+        (size,) = LENGTH.unpack_from(held, start)
+        end = start + LENGTH.size + size
+        if end > len(held):
+            break
+        found.append(pickle.loads(held[start + LENGTH.size:end]))
+        start = end
+    return found, held[start:]
+
+
 # ------------------------------------------------------------------ the child
 
 def main() -> None:
-    """The child: frames in on stdin, answers out on stdout, until stdin closes."""
+    """The child: frames in on stdin, answers out on stdout, until stdin closes. A
+    Ctrl-C in the gateway's terminal is the gateway's to handle: it closes stdin
+    once it has drained."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but frames on the answers' pipe
     name = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -214,22 +246,13 @@ def main() -> None:
         from policies import embedders
         try:
             embed = embedders.embedder(name).embed
-        except embedders.EmbedderUnavailable as exc:
-            failed = str(exc)
-    rows = Rows()
+        except Exception as exc:  # its extra not installed, its model unreadable
+            failed = str(exc) or type(exc).__name__
+    rows = Held()
     _write(out, [(0, None)])
     held = b""
     while data := os.read(0, 1 << 20):
-        held += data
-        messages, start = [], 0
-        while len(held) - start >= LENGTH.size:
-            (size,) = LENGTH.unpack_from(held, start)
-            end = start + LENGTH.size + size
-            if end > len(held):
-                break
-            messages.append(pickle.loads(held[start + LENGTH.size:end]))
-            start = end
-        held = held[start:]
+        messages, held = frames(held + data)
         _write(out, rows.run(messages, embed, failed))
 
 
@@ -240,56 +263,64 @@ def _write(out: int, replies: list[tuple[int, Any]]) -> None:
         data = data[os.write(out, data):]
 
 
-class Rows:
-    """The child's partitions, each row an entry that stands for one of the gateway's:
-    its label is in the stub's `key`."""
+class Held:
+    """The child's partitions (`cache_store.Partitions`), each row a stub standing
+    for one of the gateway's entries: the stub's `key` is its label."""
 
     def __init__(self) -> None:
-        self.partitions: dict[str, Partition] = {}
+        self.partitions = Partitions()
         self.stubs: dict[tuple[str, int], Entry] = {}
 
     def run(self, messages: list[tuple[Any, ...]],
             embed: Callable[[list[str]], np.ndarray] | None, failed: str
             ) -> list[tuple[int, Any]]:
-        """The messages in order, the searches' messages embedded together first."""
+        """The messages in order, the searches' texts embedded together first; a
+        message that fails is answered with its failure, and the rest go on."""
         texts = [m[3] for m in messages if m[0] == "search" and m[3] is not None]
-        vectors = iter(embed(texts)) if texts and embed is not None else iter(())
+        vectors: dict[str, np.ndarray] = {}
+        trouble = failed or ("this cache has no embedder" if texts and embed is None else "")
+        if texts and embed is not None:
+            try:
+                vectors = dict(zip(texts, embed(texts), strict=True))
+            except Exception as exc:  # each search of the batch hears of it
+                trouble = f"embedding failed: {exc}"
         replies: list[tuple[int, Any]] = []
-        for message in messages:
-            if message[0] == "add":
-                self.add(*message[1:])
-            elif message[0] == "remove":
-                self.remove(*message[1:])
-            else:
-                _, ident, partition, text, vector, count = message
-                if text is not None and embed is None:
-                    replies.append((ident, failed or "this cache has no embedder"))
-                    continue
-                found = next(vectors) if text is not None else vector
-                rows = self.partitions.get(partition)
-                hits = [] if rows is None or not count else rows.nearest(found, count)
-                replies.append((ident, (found, [(int(stub.key), similarity)
-                                                for stub, similarity in hits])))
+        for kind, *fields in messages:
+            try:
+                if kind == "add":
+                    self.add(*fields)
+                elif kind == "remove":
+                    self.remove(*fields)
+                else:
+                    replies.append(self.search(vectors, bool(failed), trouble, *fields))
+            except Exception as exc:  # a vector of another width, say: that one fails
+                if kind == "search":
+                    replies.append((fields[0], ("failed", str(exc) or type(exc).__name__)))
         return replies
 
+    def search(self, vectors: dict[str, np.ndarray], unloaded: bool, trouble: str,
+               ident: int, partition: str, text: str | None, vector: np.ndarray | None,
+               count: int) -> tuple[int, Any]:
+        """One search's answer: its vector (`vectors[text]`, or the one it came with)
+        and its partition's nearest rows by label; or why there is none."""
+        if text is not None and text not in vectors:
+            return ident, ("embedder" if unloaded else "failed", trouble)
+        found = vectors[text] if text is not None else vector
+        assert found is not None
+        hits = self.partitions.nearest(partition, found, count) if count else []
+        return ident, ("ok", found, [(int(stub.key), similarity) for stub, similarity in hits])
+
     def add(self, partition: str, label: int, vector: np.ndarray) -> None:
-        rows = self.partitions.get(partition)
-        if rows is None:
-            rows = self.partitions[partition] = Partition(len(vector))
         stub = Entry(b"", "", "", 0.0, "", math.inf, key=str(label))
+        self.partitions.add(partition, vector, stub)
         self.stubs[partition, label] = stub
-        rows.add(vector, stub)
 
     def remove(self, partition: str, label: int) -> None:
         stub = self.stubs.pop((partition, label), None)
-        if stub is None:
-            return
-        rows = self.partitions[partition]
-        rows.remove(stub)
-        if not rows.entries:
-            del self.partitions[partition]
+        if stub is not None:
+            self.partitions.remove(partition, stub)
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+    with contextlib.suppress(BrokenPipeError):  # the gateway is gone
         main()

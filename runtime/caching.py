@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gwc")
 IGNORED = frozenset(("stream", "stream_options", "user", "metadata", "store"))
 EXACT_INTS = 2**53  # floats up to this are integers exactly, and are spelled as integers
-VECTORS_KEPT = 4096  # embeddings of recent messages, so a repeated question is not embedded again
+VECTORS_KEPT = 4096  # a model's embeddings of recent messages: a repeat costs no call
 # a declared embedding model has no figures of its own here: it starts at the threshold
 # of the sentence model measured (docs/language.md says to measure it)
 MEASURED = {"model": "minilm"}

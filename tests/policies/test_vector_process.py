@@ -15,7 +15,7 @@ import pytest
 
 from policies.cache_store import Entry, MemoryCache
 from policies.embedders import HashEmbedder
-from policies.vector_process import Unavailable, VectorProcess
+from policies.vector_process import EmbedderFailed, Unavailable, VectorProcess
 
 
 def entry(text: str, scope: str = "team=t") -> Entry:
@@ -24,7 +24,7 @@ def entry(text: str, scope: str = "team=t") -> Entry:
 
 @contextlib.asynccontextmanager
 async def child(embedder: str | None = None) -> AsyncIterator[VectorProcess]:
-    vectors = VectorProcess(embedder)
+    vectors = VectorProcess(embedder, restart=0.0)
     try:
         yield vectors
     finally:
@@ -79,6 +79,7 @@ def test_a_child_that_dies_makes_misses_then_a_new_one_starts_empty() -> None:
         async with child() as vectors:
             cache = MemoryCache(10, vectors)
             vectors.forget = cache.forget
+            vectors.restart = 60.0  # no new child at once: a miss, not a wait
             await vectors.start()
             row = unit_rows(1, 3)[0]
             cache.add("p", row, entry("kept"))
@@ -90,6 +91,9 @@ def test_a_child_that_dies_makes_misses_then_a_new_one_starts_empty() -> None:
                     await vectors.search("p", "", row, 4)
                     await asyncio.sleep(0.01)
             assert len(cache) == 0 and not vectors.labelled  # forgotten with the child
+            with pytest.raises(Unavailable):
+                await vectors.search("p", "", row, 4)
+            vectors.restart = 0.0
             found, hits = await vectors.search("p", "", row, 4)  # a new child
             assert hits == [] and np.array_equal(found, row)
     asyncio.run(go())
@@ -102,8 +106,54 @@ def test_a_row_kept_before_the_child_runs_is_never_found_and_nothing_fails() -> 
             row = unit_rows(1, 4)[0]
             early = entry("early")
             cache.add("p", row, early)
-            assert early.label == -1 and len(cache) == 1
+            assert early.label == -1 and len(cache) == 0  # it could never be found
             _, hits = await vectors.search("p", "", row, 4)
             assert hits == []
             cache.flush()  # an entry without a row goes quietly
     asyncio.run(go())
+
+
+def test_a_search_it_cannot_answer_fails_alone_and_the_child_goes_on() -> None:
+    async def go() -> None:
+        async with child() as vectors:
+            cache = MemoryCache(10, vectors)
+            await vectors.start()
+            row = unit_rows(1, 5)[0]
+            cache.add("p", row, entry("kept"))
+            with pytest.raises(Unavailable, match="failed"):  # 8 floats against 16
+                await vectors.search("p", "", np.ones(8, dtype=np.float32), 4)
+            _, hits = await vectors.search("p", "", row, 4)
+            assert [e.text for e, _ in hits] == ["kept"]
+    asyncio.run(go())
+
+
+def test_an_embedder_that_cannot_load_is_said_once_per_search_not_a_crash() -> None:
+    async def go() -> None:
+        async with child("no-such-embedder") as vectors:
+            for _ in range(2):
+                with pytest.raises(EmbedderFailed, match="no-such-embedder"):
+                    await vectors.search("p", "a question", None, 4)
+    asyncio.run(go())
+
+
+def test_searches_that_arrive_together_start_one_child() -> None:
+    async def go() -> int:
+        async with child() as vectors:
+            row = unit_rows(1, 6)[0]
+            await asyncio.gather(*(vectors.search("p", "", row, 4) for _ in range(8)))
+            return len(vector_processes_of(os.getpid()))
+    assert asyncio.run(go()) == 1
+    assert vector_processes_of(os.getpid()) == []  # and closing ends it
+
+
+def vector_processes_of(parent: int) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and b"policies.vector_process" in cmd.read():
+                    found.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return found
