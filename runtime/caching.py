@@ -136,9 +136,10 @@ class Cacher:
         self.stores: dict[str, CacheStore] = {}
         self._embedders: dict[str, Batched] = {}
         self._missing: set[str] = set()  # embedders whose extra is not installed
+        self._closing: set[asyncio.Task[None]] = set()  # stores a reload left behind
 
     def store(self, block: Cache) -> CacheStore:
-        name = _store_name(block.mode, block.scope, block.embedder, block.embedder_model)
+        name = _store_name(*_settings(block))
         found = self.stores.get(name)
         if found is None:
             # a semantic block's rows are searched in a process of its own, which embeds
@@ -219,6 +220,16 @@ class Cacher:
     async def flush(self, scope: str | None = None) -> int:
         return sum([await store.flush(scope) for store in self.stores.values()])
 
+    def keep_only(self, blocks: list[Cache]) -> None:
+        """After a reload, the stores of settings no block has any more are closed, a
+        semantic one's vector process with it (a request still on the policy before
+        that reaches one misses)."""
+        wanted = {_store_name(*_settings(block)) for block in blocks}
+        for name in [name for name in self.stores if name not in wanted]:
+            closing = asyncio.get_running_loop().create_task(self.stores.pop(name).close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
         for store in self.stores.values():
             await store.close()
@@ -245,6 +256,10 @@ class Cacher:
 def _store_name(*settings: str | None) -> str:
     """A block's entries are named by what they depend on, so that a reload keeps them."""
     return digest(*settings)
+
+
+def _settings(block: Cache) -> tuple[str | None, ...]:
+    return block.mode, block.scope, block.embedder, block.embedder_model
 
 
 def _embedders() -> types.ModuleType:

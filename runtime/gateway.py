@@ -182,6 +182,7 @@ class Gateway:
         if self.current is not None:
             self.counters = kept_counters(self.current.policy, compiled)
         self.current = Loaded(self.path, compiled, time.time(), adapters)
+        self.cacher.keep_only(compiled.policy.caches)
         self.refused = None
         self.health.watch(compiled, adapters)
         # What survives a load lives until the next one: hidden from the collector,

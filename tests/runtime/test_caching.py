@@ -11,7 +11,10 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.caching import Batched, asked, digest
+from compiler.compiled import Cache
+from compiler.policy import Source
+from policies.local_cache import LocalCache
+from runtime.caching import Batched, Cacher, asked, digest
 from runtime.formats.chat import CHAT
 
 json_values = st.recursive(
@@ -122,3 +125,27 @@ def test_any_body_is_keyed_or_left_to_exact_mode_without_an_error(
         found = asked(candidate)
         assert found is None or isinstance(found[0], str)
         assert len(digest("team=t", "chat", candidate if found is None else found[1])) == 32
+
+
+def test_a_reload_closes_the_stores_no_block_has_any_more_and_their_vector_process() -> None:
+    semantic = Cache(0, Source("p.gw", 1, 1), mode="semantic")
+    exact = Cache(1, Source("p.gw", 2, 1))
+
+    async def go() -> tuple[bool, bool]:
+        cacher = Cacher()
+        store, kept = cacher.store(semantic), cacher.store(exact)
+        assert isinstance(store, LocalCache) and store.vectors is not None
+        await store.vectors.start()
+        child = store.vectors._child
+        assert child is not None
+        cacher.keep_only([exact])  # the new policy has only the exact block
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if child.returncode is not None:
+                break
+        alive = child.returncode is None
+        left = list(cacher.stores.values()) == [kept]
+        await cacher.close()
+        return alive, left
+    alive, left = asyncio.run(go())
+    assert not alive and left
