@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import types
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -137,6 +138,7 @@ class Cacher:
         self._embedders: dict[str, Batched] = {}
         self._missing: set[str] = set()  # embedders whose extra is not installed
         self._closing: set[asyncio.Task[None]] = set()  # stores a reload left behind
+        self._warned = -math.inf  # when a lookup that failed was last logged
 
     def store(self, block: Cache) -> CacheStore:
         name = _store_name(*_settings(block))
@@ -185,7 +187,9 @@ class Cacher:
                            exc_info=True)
             return None, None, None
         except OSError as down:  # the vector process stopped, or is slow: a miss
-            logger.warning("gwc: the request goes on uncached: %s", down)
+            if now - self._warned >= 1.0:  # said once a second, not for every request
+                self._warned = now
+                logger.warning("gwc: the request goes on uncached: %s", down)
             return None, None, None
         if not read:
             return lookup, None, None
