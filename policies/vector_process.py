@@ -170,10 +170,9 @@ class VectorProcess:
                 or child.stdin.is_closing() \
                 or child.stdin.transport.get_write_buffer_size() > BACKLOG:
             return False
-        frame = pickle.dumps(message, protocol=5)
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush, child)
-        self._outgoing += (LENGTH.pack(len(frame)), frame)
+        self._outgoing.append(frame(message))
         return True
 
     def _flush(self, child: asyncio.subprocess.Process) -> None:
@@ -217,6 +216,12 @@ class VectorProcess:
                 await child.wait()
 
 
+def frame(message: Any) -> bytes:
+    """One message on the wire: its pickle's length, then the pickle."""
+    pickled = pickle.dumps(message, protocol=5)
+    return LENGTH.pack(len(pickled)) + pickled
+
+
 def frames(held: bytes) -> tuple[list[Any], bytes]:
     """The whole frames at the start of `held`, unpickled, and what is left of it."""
     found, start = [], 0
@@ -257,8 +262,7 @@ def main() -> None:
 
 
 def _write(out: int, replies: list[tuple[int, Any]]) -> None:
-    frames = [pickle.dumps(reply, protocol=5) for reply in replies]
-    data = memoryview(b"".join(LENGTH.pack(len(frame)) + frame for frame in frames))
+    data = memoryview(b"".join(frame(reply) for reply in replies))
     while data:
         data = data[os.write(out, data):]
 
