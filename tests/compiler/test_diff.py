@@ -69,19 +69,19 @@ def test_the_same_policy_in_another_layout_changes_nothing(
         assert Differ(original, compiled(tmp_path, other, "b.gw")).changes() == [], other
 
 
-def test_the_command_says_so_when_nothing_changes(tmp_path: Path) -> None:
+def diff_of_production_with_itself(*flags: str) -> subprocess.CompletedProcess[str]:
     policy = Path(__file__).resolve().parents[2] / "examples" / "production.gw"
-    result = subprocess.run([sys.executable, "-m", "compiler.cli", "diff", str(policy),
-                             str(policy), "--fail-on", "route-changed"],
-                            capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "compiler.cli", "diff", str(policy),
+                           str(policy), *flags], capture_output=True, text=True)
+
+
+def test_the_command_says_so_when_nothing_changes() -> None:
+    result = diff_of_production_with_itself("--fail-on", "route-changed")
     assert result.returncode == 0
     assert result.stdout == "no request changes plan\n"
 
 
-def test_an_unknown_kind_is_a_usage_error(tmp_path: Path) -> None:
-    policy = Path(__file__).resolve().parents[2] / "examples" / "production.gw"
-    result = subprocess.run([sys.executable, "-m", "compiler.cli", "diff", str(policy),
-                             str(policy), "--fail-on", "route-moved"],
-                            capture_output=True, text=True)
+def test_an_unknown_kind_is_a_usage_error() -> None:
+    result = diff_of_production_with_itself("--fail-on", "route-moved")
     assert result.returncode == 2
     assert "unknown kind 'route-moved'" in result.stderr
