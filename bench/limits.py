@@ -25,7 +25,7 @@ request (redis-py's work per call, shared by the calls carried together).
 `redis client` is RedisCounters' own Python work, without Redis: the script
 call is stubbed by one answering what Redis answered to the same plan, so the
 figure is what the store costs the process besides the round trip; `+ packing`
-adds redis-py's encoding of the EVALSHA command (still no socket).
+adds the encoding of the EVALSHA command (still no socket).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from redis.asyncio.connection import Connection
 
 from policies.limits import CounterStore, Limit
 from policies.memory_counters import MemoryCounters
-from policies.redis_counters import RedisCounters
+from policies.redis_counters import RedisCounters, _command
 
 NOW = 1_800_000_000.0
 BATCH = 100
@@ -120,16 +120,15 @@ async def client_side(store: RedisCounters, requests: int, plan: Callable[[int],
     """`pairs` with the script answered in-process by what Redis answered to this plan."""
     answers: dict[str, Any] = {}
     real = store._script
-    packer = Connection()
 
     async def record(keys: list[str], args: list[str]) -> Any:
-        reply = await real(keys=keys, args=args)
+        reply = await real(keys, args)
         answers.update(zip(operations(args), reply, strict=True))
         return reply
 
     async def stub(keys: list[str], args: list[str]) -> Any:
         if pack:
-            packer.pack_command("EVALSHA", real.sha, len(keys), *keys, *args)
+            _command("EVALSHA", store._sha, keys, args)
         return [answers[op] for op in operations(args)]
 
     store._script = record  # type: ignore[assignment]
