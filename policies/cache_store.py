@@ -383,9 +383,11 @@ class CacheStore(abc.ABC):
 
     @abc.abstractmethod
     async def nearest(self, partition: str, scope: str, text: str, vector: np.ndarray | None,
-                      now: float) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
+                      now: float, threshold: float | None
+                      ) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
         """The vector of `text` (embedded by the store's vector process unless given),
-        and the partition's live entries most like it, best first."""
+        and the partition's live entries most like it, best first: with a
+        `threshold`, only hits (at it or above, and passed by the lexical guard)."""
 
     @abc.abstractmethod
     def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:

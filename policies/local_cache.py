@@ -32,9 +32,10 @@ class LocalCache(CacheStore):
         self.memory.put(key, entry)
 
     async def nearest(self, partition: str, scope: str, text: str, vector: np.ndarray | None,
-                      now: float) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
+                      now: float, threshold: float | None
+                      ) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
         assert self.vectors is not None, "an exact block has no semantic entries"
-        found, hits = await self.vectors.search(partition, text, vector, CANDIDATES)
+        found, hits = await self.vectors.search(partition, text, vector, CANDIDATES, threshold)
         return found, self.memory.live(partition, hits, now)
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:

@@ -68,7 +68,8 @@ class RedisCache(CacheStore):
                                     px=max(1, int(ttl * 1000))))
 
     async def nearest(self, partition: str, scope: str, text: str, vector: np.ndarray | None,
-                      now: float) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
+                      now: float, threshold: float | None
+                      ) -> tuple[np.ndarray, list[tuple[Entry, float]]]:
         stream = self._key(scope, "s", partition)
         await self.vectors.start()  # rows read from the stream go to a running one
         for _ in range(2):  # a second read, from the start, when a flush emptied the copy
@@ -89,7 +90,7 @@ class RedisCache(CacheStore):
             if row is not None and entry.expires > now:
                 self.local.add(stream, row, entry)
             self._seen[stream] = stream_id.decode()
-        found, hits = await self.vectors.search(stream, text, vector, CANDIDATES)
+        found, hits = await self.vectors.search(stream, text, vector, CANDIDATES, threshold)
         return found, self.local.live(stream, hits, now)
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry, ttl: float) -> None:

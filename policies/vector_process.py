@@ -5,8 +5,13 @@ row in the partition's index: some hundred microseconds of numpy and faiss,
 which on the gateway's event loop halved its throughput, and in a thread
 beside it did worse (the loop and the thread hand the interpreter lock back
 and forth at every call that lets go of it). In a child process they run on
-the other core, and the loop only writes a request and reads the answer:
-about 20 µs.
+the other core, and the loop only writes a request and reads the answer.
+So does the lexical guard (policies/lexical.py), which reads each message
+and compares it with every candidate at the threshold or above: the child
+answers only the candidates that are hits but for their expiry, and the loop
+never reads a message's words. Vectors travel as their float32 bytes (a
+pickled array costs ten times as much to write and read), and one timer per
+child, not one per search, watches for a child that stopped answering.
 
 The gateway keeps the entries (answers, expiry, the LRU order, in
 `cache_store.MemoryCache`); the child keeps, for each entry, its row under a
@@ -40,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from policies import lexical
 from policies.cache_store import Entry, Partitions
 
 LENGTH = struct.Struct("<I")
@@ -74,7 +80,9 @@ class VectorProcess:
         self._ready: asyncio.Future[None] | None = None
         self._starting = asyncio.Lock()  # one child started, however many ask at once
         self._stopped_at = -math.inf  # when the last child stopped (loop time)
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}  # in the order asked
+        self._asked: dict[int, float] = {}  # when each waiting search was asked (loop time)
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[None] | None = None
         self._running = False  # the child said it is ready, and has not stopped
         self._outgoing: list[bytes] = []  # frames for the next write
@@ -82,7 +90,7 @@ class VectorProcess:
     def add(self, partition: str, vector: np.ndarray, entry: Entry) -> bool:
         """A row for `entry`; with no child running, none (and False)."""
         label = self._next = self._next + 1
-        if not self._send(("add", partition, label, np.asarray(vector, dtype=np.float32))):
+        if not self._send(("add", partition, label, entry.text, _wire(vector))):
             return False
         entry.label = label
         self.labelled[label] = entry
@@ -94,33 +102,50 @@ class VectorProcess:
         entry.label = -1
 
     async def search(self, partition: str, text: str, vector: np.ndarray | None,
-                     count: int) -> tuple[np.ndarray, Hits]:
-        """The message's vector and the partition's rows most like it, best first."""
+                     count: int, threshold: float | None = None) -> tuple[np.ndarray, Hits]:
+        """The message's vector and the partition's rows most like it, best first: of
+        the `count` nearest, with a `threshold`, only those at it or above that the
+        lexical guard finds ask what `text` asks (hits, if they have not expired)."""
         await self.start()
         ident = self._next = self._next + 1
-        answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
         self._waiting[ident] = answer
-        if not self._send(("search", ident, partition, text if vector is None else None,
-                           vector, count)):
+        if not self._send(("search", ident, partition, text, None if vector is None
+                           else _wire(vector), count, threshold)):
             del self._waiting[ident]
             raise Unavailable("the cache's vector process is not running or is behind")
+        self._asked[ident] = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(ANSWERING, self._watch)
         try:
-            async with asyncio.timeout(ANSWERING):
-                outcome, *reply = await answer
-        except TimeoutError:
-            if self._child is not None and self._child.returncode is None:
-                self._child.kill()  # stalled: its reader forgets what it held
-            raise Unavailable("the cache's vector process did not answer in time") from None
+            outcome, *reply = await answer
         finally:
             self._waiting.pop(ident, None)
+            self._asked.pop(ident, None)
         if outcome == "embedder":
             raise EmbedderFailed(reply[0])
         if outcome == "failed":
             raise Unavailable(f"the cache's vector process failed: {reply[0]}")
         found, hits = reply
         labelled = self.labelled
-        return found, [(labelled[label], similarity) for label, similarity in hits
-                       if label in labelled]
+        return np.frombuffer(found, dtype=np.float32), [
+            (labelled[label], similarity) for label, similarity in hits if label in labelled]
+
+    def _watch(self) -> None:
+        """Kill a child whose oldest waiting search has waited ANSWERING: it stalled (its
+        reader then forgets what it held); else look again when that search would have."""
+        self._watchdog = None
+        if not self._asked:
+            return
+        loop = asyncio.get_running_loop()
+        late = next(iter(self._asked.values())) + ANSWERING - loop.time()  # the oldest's
+        if late > 0:
+            self._watchdog = loop.call_later(late, self._watch)
+            return
+        self._fail(Unavailable("the cache's vector process did not answer in time"))
+        if self._child is not None and self._child.returncode is None:
+            self._child.kill()
 
     async def start(self) -> None:
         """A child running and ready: started if there is none, or if the last one
@@ -148,6 +173,9 @@ class VectorProcess:
     async def close(self) -> None:
         child, self._child = self._child, None
         self._fail(Unavailable("the cache's vector process was closed"))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if child is None:
             return
         if child.stdin is not None:
@@ -216,6 +244,11 @@ class VectorProcess:
                 await child.wait()
 
 
+def _wire(vector: np.ndarray) -> bytes:
+    """A vector as it travels: its float32 bytes."""
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
 def frame(message: Any) -> bytes:
     """One message on the wire: its pickle's length, then the pickle."""
     pickled = pickle.dumps(message, protocol=5)
@@ -269,7 +302,8 @@ def _write(out: int, replies: list[tuple[int, Any]]) -> None:
 
 class Held:
     """The child's partitions (`cache_store.Partitions`), each row a stub standing
-    for one of the gateway's entries: the stub's `key` is its label."""
+    for one of the gateway's entries: the stub's `key` is its label, its `text` the
+    entry's message, read by the guard (`guard`) the first time it is a candidate."""
 
     def __init__(self) -> None:
         self.partitions = Partitions()
@@ -280,7 +314,7 @@ class Held:
             ) -> list[tuple[int, Any]]:
         """The messages in order, the searches' texts embedded together first; a
         message that fails is answered with its failure, and the rest go on."""
-        texts = [m[3] for m in messages if m[0] == "search" and m[3] is not None]
+        texts = [m[3] for m in messages if m[0] == "search" and m[4] is None]
         vectors: dict[str, np.ndarray] = {}
         trouble = failed or ("this cache has no embedder" if texts and embed is None else "")
         if texts and embed is not None:
@@ -303,26 +337,47 @@ class Held:
         return replies
 
     def search(self, vectors: dict[str, np.ndarray], unloaded: bool, trouble: str,
-               ident: int, partition: str, text: str | None, vector: np.ndarray | None,
-               count: int) -> tuple[int, Any]:
+               ident: int, partition: str, text: str, vector: bytes | None, count: int,
+               threshold: float | None) -> tuple[int, Any]:
         """One search's answer: its vector (`vectors[text]`, or the one it came with)
-        and its partition's nearest rows by label; or why there is none."""
-        if text is not None and text not in vectors:
+        and its partition's nearest rows by label (with a threshold, the hits among
+        them); or why there is none."""
+        if vector is None and text not in vectors:
             return ident, ("embedder" if unloaded else "failed", trouble)
-        found = vectors[text] if text is not None else vector
-        assert found is not None
+        found = vectors[text] if vector is None else np.frombuffer(vector, dtype=np.float32)
         hits = self.partitions.nearest(partition, found, count) if count else []
-        return ident, ("ok", found, [(int(stub.key), similarity) for stub, similarity in hits])
+        if threshold is not None:
+            hits = _guarded(hits, text, threshold)
+        return ident, ("ok", _wire(found),
+                       [(int(stub.key), similarity) for stub, similarity in hits])
 
-    def add(self, partition: str, label: int, vector: np.ndarray) -> None:
-        stub = Entry(b"", "", "", 0.0, "", math.inf, key=str(label))
-        self.partitions.add(partition, vector, stub)
+    def add(self, partition: str, label: int, text: str, vector: bytes) -> None:
+        stub = Entry(b"", "", "", 0.0, "", math.inf, text, key=str(label))
+        self.partitions.add(partition, np.frombuffer(vector, dtype=np.float32), stub)
         self.stubs[partition, label] = stub
 
     def remove(self, partition: str, label: int) -> None:
         stub = self.stubs.pop((partition, label), None)
         if stub is not None:
             self.partitions.remove(partition, stub)
+
+
+def _guarded(found: Hits, text: str, threshold: float) -> Hits:
+    """Those of `found` (best first) at `threshold` or above that ask what `text` asks,
+    by the lexical guard: "enable 2FA" is not "disable 2FA", however alike."""
+    hits: Hits = []
+    mine: lexical.Features | None = None  # the guard's reading of this message, once
+    for stub, similarity in found:
+        if similarity < threshold:
+            break
+        if stub.text != text:
+            if stub.guard is None:
+                stub.guard = lexical.features(stub.text)
+            mine = mine or lexical.features(text)
+            if not lexical.compatible(stub.guard, mine):
+                continue
+        hits.append((stub, similarity))
+    return hits
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ unknown (scope `user` and no user) is not cached.
 
 A semantic candidate is a hit only at `threshold` or above **and** when the
 lexical guard (policies/lexical.py) finds both messages ask the same thing:
-no similarity can tell "enable 2FA" from "disable 2FA" apart reliably.
+no similarity can tell "enable 2FA" from "disable 2FA" apart reliably. Both
+are judged in the block's vector process, beside the search: the event loop
+only takes the best hit it answers that has not expired.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import orjson
 import redis.asyncio as aioredis
 
 from compiler.compiled import Cache, Deployment
-from policies import lexical
 from policies.cache_store import CacheStore, Entry
 from policies.local_cache import LocalCache
 from policies.redis_cache import RedisCache
@@ -171,11 +172,13 @@ class Cacher:
         text, rest = question
         lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.path,
                                                               rest), text=text)
+        threshold = block.threshold if block.threshold is not None else \
+            _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
         try:
             vector = await self.embedder(block, exchange).embed(text) \
                 if block.embedder == "model" else None
             lookup.vector, found = await store.nearest(lookup.partition, scope, text, vector,
-                                                       now)
+                                                       now, threshold if read else None)
         except EmbedderFailed as missing:  # its extra not installed
             if block.embedder not in self._missing:  # said once, not on every request
                 self._missing.add(block.embedder)
@@ -191,23 +194,11 @@ class Cacher:
                 self._warned = now
                 logger.warning("gwc: the request goes on uncached: %s", down)
             return None, None, None
-        if not read:
+        if not read or not found:
             return lookup, None, None
-        threshold = block.threshold if block.threshold is not None else \
-            _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
-        mine: lexical.Features | None = None  # the guard's reading of this message, once
-        for entry, similarity in found:
-            if similarity < threshold:
-                break
-            if entry.text != text:
-                if entry.guard is None:
-                    entry.guard = lexical.features(entry.text)
-                mine = mine or lexical.features(text)
-                if not lexical.compatible(entry.guard, mine):
-                    continue
-            store.used(entry)
-            return lookup, entry, similarity
-        return lookup, None, None
+        entry, similarity = found[0]  # the best of the hits the vector process found
+        store.used(entry)
+        return lookup, entry, similarity
 
     def keep(self, lookup: Lookup, exchange: Exchange, answer: Body) -> None:
         deployment = exchange.answered_by

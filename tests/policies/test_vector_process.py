@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from policies import vector_process
 from policies.cache_store import Entry, MemoryCache
 from policies.embedders import HashEmbedder
 from policies.vector_process import EmbedderFailed, Unavailable, VectorProcess
@@ -72,6 +73,46 @@ def test_it_embeds_a_message_as_the_embedder_does_and_finds_it_again() -> None:
             _, hits = await vectors.search("p", "How do I rotate my keys?", None, 4)
             assert hits[0][0] is kept and hits[0][1] == pytest.approx(1.0)
     asyncio.run(go())
+
+
+def test_with_a_threshold_it_answers_only_the_hits_the_lexical_guard_lets_through() -> None:
+    async def go() -> None:
+        async with child("hash") as vectors:
+            cache = MemoryCache(10, vectors)
+            for text in ("How do I enable 2FA?", "How do I enable 2FA on my account?"):
+                found, _ = await vectors.search("p", text, None, 4)
+                cache.add("p", found, entry(text))
+            _, near = await vectors.search("p", "How do I disable 2FA?", None, 4)
+            assert len(near) == 2 and near[1][1] > 0.35  # alike, as far as vectors go
+            _, hits = await vectors.search("p", "How do I disable 2FA?", None, 4, 0.35)
+            assert hits == []  # the opposite ask
+            _, hits = await vectors.search("p", "How do I enable 2FA?", None, 4, 0.35)
+            assert [e.text for e, _ in hits] == ["How do I enable 2FA?",
+                                                 "How do I enable 2FA on my account?"]
+            _, hits = await vectors.search("p", "How do I enable 2FA?", None, 4, 0.999)
+            assert [e.text for e, _ in hits] == ["How do I enable 2FA?"]  # the threshold
+    asyncio.run(go())
+
+
+def test_a_child_that_stops_answering_is_killed_and_its_searches_are_misses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_process, "ANSWERING", 0.3)
+
+    async def go() -> float:
+        async with child() as vectors:
+            vectors.restart = 60.0
+            await vectors.start()
+            assert vectors._child is not None
+            os.kill(vectors._child.pid, signal.SIGSTOP)
+            row = unit_rows(1, 7)[0]
+            started = asyncio.get_running_loop().time()
+            answers = await asyncio.gather(*(vectors.search("p", "", row, 4) for _ in range(5)),
+                                           return_exceptions=True)
+            took = asyncio.get_running_loop().time() - started
+            assert all(isinstance(a, Unavailable) and "in time" in str(a) for a in answers)
+            await asyncio.wait_for(vectors._child.wait(), 2)  # killed, not left stopped
+            return took
+    assert asyncio.run(go()) < 1.0
 
 
 def test_a_child_that_dies_makes_misses_then_a_new_one_starts_empty() -> None:
