@@ -53,6 +53,7 @@ STARTING = 30.0  # seconds a first search waits for the child to load its embedd
 ANSWERING = 2.0  # seconds a search waits for its answer, after which the child is killed
 RESTART = 5.0  # seconds after a child stopped before another is started
 BACKLOG = 32 << 20  # bytes not yet taken by the child past which writes are dropped
+FILING = 0.05  # seconds an add or a remove waits for a search to go with, at most
 
 Hits = list[tuple[Entry, float]]
 
@@ -86,11 +87,13 @@ class VectorProcess:
         self._reader: asyncio.Task[None] | None = None
         self._running = False  # the child said it is ready, and has not stopped
         self._outgoing: list[bytes] = []  # frames for the next write
+        self._soon = False  # a write is due this turn of the event loop (a search waits)
+        self._later: asyncio.TimerHandle | None = None  # one due within FILING (adds only)
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry) -> bool:
         """A row for `entry`; with no child running, none (and False)."""
         label = self._next = self._next + 1
-        if not self._send(("add", partition, label, entry.text, _wire(vector))):
+        if not self._send(("add", partition, label, entry.text, _wire(vector)), soon=False):
             return False
         entry.label = label
         self.labelled[label] = entry
@@ -98,7 +101,7 @@ class VectorProcess:
 
     def remove(self, partition: str, entry: Entry) -> None:
         if self.labelled.pop(entry.label, None) is not None:
-            self._send(("remove", partition, entry.label))
+            self._send(("remove", partition, entry.label), soon=False)
         entry.label = -1
 
     async def search(self, partition: str, text: str, vector: np.ndarray | None,
@@ -173,9 +176,10 @@ class VectorProcess:
     async def close(self) -> None:
         child, self._child = self._child, None
         self._fail(Unavailable("the cache's vector process was closed"))
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        for timer in (self._watchdog, self._later):
+            if timer is not None:
+                timer.cancel()
+        self._watchdog = self._later = None
         if child is None:
             return
         if child.stdin is not None:
@@ -189,23 +193,34 @@ class VectorProcess:
         if self._reader is not None:
             self._reader.cancel()
 
-    def _send(self, message: tuple[Any, ...]) -> bool:
+    def _send(self, message: tuple[Any, ...], soon: bool = True) -> bool:
         """Whether `message` is on its way: not when no child is ready, or it is far
-        behind. Messages go together, once per turn of the event loop: one write (and
-        one wake of the child) for all that the turn's requests asked."""
+        behind. Messages go together, in the order sent: a search at the end of this
+        turn of the event loop, with all that the turn's requests asked; an add or a
+        remove with the next search, or FILING later if none comes. A write wakes the
+        child, which costs the loop more than the write itself (tens of µs here), and
+        a search still finds every row added before it."""
         child = self._child
         if not self._running or child is None or child.stdin is None \
                 or child.stdin.is_closing() \
                 or child.stdin.transport.get_write_buffer_size() > BACKLOG:
             return False
-        if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush, child)
         self._outgoing.append(frame(message))
+        if soon and not self._soon:
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif not soon and not self._soon and self._later is None:
+            self._later = asyncio.get_running_loop().call_later(FILING, self._flush)
         return True
 
-    def _flush(self, child: asyncio.subprocess.Process) -> None:
+    def _flush(self) -> None:
+        child, self._soon = self._child, False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         outgoing, self._outgoing = self._outgoing, []
-        if child is self._child and child.stdin is not None and not child.stdin.is_closing():
+        if outgoing and child is not None and child.stdin is not None \
+                and not child.stdin.is_closing():
             child.stdin.writelines(outgoing)
 
     def _fail(self, reason: Unavailable) -> None:
@@ -236,6 +251,7 @@ class VectorProcess:
             if self._child is child:  # not closed, nor replaced: it died
                 self._running = False
                 self._stopped_at = asyncio.get_running_loop().time()
+                self._outgoing.clear()  # its rows' adds and removes: it holds none now
                 self._fail(gone)
                 self.labelled.clear()
                 self.forget()
