@@ -75,8 +75,8 @@ class Tx:
         """Rows into one table: on SQLite, as few multi-row INSERTs as its limit on
         parameters allows, since sqlite3 hands the GIL back and forth once per statement
         it runs, and a writer thread taking it back from a busy event loop costs the loop
-        a switch each time (executemany, one per row, cost the gateway a sixth of its
-        throughput, bench.overhead); on PostgreSQL, COPY, at a quarter of a pipelined
+        a switch each time (executemany, one per row, cost the gateway about a tenth of
+        its throughput, in alternating wrk rounds); on PostgreSQL, COPY, at a quarter of a pipelined
         executemany's CPU. COPY reads each value as text, as its column would: a bool for
         an integer column must come as an int."""
         if not rows:

@@ -41,11 +41,7 @@ SINK_BUFFER = 1 << 21  # bytes: a round's lines under any load the gateway serve
 
 class AccessLog:
     def __init__(self, stream: BinaryIO | None = None) -> None:
-        if stream is None:
-            sys.stderr.flush()
-            stream = open(sys.stderr.fileno(), "wb", buffering=SINK_BUFFER,  # noqa: SIM115
-                          closefd=False)  # stderr's own descriptor, left open at the end
-        self.stream = stream
+        self.stream = stream or _stderr()
         self.pending: list[bytes] = []
         self.dropped = 0
         self.written = 0  # lines handed to the sink, for flush
@@ -113,6 +109,17 @@ class AccessLog:
             except (OSError, ValueError):  # a broken or closed sink: the thread carries on
                 self.dropped += len(lines)
             self.written += len(lines)
+
+
+def _stderr() -> BinaryIO:
+    """Standard error's descriptor behind a buffer of SINK_BUFFER (left open at the end);
+    stderr's own buffer where it has no descriptor (replaced by a test's, say)."""
+    try:
+        descriptor = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr.buffer
+    sys.stderr.flush()
+    return open(descriptor, "wb", buffering=SINK_BUFFER, closefd=False)
 
 
 def _now() -> float:

@@ -4,13 +4,16 @@ events and logging records, from any thread, each line whole."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
@@ -145,6 +148,27 @@ def test_a_stalled_sink_stalls_no_writer_and_drops_are_counted(
     assert len(dropped) == 1 and dropped[0]["dropped_lines"] == 6000 - 1000
     assert "dropped" in dropped[0]["message"]
     assert len(lines) == 1 + 1000 + 1
+
+
+def test_by_default_every_line_reaches_stderr_and_a_stderr_without_a_descriptor_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(tmp_path / "stderr", "w") as stderr:
+        monkeypatch.setattr(sys, "stderr", stderr)
+        log = AccessLog()  # stderr's descriptor behind a buffer of its own
+        for i in range(5000):  # several rounds' worth, past any one buffer of stderr's
+            log.write({"request_id": f"{i:032x}", "error": "e" * (i % 5 * 300) or None})
+        log.flush()
+        log.close()
+    lines = (tmp_path / "stderr").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and [json.loads(line)["request_id"] for line in lines[:-1]] == \
+        [f"{i:032x}" for i in range(5000)]
+    captured = io.TextIOWrapper(io.BytesIO())  # a test's stand-in: fileno() refuses
+    monkeypatch.setattr(sys, "stderr", captured)
+    log = AccessLog()
+    log.write({"request_id": "b"})
+    log.flush()
+    log.close()
+    assert json.loads(captured.buffer.getvalue())["request_id"] == "b"  # type: ignore[attr-defined]
 
 
 def test_a_broken_sink_does_not_end_the_writer() -> None:
