@@ -153,6 +153,8 @@ class VectorProcess:
     async def start(self) -> None:
         """A child running and ready: started if there is none, or if the last one
         stopped `restart` seconds ago (before that, `Unavailable`)."""
+        if self._running:  # every lookup asks: the common answer takes no lock, no timer
+            return
         async with self._starting:
             stopped = self._ready is not None and self._ready.done() and not self._running
             if self._child is None or stopped:
@@ -174,7 +176,7 @@ class VectorProcess:
             raise Unavailable("the cache's vector process is still starting") from None
 
     async def close(self) -> None:
-        child, self._child = self._child, None
+        child, self._child, self._running = self._child, None, False
         self._fail(Unavailable("the cache's vector process was closed"))
         for timer in (self._watchdog, self._later):
             if timer is not None:
