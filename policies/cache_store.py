@@ -53,8 +53,9 @@ class Entry:
     expires: float
     text: str = ""  # semantic: the message it answered, for the lexical guard
     guard: Any = None  # the guard's reading of `text`, made once
-    # where it is held: the exact key, or the partition and its row or label
+    # where it is held: the exact key, or the partition (None: exact) and its row or label
     key: str = field(default="", repr=False)
+    partition: str | None = field(default=None, repr=False)
     row: int = field(default=-1, repr=False)  # in the partition's matrix
     # in its approximate index, if in one; in the gateway, its row's in the vector process
     label: int = field(default=-1, repr=False)
@@ -285,7 +286,10 @@ class MemoryCache:
         self.max_entries = max_entries
         self.rows = rows if rows is not None else Partitions()
         self._exact: dict[str, Entry] = {}
-        self._order: OrderedDict[int, tuple[Entry, str | None]] = OrderedDict()  # LRU first
+        # LRU first; the entries themselves (each knows its partition), not tuples of an
+        # entry and its partition: a full cache is then half the objects the collector's
+        # full passes visit (10k, not 20k)
+        self._order: OrderedDict[int, Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._order)
@@ -295,7 +299,7 @@ class MemoryCache:
         if entry is None:
             return None
         if entry.expires <= now:
-            self._drop(entry, None)
+            self._drop(entry)
             return None
         self._order.move_to_end(id(entry))
         return entry
@@ -303,10 +307,10 @@ class MemoryCache:
     def put(self, key: str, entry: Entry) -> None:
         old = self._exact.get(key)
         if old is not None:
-            self._drop(old, None)
-        entry.key = key
+            self._drop(old)
+        entry.key, entry.partition = key, None
         self._exact[key] = entry
-        self._remember(entry, None)
+        self._remember(entry)
 
     def nearest(self, partition: str, vector: np.ndarray, now: float,
                 count: int = CANDIDATES) -> list[tuple[Entry, float]]:
@@ -321,7 +325,7 @@ class MemoryCache:
         if len(live) < len(found):
             for entry, _ in found:
                 if entry.expires <= now:
-                    self._drop(entry, partition)
+                    self._drop(entry)
         return live
 
     def used(self, entry: Entry) -> None:
@@ -331,39 +335,39 @@ class MemoryCache:
 
     def add(self, partition: str, vector: np.ndarray, entry: Entry) -> None:
         if self.rows.add(partition, vector, entry):  # else it could never be found
-            self._remember(entry, partition)
+            entry.partition = partition
+            self._remember(entry)
 
     def forget(self) -> None:
         """Every semantic entry gone, with no word to `rows`: they went with a vector
         process that stopped."""
-        for key, (_, partition) in list(self._order.items()):
-            if partition is not None:
+        for key, entry in list(self._order.items()):
+            if entry.partition is not None:
                 del self._order[key]
 
     def flush(self, scope: str | None = None) -> int:
         """Drop every entry, or those of one scope subject; how many went."""
-        gone = [(entry, partition) for entry, partition in self._order.values()
+        gone = [entry for entry in self._order.values()
                 if scope is None or entry.scope == scope]
-        for entry, partition in gone:
-            self._drop(entry, partition)
+        for entry in gone:
+            self._drop(entry)
         return len(gone)
 
     def entries(self) -> Iterator[Entry]:
-        return (entry for entry, _ in self._order.values())
+        return iter(self._order.values())
 
-    def _remember(self, entry: Entry, partition: str | None) -> None:
-        self._order[id(entry)] = (entry, partition)
+    def _remember(self, entry: Entry) -> None:
+        self._order[id(entry)] = entry
         while len(self._order) > self.max_entries:
-            oldest, where = next(iter(self._order.values()))
-            self._drop(oldest, where)
+            self._drop(next(iter(self._order.values())))
 
-    def _drop(self, entry: Entry, partition: str | None) -> None:
+    def _drop(self, entry: Entry) -> None:
         if self._order.pop(id(entry), None) is None:
             return
-        if partition is None:
+        if entry.partition is None:
             self._exact.pop(entry.key, None)
             return
-        self.rows.remove(partition, entry)
+        self.rows.remove(entry.partition, entry)
 
 
 class CacheStore(abc.ABC):
