@@ -34,7 +34,7 @@ import numpy as np
 # library holds the interpreter lock, so a late import would stall the searches
 from policies.cache_index import LISTS, ApproximateIndex, lists_for
 
-CANDIDATES = 4  # semantic candidates handed back, best first, for the caller's lexical guard
+CANDIDATES = 4  # semantic candidates a search reads, best first, for the lexical guard
 APPROXIMATE_FROM = 4_000  # entries from which a partition is searched by an index (measured)
 OVERSAMPLE = 32  # candidates the index proposes for the matrix to re-score
 

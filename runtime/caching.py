@@ -172,13 +172,13 @@ class Cacher:
         text, rest = question
         lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.path,
                                                               rest), text=text)
-        threshold = block.threshold if block.threshold is not None else \
-            _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
+        threshold = None if not read else block.threshold if block.threshold is not None \
+            else _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
         try:
             vector = await self.embedder(block, exchange).embed(text) \
                 if block.embedder == "model" else None
             lookup.vector, found = await store.nearest(lookup.partition, scope, text, vector,
-                                                       now, threshold if read else None)
+                                                       now, threshold)
         except EmbedderFailed as missing:  # its extra not installed
             if block.embedder not in self._missing:  # said once, not on every request
                 self._missing.add(block.embedder)
