@@ -117,8 +117,11 @@ class Gateway:
         `gwc serve`, which compiles once) or else the policy at `path`."""
         if self.tracing is None:
             self.tracing = Tracing.from_env(self.env, self.log)
+        # No cookie jar: a cookie an upstream sets (a CDN's, say) is no caller's, and
+        # must not ride on the next tenant's call; filtering a jar also costs every call.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            cookie_jar=aiohttp.DummyCookieJar(),
             trace_configs=self.tracing.start() if self.tracing is not None else None)
         await self.state.start()
         self._alerting = asyncio.get_running_loop().create_task(self.alerts.run())

@@ -157,7 +157,9 @@ def app(script: Script) -> Starlette:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
                                                      "refusal": None},
                              "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage_of(model)})
+                "usage": usage_of(model)},
+                # as api.openai.com's CDN does: a cookie no gateway should pass on
+                headers={"set-cookie": "__cf_bm=fake-cdn-cookie; path=/; HttpOnly"})
 
         async def events() -> AsyncIterator[bytes]:
             base: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",

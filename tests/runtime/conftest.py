@@ -54,7 +54,7 @@ provider azure {{
 
 provider vllm {{
   type     = openai_compatible
-  base_url = "{openai}/v1"
+  base_url = "{openai_by_name}/v1"
   api_key  = "{key}"
 }}
 
@@ -147,7 +147,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with serving(openai_fake.app(scripts[0])) as o, serving(anthropic_fake.app(scripts[1])) as a, \
             serving(gemini_fake.app(scripts[2])) as g:
         policy = folder / "policy.gw"
-        policy.write_text(POLICY.format(openai=o, anthropic=a, gemini=g, key=API_KEY))
+        # one provider by a host name, as real ones are: cookie jars take no IP's cookies
+        by_name = o.replace("127.0.0.1", "localhost")
+        policy.write_text(POLICY.format(openai=o, openai_by_name=by_name, anthropic=a,
+                                        gemini=g, key=API_KEY))
         log = (folder / "access.log").open("wb")
         # counters in memory, records (the stored responses) in SQLite beside the log
         state = State(Limiter(MemoryCounters()), open_records(f"sqlite:///{folder}/gw.db"))

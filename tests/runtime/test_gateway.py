@@ -26,6 +26,14 @@ def test_a_plain_chat_and_its_headers(stack: Stack) -> None:
     assert headers["x-gw-policy"] == stack.gateway.version and len(headers["x-gw-request-id"]) == 32
 
 
+def test_an_upstreams_cookie_rides_on_no_later_call(stack: Stack) -> None:
+    """A cookie one call's answer set (a CDN's, as OpenAI's sets) belongs to no caller:
+    sent on, it would follow one tenant's call into the next tenant's."""
+    for _ in range(2):
+        stack.client().chat.completions.create(model="on-vllm", messages=HI)
+    assert [h for h in stack.openai.headers[-2:] if "cookie" in h] == []
+
+
 def test_a_streamed_chat(stack: Stack) -> None:
     chunks = list(stack.client().chat.completions.create(model="ok", messages=HI, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
