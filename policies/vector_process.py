@@ -54,6 +54,7 @@ ANSWERING = 2.0  # seconds a search waits for its answer, after which the child 
 RESTART = 5.0  # seconds after a child stopped before another is started
 BACKLOG = 32 << 20  # bytes not yet taken by the child past which writes are dropped
 FILING = 0.05  # seconds an add or a remove waits for a search to go with, at most
+READINGS = 4096  # guard readings of searched messages the child keeps for their adds
 
 Hits = list[tuple[Entry, float]]
 
@@ -326,6 +327,10 @@ class Held:
     def __init__(self) -> None:
         self.partitions = Partitions()
         self.stubs: dict[tuple[str, int], Entry] = {}
+        # the guard's readings of the messages searched lately: a miss's message comes
+        # back as an add, whose stub then need not be read again (a reading is most of
+        # a guarded search's time); at most READINGS, the oldest dropped first
+        self.readings: dict[str, lexical.Features] = {}
 
     def run(self, messages: list[tuple[Any, ...]],
             embed: Callable[[list[str]], np.ndarray] | None, failed: str
@@ -365,12 +370,13 @@ class Held:
         found = vectors[text] if vector is None else np.frombuffer(vector, dtype=np.float32)
         hits = self.partitions.nearest(partition, found, count) if count else []
         if threshold is not None:
-            hits = _guarded(hits, text, threshold)
+            hits = _guarded(hits, text, threshold, self.readings)
         return ident, ("ok", _wire(found),
                        [(int(stub.key), similarity) for stub, similarity in hits])
 
     def add(self, partition: str, label: int, text: str, vector: bytes) -> None:
-        stub = Entry(b"", "", "", 0.0, "", math.inf, text, key=str(label))
+        stub = Entry(b"", "", "", 0.0, "", math.inf, text, key=str(label),
+                     guard=self.readings.pop(text, None))
         self.partitions.add(partition, np.frombuffer(vector, dtype=np.float32), stub)
         self.stubs[partition, label] = stub
 
@@ -380,9 +386,11 @@ class Held:
             self.partitions.remove(partition, stub)
 
 
-def _guarded(found: Hits, text: str, threshold: float) -> Hits:
+def _guarded(found: Hits, text: str, threshold: float,
+             readings: dict[str, lexical.Features]) -> Hits:
     """Those of `found` (best first) at `threshold` or above that ask what `text` asks,
-    by the lexical guard: "enable 2FA" is not "disable 2FA", however alike."""
+    by the lexical guard: "enable 2FA" is not "disable 2FA", however alike. This
+    message's reading, once made, is kept in `readings` for its add."""
     hits: Hits = []
     mine: lexical.Features | None = None  # the guard's reading of this message, once
     for stub, similarity in found:
@@ -391,7 +399,11 @@ def _guarded(found: Hits, text: str, threshold: float) -> Hits:
         if stub.text != text:
             if stub.guard is None:
                 stub.guard = lexical.features(stub.text)
-            mine = mine or lexical.features(text)
+            if mine is None:
+                mine = readings.get(text) or lexical.features(text)
+                if len(readings) >= READINGS:
+                    del readings[next(iter(readings))]
+                readings[text] = mine
             if not lexical.compatible(stub.guard, mine):
                 continue
         hits.append((stub, similarity))

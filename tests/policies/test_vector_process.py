@@ -94,6 +94,30 @@ def test_with_a_threshold_it_answers_only_the_hits_the_lexical_guard_lets_throug
     asyncio.run(go())
 
 
+def test_the_child_reads_a_missed_message_once_for_its_search_and_its_add(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A miss's message is read by the guard as it is searched; its add (the same
+    text, back with the answer) keeps that reading rather than making another."""
+    read: list[str] = []
+    features = vector_process.lexical.features
+    monkeypatch.setattr(vector_process.lexical, "features",
+                        lambda text: read.append(text) or features(text))
+    embed = HashEmbedder().embed
+    held = vector_process.Held()
+
+    def search(ident: int, text: str) -> list[int]:
+        _, (outcome, vector, hits) = held.search({text: embed([text])[0]}, False, "", ident,
+                                                 "p", text, None, 4, 0.35)
+        assert outcome == "ok"
+        held.add("p", ident, text, vector)
+        return [label for label, _ in hits]
+
+    texts = [f"What is {n} times 23?" for n in (17, 18, 19)]
+    assert [search(i, text) for i, text in enumerate(texts)] == [[], [], []]  # numbers differ
+    assert sorted(read) == sorted(texts)  # each read once, as a query or as a candidate
+    assert search(9, texts[0]) == [0]  # and a reading kept serves the same ask
+
+
 def test_a_child_that_stops_answering_is_killed_and_its_searches_are_misses(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vector_process, "ANSWERING", 0.3)
