@@ -79,6 +79,18 @@ def _first_function(tools: Any) -> tuple[str, str | None] | None:
     return None
 
 
+def _unreadable_input(given: Any) -> str:
+    """OpenAI's 400 for an input item whose content is neither text nor parts, or ""."""
+    for index, item in enumerate(given if isinstance(given, list) else ()):
+        content = item.get("content") if isinstance(item, dict) else None
+        if content is not None and not isinstance(content, str | list):
+            kind = {bool: "a boolean", int: "an integer", float: "a decimal",
+                    dict: "an object"}.get(type(content), "another type")
+            return (f"Invalid type for 'input[{index}].content': expected one of a string "
+                    f"or array of input items, but got {kind} instead.")
+    return ""
+
+
 def _output(body: dict[str, Any], model: str, number: int, status: str) -> list[dict[str, Any]]:
     """The output items the fake answers `body` with."""
     given = body.get("input")
@@ -193,6 +205,9 @@ def app(script: Script) -> Starlette:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(400, "Missing required parameter: 'model'.")
+        unreadable = _unreadable_input(body.get("input"))
+        if unreadable:
+            return _error(400, unreadable)
         previous = body.get("previous_response_id")
         if previous is not None and previous not in stored:
             return _error(400, f"Previous response with id '{previous}' not found.")
