@@ -54,7 +54,7 @@ ANSWERING = 2.0  # seconds a search waits for its answer, after which the child 
 RESTART = 5.0  # seconds after a child stopped before another is started
 BACKLOG = 32 << 20  # bytes not yet taken by the child past which writes are dropped
 FILING = 0.05  # seconds an add or a remove waits for a search to go with, at most
-READINGS = 4096  # guard readings of searched messages the child keeps for their adds
+READINGS = 1 << 22  # characters of searched messages whose guard readings the child keeps
 
 Hits = list[tuple[Entry, float]]
 
@@ -327,10 +327,7 @@ class Held:
     def __init__(self) -> None:
         self.partitions = Partitions()
         self.stubs: dict[tuple[str, int], Entry] = {}
-        # the guard's readings of the messages searched lately: a miss's message comes
-        # back as an add, whose stub then need not be read again (a reading is most of
-        # a guarded search's time); at most READINGS, the oldest dropped first
-        self.readings: dict[str, lexical.Features] = {}
+        self.readings = Readings()
 
     def run(self, messages: list[tuple[Any, ...]],
             embed: Callable[[list[str]], np.ndarray] | None, failed: str
@@ -376,7 +373,7 @@ class Held:
 
     def add(self, partition: str, label: int, text: str, vector: bytes) -> None:
         stub = Entry(b"", "", "", 0.0, "", math.inf, text, key=str(label),
-                     guard=self.readings.pop(text, None))
+                     guard=self.readings.take(text))
         self.partitions.add(partition, np.frombuffer(vector, dtype=np.float32), stub)
         self.stubs[partition, label] = stub
 
@@ -386,11 +383,39 @@ class Held:
             self.partitions.remove(partition, stub)
 
 
-def _guarded(found: Hits, text: str, threshold: float,
-             readings: dict[str, lexical.Features]) -> Hits:
+class Readings:
+    """The guard's readings of the messages searched lately, for the adds that follow:
+    a miss's message comes back with its answer, and its stub then need not be read
+    again (a reading is most of a guarded search's time). At most READINGS characters
+    of messages, the oldest dropped first, so that long messages cannot fill the child."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, lexical.Features] = {}
+        self.characters = 0
+
+    def read(self, text: str) -> lexical.Features:
+        found = self.held.get(text)
+        if found is None:
+            found = lexical.features(text)
+            if len(text) <= READINGS:
+                self.held[text] = found
+                self.characters += len(text)
+                while self.characters > READINGS:
+                    oldest = next(iter(self.held))
+                    del self.held[oldest]
+                    self.characters -= len(oldest)
+        return found
+
+    def take(self, text: str) -> lexical.Features | None:
+        found = self.held.pop(text, None)
+        if found is not None:
+            self.characters -= len(text)
+        return found
+
+
+def _guarded(found: Hits, text: str, threshold: float, readings: Readings) -> Hits:
     """Those of `found` (best first) at `threshold` or above that ask what `text` asks,
-    by the lexical guard: "enable 2FA" is not "disable 2FA", however alike. This
-    message's reading, once made, is kept in `readings` for its add."""
+    by the lexical guard: "enable 2FA" is not "disable 2FA", however alike."""
     hits: Hits = []
     mine: lexical.Features | None = None  # the guard's reading of this message, once
     for stub, similarity in found:
@@ -399,11 +424,7 @@ def _guarded(found: Hits, text: str, threshold: float,
         if stub.text != text:
             if stub.guard is None:
                 stub.guard = lexical.features(stub.text)
-            if mine is None:
-                mine = readings.get(text) or lexical.features(text)
-                if len(readings) >= READINGS:
-                    del readings[next(iter(readings))]
-                readings[text] = mine
+            mine = mine or readings.read(text)
             if not lexical.compatible(stub.guard, mine):
                 continue
         hits.append((stub, similarity))

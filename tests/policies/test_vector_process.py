@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from policies import vector_process
+from policies import lexical, vector_process
 from policies.cache_store import Entry, MemoryCache
 from policies.embedders import HashEmbedder
 from policies.vector_process import EmbedderFailed, Unavailable, VectorProcess
@@ -99,9 +99,12 @@ def test_the_child_reads_a_missed_message_once_for_its_search_and_its_add(
     """A miss's message is read by the guard as it is searched; its add (the same
     text, back with the answer) keeps that reading rather than making another."""
     read: list[str] = []
-    features = vector_process.lexical.features
-    monkeypatch.setattr(vector_process.lexical, "features",
-                        lambda text: read.append(text) or features(text))
+    features = lexical.features
+
+    def reading(text: str) -> lexical.Features:
+        read.append(text)
+        return features(text)
+    monkeypatch.setattr(lexical, "features", reading)
     embed = HashEmbedder().embed
     held = vector_process.Held()
 
@@ -116,6 +119,21 @@ def test_the_child_reads_a_missed_message_once_for_its_search_and_its_add(
     assert [search(i, text) for i, text in enumerate(texts)] == [[], [], []]  # numbers differ
     assert sorted(read) == sorted(texts)  # each read once, as a query or as a candidate
     assert search(9, texts[0]) == [0]  # and a reading kept serves the same ask
+
+
+def test_the_readings_kept_for_adds_are_bounded_by_their_characters(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_process, "READINGS", 100)
+    readings = vector_process.Readings()
+    texts = [f"{n} " + "word " * 8 for n in range(10)]  # 42 characters each
+    for text in texts:
+        readings.read(text)
+    assert readings.characters == sum(map(len, readings.held)) <= 100
+    assert list(readings.held) == texts[-2:]  # the oldest went first
+    readings.read("x" * 101)  # longer than all that may be kept: read, not kept
+    assert "x" * 101 not in readings.held
+    assert readings.take(texts[-1]) is not None and readings.take(texts[0]) is None
+    assert readings.characters == len(texts[-2])
 
 
 def test_a_child_that_stops_answering_is_killed_and_its_searches_are_misses(
