@@ -11,7 +11,10 @@ client and through gwc running a full policy: a virtual key, a few hundred
 rules, a pool, retries, breakers, quotas and budgets enforced (set high
 enough that the bench is never refused), a cache block; once with the
 counters in memory and once in Redis (127.0.0.1:6379, database 14), the
-ledger in SQLite. Targets (design.md and the limits issue): p50 <= 1 ms and
+ledger in SQLite. Beside each rate, the CPU a request cost each server's event
+loop thread over the same runs (from /proc): that thread is one busy core at
+full load, so the share is the ratio of those figures, and they say which
+server moved when the passthrough's rate swings between runs. Targets (design.md and the limits issue): p50 <= 1 ms and
 p99 <= 3 ms added; throughput >= 55% of the passthrough with memory counters,
 >= 40% with Redis.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
@@ -40,7 +44,7 @@ import redis
 
 from bench.policies import policy as generated_rules
 from bench.upstream import nginx
-from bench.upstream_client import serving, wrk
+from bench.upstream_client import loop_seconds, serving, wrk, wrk_cpu
 from policies.keys import Keys
 from policies.records import open_records
 
@@ -159,19 +163,26 @@ def run(upstream: str, bare: str, gateways: dict[str, str], headers: dict[str, s
               f"{percentile(through, 99):>7.3f}   added "
               f"{percentile(through, 50) - percentile(direct, 50):.3f} / "
               f"{percentile(through, 99) - percentile(direct, 99):.3f}")
-    print(f"\nthroughput (req/s, wrk, median of {ROUNDS} alternating rounds of {SECONDS} s)")
+    print(f"\nthroughput (req/s, wrk, median of {ROUNDS} alternating rounds of {SECONDS} s), "
+          "and the event loop thread's CPU per request (µs)")
     for connections in (8, 32):
-        bares: list[float] = []
-        ours: dict[str, list[float]] = {name: [] for name in gateways}
+        servers = {"passthrough": bare, **{f"gwc {name}": url for name, url in gateways.items()}}
+        rates: dict[str, list[float]] = {name: [] for name in servers}
+        cpu: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(ROUNDS):
-            bares.append(wrk(bare, connections, SECONDS))
-            for name, url in gateways.items():
-                ours[name].append(wrk(url, connections, SECONDS, headers=headers))
-        passthrough = statistics.median(bares)
-        figures = ", ".join(f"gwc {name} {statistics.median(rates):.0f} "
-                            f"({statistics.median(rates) / passthrough:.0%})"
-                            for name, rates in ours.items())
+            for name, url in servers.items():
+                rate, seconds = wrk_cpu(url, connections, SECONDS,
+                                        None if name == "passthrough" else headers,
+                                        cpu=functools.partial(loop_seconds, url))
+                rates[name].append(rate)
+                cpu[name].append(seconds * 1e6)
+        passthrough = statistics.median(rates["passthrough"])
+        figures = ", ".join(f"{name} {statistics.median(rates[name]):.0f} "
+                            f"({statistics.median(rates[name]) / passthrough:.0%})"
+                            for name in servers if name != "passthrough")
         print(f"{connections:>2} connections: passthrough {passthrough:.0f}, {figures}")
+        print("    loop CPU a request: " + ", ".join(
+            f"{name} {statistics.median(cpu[name]):.0f}" for name in servers))
 
 
 def guarded() -> None:

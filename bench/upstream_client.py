@@ -10,12 +10,13 @@ requests per second for each, in one run, so the ratios are comparable.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from bench.upstream import nginx
@@ -26,15 +27,31 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+SERVED: dict[str, int] = {}  # the URL of each server `serving` runs -> its process id
+
+
 @contextlib.contextmanager
 def serving(module_args: list[str], port: int, stderr: IO[str] | None = None) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", *module_args], stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_for(port)
-        yield f"http://127.0.0.1:{port}"
+        SERVED[url] = process.pid
+        yield url
     finally:
+        SERVED.pop(url, None)
         process.terminate()
         process.wait()
+
+
+def loop_seconds(url: str) -> float:
+    """The CPU seconds so far of the main thread of the server at `url` (one `serving`
+    runs): its event loop, the thread that bounds a server's throughput here. Read
+    from /proc, so it is Linux's figure, user and system time together."""
+    pid = SERVED[url]
+    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(port: int, timeout: float = 15.0) -> None:
@@ -53,6 +70,14 @@ def wrk(url: str, connections: int, seconds: int = 8,
         headers: dict[str, str] | None = None, lua: str = BODY_LUA) -> float:
     """Requests per second wrk measured against url's chat completions route; `lua`
     says what to send (by default, one body again and again)."""
+    return wrk_cpu(url, connections, seconds, headers, lua)[0]
+
+
+def wrk_cpu(url: str, connections: int, seconds: int = 8,
+            headers: dict[str, str] | None = None, lua: str = BODY_LUA,
+            cpu: Callable[[], float] | None = None) -> tuple[float, float]:
+    """`wrk`'s requests per second, after a second to warm up, and what `cpu` (a reading
+    of CPU seconds) rose by a request over the measured run alone (0.0 without one)."""
     if shutil.which("wrk") is None:
         raise SystemExit("the benchmark needs wrk: apt-get install wrk")
     import tempfile
@@ -63,14 +88,18 @@ def wrk(url: str, connections: int, seconds: int = 8,
         script.flush()
         subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", script.name,
                         url + "/v1/chat/completions"], capture_output=True, check=False)
+        before = cpu() if cpu is not None else 0.0
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s",
                               script.name, url + "/v1/chat/completions"],
                              capture_output=True, text=True, check=False).stdout
+        spent = cpu() - before if cpu is not None else 0.0
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
-    return float(match.group(1)) if match else 0.0
+    done = re.search(r"(\d+) requests in", out)
+    rate = float(match.group(1)) if match else 0.0
+    return rate, spent / int(done.group(1)) if done and int(done.group(1)) else 0.0
 
 
 def main() -> None:
