@@ -14,9 +14,9 @@ counters in memory and once in Redis (127.0.0.1:6379, database 14), the
 ledger in SQLite. Beside each rate, the CPU a request cost each server's event
 loop thread over the same runs (from /proc): that thread is one busy core at
 full load, so the share is the ratio of those figures, and they say which
-server moved when the passthrough's rate swings between runs. Targets (design.md and the limits issue): p50 <= 1 ms and
-p99 <= 3 ms added; throughput >= 55% of the passthrough with memory counters,
->= 40% with Redis.
+server moved when the passthrough's rate swings between runs. Targets (design.md
+and the limits issue): p50 <= 1 ms and p99 <= 3 ms added; throughput >= 55% of
+the passthrough with memory counters, >= 40% with Redis.
 
 `--guards` serves the full policy twice, in memory, once as it is and once with
 two input guards every request meets (all the detectors but `secret`,
