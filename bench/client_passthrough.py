@@ -40,7 +40,8 @@ def make_forward(client: str) -> tuple[Forward, Callable[[], Awaitable[None]]]:
 
     async def forward_aiohttp(url: str, body: bytes) -> tuple[int, bytes]:
         if "s" not in holder:
-            holder["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+            holder["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200),
+                                                cookie_jar=aiohttp.DummyCookieJar())  # as gwc
         async with holder["s"].post(url, data=body,
                                     headers={"content-type": "application/json"}) as reply:
             return reply.status, await reply.read()

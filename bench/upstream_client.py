@@ -45,9 +45,10 @@ def serving(module_args: list[str], port: int, stderr: IO[str] | None = None) ->
 
 
 def loop_seconds(url: str) -> float:
-    """The CPU seconds so far of the main thread of the server at `url` (one `serving`
-    runs): its event loop, the thread that bounds a server's throughput here. Read
-    from /proc, so it is Linux's figure, user and system time together."""
+    """The CPU seconds so far of the main thread of the server at `url`, which `serving`
+    must be running: its event loop, the thread that bounds a one-process server's
+    throughput here (a `--workers` server's workers are not counted). Read from /proc,
+    so it is Linux's figure, user and system time together."""
     pid = SERVED[url]
     with open(f"/proc/{pid}/task/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -98,8 +99,9 @@ def wrk_cpu(url: str, connections: int, seconds: int = 8,
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
     done = re.search(r"(\d+) requests in", out)
-    rate = float(match.group(1)) if match else 0.0
-    return rate, spent / int(done.group(1)) if done and int(done.group(1)) else 0.0
+    if match is None or done is None or int(done.group(1)) == 0:
+        raise RuntimeError(f"wrk measured nothing:\n{out}")
+    return float(match.group(1)), spent / int(done.group(1))
 
 
 def main() -> None:

@@ -322,7 +322,8 @@ def _write(out: int, replies: list[tuple[int, Any]]) -> None:
 class Held:
     """The child's partitions (`cache_store.Partitions`), each row a stub standing
     for one of the gateway's entries: the stub's `key` is its label, its `text` the
-    entry's message, read by the guard (`guard`) the first time it is a candidate."""
+    entry's message, whose guard reading (`guard`) comes with it from the search
+    that missed, or is made the first time it is a candidate."""
 
     def __init__(self) -> None:
         self.partitions = Partitions()
@@ -386,8 +387,9 @@ class Held:
 class Readings:
     """The guard's readings of the messages searched lately, for the adds that follow:
     a miss's message comes back with its answer, and its stub then need not be read
-    again (a reading is most of a guarded search's time). At most READINGS characters
-    of messages, the oldest dropped first, so that long messages cannot fill the child."""
+    again (a reading is most of a guarded search's time). Bounded by the characters of
+    the messages kept (READINGS; a reading takes a few times its text's size), the
+    oldest dropped first, so that long messages cannot fill the child."""
 
     def __init__(self) -> None:
         self.held: dict[str, lexical.Features] = {}

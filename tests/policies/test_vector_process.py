@@ -130,6 +130,8 @@ def test_the_readings_kept_for_adds_are_bounded_by_their_characters(
         readings.read(text)
     assert readings.characters == sum(map(len, readings.held)) <= 100
     assert list(readings.held) == texts[-2:]  # the oldest went first
+    assert readings.read(texts[-1]) is readings.held[texts[-1]]  # kept, not counted again
+    assert readings.characters == 2 * len(texts[-1])
     readings.read("x" * 101)  # longer than all that may be kept: read, not kept
     assert "x" * 101 not in readings.held
     assert readings.take(texts[-1]) is not None and readings.take(texts[0]) is None
