@@ -172,8 +172,10 @@ class Cacher:
         text, rest = question
         lookup = Lookup(store, block, scope, partition=digest(scope, exchange.endpoint.path,
                                                               rest), text=text)
-        threshold = None if not read else block.threshold if block.threshold is not None \
-            else _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
+        threshold = None  # a lookup that reads nothing passes none
+        if read:
+            threshold = block.threshold if block.threshold is not None else \
+                _embedders().DEFAULT_THRESHOLDS[MEASURED.get(block.embedder, block.embedder)]
         try:
             vector = await self.embedder(block, exchange).embed(text) \
                 if block.embedder == "model" else None
