@@ -76,7 +76,7 @@ def wrk(url: str, connections: int, seconds: int = 8,
 
 def wrk_cpu(url: str, connections: int, seconds: int = 8,
             headers: dict[str, str] | None = None, lua: str = BODY_LUA,
-            cpu: Callable[[], float] | None = None) -> tuple[float, float]:
+            cpu: Callable[[], float] = lambda: 0.0) -> tuple[float, float]:
     """`wrk`'s requests per second, after a second to warm up, and what `cpu` (a reading
     of CPU seconds) rose by a request over the measured run alone (0.0 without one)."""
     if shutil.which("wrk") is None:
@@ -89,11 +89,11 @@ def wrk_cpu(url: str, connections: int, seconds: int = 8,
         script.flush()
         subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", script.name,
                         url + "/v1/chat/completions"], capture_output=True, check=False)
-        before = cpu() if cpu is not None else 0.0
+        before = cpu()
         out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s",
                               script.name, url + "/v1/chat/completions"],
                              capture_output=True, text=True, check=False).stdout
-        spent = cpu() - before if cpu is not None else 0.0
+        spent = cpu() - before
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
