@@ -200,8 +200,9 @@ class Gateway:
 
     # ----------------------------------------------------------- requests
 
-    def spent(self, exchange: Exchange) -> None:
-        """An answer's spend, for the metrics and (off the request's path) the ledger."""
+    def spent(self, exchange: Exchange, budgets: tuple[str, ...]) -> None:
+        """An answer's spend, for the metrics and (off the request's path) the ledger,
+        charged to the budget counters its admission held."""
         deployment, cost, usage = exchange.answered_by, exchange.cost or 0.0, exchange.usage
         assert deployment is not None
         self.metrics.spend.add((deployment.name,), cost)
@@ -209,13 +210,11 @@ class Gateway:
         if ledger is None:
             return
         details = usage.get("prompt_tokens_details") or {}
-        budgets = [a.limit.counter for a in exchange.applied if a.limit.kind == "budget"]
         ledger.add(SpendRow(
             time.time(), exchange.request_id, exchange.key_id, exchange.team, exchange.user,
             deployment.name, deployment.provider.name, exchange.endpoint.name,
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-            int(details.get("cached_tokens") or 0), cost, exchange.status,
-            tuple(budgets)))
+            int(details.get("cached_tokens") or 0), cost, exchange.status, budgets))
 
     def logged(self, exchange: Exchange, answered_by: str | None) -> None:
         """The request log's line (the traffic format: no prompt, no secret); its request

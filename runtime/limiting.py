@@ -48,6 +48,9 @@ SHARES_KEPT = 65536
 SHARED = frozenset(("team", "user", "key"))  # the budgets `budget.team` and its kin read
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
+# A named tuple made from a plain one in C, not through the class's Python __new__: the
+# stage makes several a request (Applied, a Limit for each cost that varies).
+_new = tuple.__new__
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
 
 
@@ -132,8 +135,7 @@ class Limiter:
                     continue
                 if kind == "budget":
                     if most is None:
-                        most = max((pricing.most(tokens, max_tokens, d.model)
-                                    for d in counting.deployments), default=0.0)
+                        most = pricing.most(tokens, max_tokens, counting.prices)
                     cost = most
                 else:
                     cost = tokens + (max_tokens or 0)
@@ -183,7 +185,7 @@ class Limiter:
         budgets: list[str] = []
         tokens: list[str] = []
         for (block, limit, subject), verdict in zip(counted, admission.verdicts, strict=True):
-            applied.append(Applied(block, limit, verdict, subject))
+            applied.append(_new(Applied, (block, limit, verdict, subject)))
             if limit.kind == "budget":
                 budgets.append(limit.counter)
                 if verdict.share is not None and block.subject.dimension in SHARED:
@@ -256,9 +258,9 @@ class Template:
     fixed: dict[str, Limit] = field(default_factory=dict, compare=False, hash=False)
 
     def limit_for(self, subject: str, cost: float) -> Limit:
-        return Limit(f"{self.counter}{subject}{self.suffix}", self.kind, self.limit,
-                     self.window, self.period, self.burst, cost, self.enforce, self.family,
-                     self.cap, subject)
+        return _new(Limit, (f"{self.counter}{subject}{self.suffix}", self.kind, self.limit,
+                            self.window, self.period, self.burst, cost, self.enforce,
+                            self.family, self.cap, subject))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ class Counting:
     deployments: tuple[Deployment, ...]
     lease: float
     alike: bool  # two blocks count on one name (see `_apart`)
+    prices: tuple[tuple[float, float, float], ...] = ()  # each model's `pricing.bounds`
 
     @classmethod
     def of(cls, decision: Decision) -> Counting:
@@ -280,8 +283,9 @@ class Counting:
                         _templates(block)) for block in members)
         names = [t.counter + t.suffix for _, _, templates in blocks for t in templates]
         deployments = tuple(_deployments(decision.targets))
+        prices = tuple(pricing.bounds(d.model) for d in deployments)
         return cls(decision, blocks, deployments, lease(decision.targets),
-                   len(set(names)) < len(names))
+                   len(set(names)) < len(names), prices)
 
 
 def _templates(block: Quota | Budget) -> tuple[Template, ...]:
@@ -397,24 +401,29 @@ def rate_headers(applied: Sequence[Applied]) -> list[tuple[bytes, bytes]]:
     """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied."""
     requests = tokens = None
     requests_left = tokens_left = math.inf
-    for item in applied:
-        limit = item.limit
-        if limit.kind == "requests":
-            left = item.verdict.remaining / limit.limit
+    for _, limit, verdict, _ in applied:
+        kind = limit.kind
+        if kind == "requests":
+            left = verdict.remaining / limit.limit
             if left < requests_left:
-                requests, requests_left = item, left
-        elif limit.kind == "tokens":
-            left = item.verdict.remaining / limit.limit
+                requests, requests_left = (limit.limit, verdict), left
+        elif kind == "tokens":
+            left = verdict.remaining / limit.limit
             if left < tokens_left:
-                tokens, tokens_left = item, left
+                tokens, tokens_left = (limit.limit, verdict), left
     headers: list[tuple[bytes, bytes]] = []
-    for tightest, names in ((requests, REQUESTS_HEADERS), (tokens, TOKENS_HEADERS)):
-        if tightest is not None:
-            verdict = tightest.verdict
-            headers += [(names[0], b"%d" % tightest.limit.limit),
-                        (names[1], b"%d" % verdict.remaining),  # >= 0: %d is its floor
-                        (names[2], _reset_text(verdict.reset))]
+    if requests is not None:
+        headers += _figures(REQUESTS_HEADERS, *requests)
+    if tokens is not None:
+        headers += _figures(TOKENS_HEADERS, *tokens)
     return headers
+
+
+def _figures(names: tuple[bytes, bytes, bytes], limit: float,
+             verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
+    return ((names[0], b"%d" % limit),
+            (names[1], b"%d" % verdict.remaining),  # >= 0: %d is its floor
+            (names[2], _reset_text(verdict.reset)))
 
 
 def _reset_text(seconds: float) -> bytes:

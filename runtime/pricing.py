@@ -10,6 +10,7 @@ them. A price not given is the fresh input's; a model with no prices costs 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from compiler.compiled import Model
@@ -27,9 +28,22 @@ def cost(usage: dict[str, Any], model: Model) -> float:
         written * write_price + (usage.get("completion_tokens") or 0) * (model.output_price or 0.0)
 
 
-def most(tokens: float, max_tokens: float | None, model: Model) -> float:
-    """The most a request may cost: every input token fresh, and as much output as it
-    may get (its `max_tokens`, else the model's `max_output`). With neither known the
-    output cannot be bounded, and only the input is reserved."""
-    output = max_tokens if max_tokens is not None else model.max_output
-    return tokens * (model.input_price or 0.0) + (output or 0) * (model.output_price or 0.0)
+def bounds(model: Model) -> tuple[float, float, float]:
+    """A model's figures for `most`, read once per decision: its input and output
+    prices, and its `max_output` (0 when not given)."""
+    return model.input_price or 0.0, model.output_price or 0.0, float(model.max_output or 0)
+
+
+def most(tokens: float, max_tokens: float | None,
+         models: Sequence[tuple[float, float, float]]) -> float:
+    """The most a request may cost, at the dearest of the models (their `bounds`): every
+    input token fresh, and as much output as it may get (its `max_tokens`, else the
+    model's `max_output`). With neither known the output cannot be bounded, and only
+    the input is reserved. On every request that meets a budget: a loop, no generator."""
+    dearest = 0.0
+    for input_price, output_price, max_output in models:
+        cost = tokens * input_price + \
+            (max_output if max_tokens is None else max_tokens) * output_price
+        if cost > dearest:
+            dearest = cost
+    return dearest

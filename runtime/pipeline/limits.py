@@ -40,10 +40,11 @@ def leave(exchange: Exchange) -> None:
     gateway = exchange.gateway
     # an answer, or a stream cut after it began, for what it delivered (usage says)
     charged = exchange.answered_by is not None and (exchange.error is None or bool(exchange.usage))
-    if exchange.held is not None:
+    held = exchange.held
+    if held is not None:
         tokens = float(exchange.usage.get("total_tokens") or 0)
-        gateway.limiter.settle(exchange.held, (exchange.cost or 0.0) if charged else None,
+        gateway.limiter.settle(held, (exchange.cost or 0.0) if charged else None,
                                tokens if charged else None)
         exchange.held = None
     if charged:
-        gateway.spent(exchange)
+        gateway.spent(exchange, held.budgets if held is not None else ())

@@ -46,5 +46,13 @@ def test_unset_cache_prices_are_the_input_price() -> None:
 
 
 def test_the_most_a_request_may_cost_uses_max_tokens_else_max_output() -> None:
-    assert pricing.most(100, 50, SONNET) == pytest.approx(100 * 3e-6 + 50 * 15e-6)
-    assert pricing.most(100, None, SONNET) == pytest.approx(100 * 3e-6 + 1000 * 15e-6)
+    sonnet = [pricing.bounds(SONNET)]
+    assert pricing.most(100, 50, sonnet) == pytest.approx(100 * 3e-6 + 50 * 15e-6)
+    assert pricing.most(100, None, sonnet) == pytest.approx(100 * 3e-6 + 1000 * 15e-6)
+
+
+def test_the_most_is_the_dearest_models() -> None:
+    cheap = Model("c", "p", "c", input_price=1e-7, output_price=1e-7, max_output=10)
+    assert pricing.most(100, None, [pricing.bounds(cheap), pricing.bounds(SONNET)]) == \
+        pytest.approx(100 * 3e-6 + 1000 * 15e-6)
+    assert pricing.most(100, None, []) == 0.0
