@@ -144,8 +144,8 @@ local function admit(f, k, a)
     local lim = l.limit + slack * l.limit
     if l.kind == 'requests' then
       local _, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
-      local tat = tonumber(redis.call('GET', l.k1) or now_us)
-      local allow_at = math.max(tat, now_us) + cost - capacity
+      l.tat = math.max(tonumber(redis.call('GET', l.k1) or now_us), now_us)
+      local allow_at = l.tat + cost - capacity
       l.allowed, l.retry = allow_at <= now_us, math.max(0, allow_at - now_us) / 1e6
     elseif l.kind == 'tokens' then
       l.width = l.window / buckets
@@ -188,7 +188,7 @@ local function admit(f, k, a)
     local remaining, reset, share = 0, 0, '-'
     if l.kind == 'requests' then
       local step, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
-      local tat = math.max(tonumber(redis.call('GET', l.k1) or now_us), now_us)
+      local tat = l.tat  -- read by the first pass: no counter comes twice in one admission
       if taken then
         tat = tat + cost
         redis.call('SET', l.k1, fmt(tat), 'PX', math.ceil((tat - now_us) / 1000) + 1000)
