@@ -267,14 +267,14 @@ class Template:
 class Counting:
     """What a decision's quotas and budgets count, but for the request's subjects and
     costs: each block with the dimension its subject reads ("" for global) and its
-    counters' templates, the models whose prices bound a reservation, its lease."""
+    counters' templates, the prices of the models that bound a reservation (each one's
+    `pricing.bounds`), its lease."""
 
     decision: Decision
     blocks: tuple[tuple[Quota | Budget, str, tuple[Template, ...]], ...]
-    deployments: tuple[Deployment, ...]
+    prices: tuple[tuple[float, float, float], ...]
     lease: float
     alike: bool  # two blocks count on one name (see `_apart`)
-    prices: tuple[tuple[float, float, float], ...] = ()  # each model's `pricing.bounds`
 
     @classmethod
     def of(cls, decision: Decision) -> Counting:
@@ -282,10 +282,9 @@ class Counting:
         blocks = tuple((block, "" if block.subject.kind == "global" else block.subject.dimension,
                         _templates(block)) for block in members)
         names = [t.counter + t.suffix for _, _, templates in blocks for t in templates]
-        deployments = tuple(_deployments(decision.targets))
-        prices = tuple(pricing.bounds(d.model) for d in deployments)
-        return cls(decision, blocks, deployments, lease(decision.targets),
-                   len(set(names)) < len(names), prices)
+        prices = tuple(pricing.bounds(d.model) for d in _deployments(decision.targets))
+        return cls(decision, blocks, prices, lease(decision.targets),
+                   len(set(names)) < len(names))
 
 
 def _templates(block: Quota | Budget) -> tuple[Template, ...]:
