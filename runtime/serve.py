@@ -167,6 +167,7 @@ def serve(path: str, compiled: CompiledPolicy, env: dict[str, str], host: str, p
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop",
                             http=protocol(limits, log, lambda: gateway.version), ws="none",
                             log_config=None, log_level="warning", access_log=False,
+                            server_header=False,  # docs/gateway.md: no `server: uvicorn`
                             timeout_graceful_shutdown=DRAIN_SECONDS)
     url = f"http://{host}:{port}"
     server = _Server(config, lambda: log.event(

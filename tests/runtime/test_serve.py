@@ -113,6 +113,14 @@ def test_fifty_reloads_under_load_drop_nothing(server: tuple[str, Path, subproce
     assert sum(outcomes.values()) > 200
 
 
+def test_no_answer_names_the_http_server(server: tuple[str, Path, subprocess.Popen[str]]
+                                         ) -> None:
+    url, _, _ = server
+    for reply in (httpx.post(url + "/v1/chat/completions", json={"model": "x", **HI}),
+                  httpx.get(url + "/healthz"), httpx.get(url + "/no/such/route")):
+        assert "server" not in reply.headers and "date" in reply.headers, reply.headers
+
+
 def test_sighup_reloads(server: tuple[str, Path, subprocess.Popen[str]]) -> None:
     url, path, process = server
     path.write_text(policy("b"))  # in place; the watcher may also see it, either is fine
