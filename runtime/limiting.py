@@ -400,8 +400,8 @@ def rate_headers(applied: Sequence[Applied]) -> list[tuple[bytes, bytes]]:
     """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied.
 
     On every answer: one pass, the limits' own text kept (`_count`), a reset's
-    text by its rounded value (`_written`), each a cache lookup (26k instructions a
-    request when each was formatted and the figures went through two helpers)."""
+    text by its rounded value (`_written`), each a cache lookup: 23k instructions a
+    call, against 26k when each was formatted and went through two helpers."""
     requests = tokens = None
     requests_left = tokens_left = math.inf
     for _, limit, verdict, _ in applied:
