@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from compiler.compiled import Budget, Decision, Deployment, PoolTarget, Quota, block_id
-from policies.limits import Admission, CounterStore, Limit, StoreUnavailable, Verdict
+from policies.limits import (
+    Admission,
+    CounterStore,
+    Limit,
+    StoreUnavailable,
+    Verdict,
+    new_tuple,
+)
 from policies.memory_counters import MemoryCounters
 from policies.periods import period_bounds
 from runtime import pricing
@@ -48,9 +55,6 @@ SHARES_KEPT = 65536
 SHARED = frozenset(("team", "user", "key"))  # the budgets `budget.team` and its kin read
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
-# A named tuple made from a plain one in C, not through the class's Python __new__: the
-# stage makes several a request (Applied, a Limit for each cost that varies).
-_new = tuple.__new__
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
 
 
@@ -185,7 +189,7 @@ class Limiter:
         budgets: list[str] = []
         tokens: list[str] = []
         for (block, limit, subject), verdict in zip(counted, admission.verdicts, strict=True):
-            applied.append(_new(Applied, (block, limit, verdict, subject)))
+            applied.append(new_tuple(Applied, (block, limit, verdict, subject)))
             if limit.kind == "budget":
                 budgets.append(limit.counter)
                 if verdict.share is not None and block.subject.dimension in SHARED:
@@ -258,9 +262,9 @@ class Template:
     fixed: dict[str, Limit] = field(default_factory=dict, compare=False, hash=False)
 
     def limit_for(self, subject: str, cost: float) -> Limit:
-        return _new(Limit, (f"{self.counter}{subject}{self.suffix}", self.kind, self.limit,
-                            self.window, self.period, self.burst, cost, self.enforce,
-                            self.family, self.cap, subject))
+        return new_tuple(Limit, (f"{self.counter}{subject}{self.suffix}", self.kind,
+                                 self.limit, self.window, self.period, self.burst, cost,
+                                 self.enforce, self.family, self.cap, subject))
 
 
 @dataclass(frozen=True, slots=True)
