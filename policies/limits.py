@@ -163,16 +163,45 @@ def subjects(limits: Sequence[Limit], now: float,
     return spans
 
 
+class Prepared:
+    """Limits a store has validated and worked out once, to admit with again and again.
+
+    A gateway's requests meet the same few sets of counters (one per decision and
+    subjects), so the work that depends only on the counters (validation, the
+    counters' state found, their keys and fixed figures written) is done once per
+    set, and each admission does the arithmetic. A store's own subclass holds that
+    work; it is for that store only.
+    """
+
+    __slots__ = ("families", "limits")
+
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        validate(limits)
+        self.limits = tuple(limits)
+        self.families = any(item.family for item in limits)
+
+
 class CounterStore(abc.ABC):
     """Where quota and budget counters live; every call takes the caller's `now`."""
 
-    @abc.abstractmethod
     async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
         """Check every limit and take from all of them, or from none.
 
         Slots and budget reservations are leases of `lease` seconds (the call's
         timeout and a margin): past it they stop counting, settled or not.
         """
+        return await self.admit_prepared(self.prepare(limits), [item.cost for item in limits],
+                                         now, lease)
+
+    @abc.abstractmethod
+    def prepare(self, limits: Sequence[Limit]) -> Prepared:
+        """`limits` validated (ValueError, before anything counts) and worked out for
+        `admit_prepared`; their costs there are the call's, not these."""
+
+    @abc.abstractmethod
+    async def admit_prepared(self, prepared: Prepared, costs: Sequence[float], now: float,
+                             lease: float) -> Admission:
+        """`admit` of the prepared limits, each taking its cost from `costs`."""
 
     @abc.abstractmethod
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:

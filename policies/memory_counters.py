@@ -24,19 +24,19 @@ from policies.limits import (
     Admission,
     CounterStore,
     Limit,
+    Prepared,
     Verdict,
     forget_expired,
     new_tuple,
     subjects,
-    validate,
 )
 from policies.periods import period_of
 
 _INF = math.inf
 # What a reservation holds of one counter, to settle it: (kind, counter, its state, amount,
 # and for tokens the bucket the estimate went into and the bucket's width).
-_TOKENS, _SLOTS, _BUDGET = 1, 2, 3
 Item = tuple[int, str, Any, float, int, float]
+_REQUESTS, _TOKENS, _SLOTS, _BUDGET = 0, 1, 2, 3  # a prepared limit's kind; an Item's, the last 3
 
 
 class Leases:
@@ -157,77 +157,70 @@ class MemoryCounters(CounterStore):
         self._families: dict[str, dict[str, float]] = {}  # family -> subject -> until
         self._held: OrderedDict[str, tuple[float, list[Item]]] = OrderedDict()  # by age
         self._ids = itertools.count(1)  # reservations: unique within this store
-        self._gcras: dict[tuple[float, float, float | None, float], tuple[int, int, int]] = {}
 
-    async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
-        validate(limits)
+    def prepare(self, limits: Sequence[Limit]) -> Planned:
+        return Planned(self, limits)
+
+    async def admit_prepared(self, prepared: Prepared, costs: Sequence[float], now: float,
+                             lease: float) -> Admission:
+        assert isinstance(prepared, Planned) and prepared.store is self
         if self._held:
             forget_expired(self._held, now)
-        places = None
-        for item in limits:
-            if item.family:
-                places = self._places(limits, now, lease)
-                break
+        places = self._places(prepared.limits, now, lease) if prepared.families else None
         # One pass checks every limit and keeps the figures that taking from it and its
         # verdict need; the second takes (when every enforcing limit allows) and answers.
         checked: list[tuple[bool, float, str, Any, Any]] = []
         refused = None
         now_us = math.floor(now * 1e6 + 0.5)
-        for i, (counter, kind, limit, window, period, burst, cost, enforce, family, _,
-                subject) in enumerate(limits):
+        for i, ((kind, counter, _, ceiling, first, second, state, enforce, place),
+                cost) in enumerate(zip(prepared.entries, costs, strict=True)):
+            if not 0 <= cost < _INF:
+                raise ValueError(f"counter `{counter}`: cost must be >= 0")
             reason = "limit"
-            if kind == "requests":
-                figures: Any = self._gcra(window, limit, burst, cost)
-                step, capacity, amount = figures
+            if kind == _REQUESTS:  # first: the emission interval, second: the capacity
+                amount = math.floor(cost * first + 0.5)
                 base = self._tat.get(counter, now_us)
                 if base < now_us:
                     base = now_us
-                allow_at = base + amount - capacity
+                allow_at = base + amount - second
                 allowed = allow_at <= now_us
                 retry = (allow_at - now_us if allow_at > now_us else 0) / 1e6
-                state: Any = base
-            elif kind == "tokens":
-                ceiling = limit + SLACK * limit
-                state = self._windows.get(counter)
-                if state is None:
-                    state = self._windows[counter] = Window()
-                width = window / BUCKETS
-                current = math.floor(now / width)
+                figures: Any = amount
+                state = base
+            elif kind == _TOKENS:  # first: a bucket's width, second: the window
+                current = math.floor(now / first)
                 if state.buckets:
                     state.drop(current - BUCKETS)
                 total = state.total()
                 allowed = total + cost <= ceiling
                 retry = 0.0
                 if not allowed:
-                    retry = window
+                    retry = second
                     if cost <= ceiling:
                         fallen = 0.0
-                        for bucket, amount in state.buckets.items():
-                            fallen += amount
+                        for bucket, held in state.buckets.items():
+                            fallen += held
                             if total - fallen + cost <= ceiling:
-                                retry = (bucket + BUCKETS + 1) * width - now
+                                retry = (bucket + BUCKETS + 1) * first - now
                                 break
-                figures = (width, current)
-            elif kind == "concurrency":
-                state = self._slots.get(counter)
-                if state is None:
-                    state = self._slots[counter] = Leases()
-                allowed = state.live(now) + cost <= limit + SLACK * limit
+                figures = current
+            elif kind == _SLOTS:
+                allowed = state.live(now) + cost <= ceiling
                 retry = CONCURRENCY_RETRY
                 figures = None
-            else:
-                key, _, end = period_of(period, now)
-                state = self._budgets.get((counter, key))
-                if state is None:
-                    state = self._budgets[counter, key] = Budget()
-                used = (state.spent or 0.0) + state.reserved.live(now)
-                allowed = used + cost <= limit + SLACK * limit
-                retry = end - now
-                figures = end
-            if places is not None and family:
-                place = places.get((family, subject or counter))
-                if place is not None and not place[0]:
-                    allowed, retry, reason = False, place[1], "subjects"
+            else:  # a budget; first: its period, state: [start, end, Budget] of the last one
+                if not state[0] <= now < state[1]:
+                    state[:] = self.period(counter, first, now)
+                budget = state[2]
+                figures = state[1]
+                state = budget
+                used = (budget.spent or 0.0) + budget.reserved.live(now)
+                allowed = used + cost <= ceiling
+                retry = figures - now
+            if places is not None and place is not None:
+                has = places.get(place)
+                if has is not None and not has[0]:
+                    allowed, retry, reason = False, has[1], "subjects"
             if not allowed and refused is None and enforce:
                 refused = i
             checked.append((allowed, retry, reason, state, figures))
@@ -235,32 +228,31 @@ class MemoryCounters(CounterStore):
         rid = str(next(self._ids)) if admitted else ""
         items: list[Item] = []
         verdicts = []
-        for item, (allowed, retry, reason, state, figures) in zip(limits, checked, strict=True):
-            counter, kind, limit, _, _, _, cost, enforce = item[:8]
-            taken = admitted and (enforce or allowed or kind == "budget")
+        for (kind, counter, limit, _, first, second, _, enforce, _), cost, \
+                (allowed, retry, reason, state, figures) in zip(prepared.entries, costs, checked,
+                                                                strict=True):
+            taken = admitted and (enforce or allowed or kind == _BUDGET)
             if allowed:
                 reason, retry = "", 0.0
-            if kind == "requests":
-                step, capacity, amount = figures
+            if kind == _REQUESTS:
                 if taken:
-                    state += amount
+                    state += figures
                     self._tat[counter] = state
                 ahead = state - now_us
-                remaining = float(math.floor((capacity - ahead) / step))
+                remaining = float(math.floor((second - ahead) / first))
                 verdicts.append(new_tuple(Verdict, (allowed, remaining if remaining > 0.0 else 0.0,
                                                     ahead / 1e6, retry, None, reason)))
-            elif kind == "tokens":
-                width, current = figures
+            elif kind == _TOKENS:
                 buckets = state.buckets
                 if taken:
                     if cost > 0:
-                        state.put(current, buckets.get(current, 0.0) + cost)
-                    items.append((_TOKENS, counter, state, cost, current, width))
-                reset = (next(reversed(buckets)) + BUCKETS + 1) * width - now if buckets else 0.0
+                        state.put(figures, buckets.get(figures, 0.0) + cost)
+                    items.append((_TOKENS, counter, state, cost, figures, first))
+                reset = (next(reversed(buckets)) + BUCKETS + 1) * first - now if buckets else 0.0
                 remaining = limit - state.total()
                 verdicts.append(new_tuple(Verdict, (allowed, remaining if remaining > 0.0 else 0.0,
                                                     reset, retry, None, reason)))
-            elif kind == "concurrency":
+            elif kind == _SLOTS:
                 if taken:
                     state.take(rid, cost, now + lease)
                     items.append((_SLOTS, counter, state, cost, 0, 0.0))
@@ -286,19 +278,14 @@ class MemoryCounters(CounterStore):
             return Admission(True, verdicts, rid, None)
         return Admission(admitted, verdicts, None, refused)
 
-    def _gcra(self, window: float, limit: float, burst: float | None,
-              cost: float) -> tuple[int, int, int]:
-        """A requests quota in whole µs: emission interval, burst capacity, this cost.
-
-        The same few quotas come back on every request: their figures are kept.
-        """
-        key = (window, limit, burst, cost)
-        found = self._gcras.get(key)
+    def period(self, counter: str, period: str, now: float) -> list[Any]:
+        """A budget's period holding `now`, as a prepared budget keeps it: [start, end,
+        its Budget]; the Budget is the one `share`, `seed` and `spent` read."""
+        key, start, end = period_of(period, now)
+        found = self._budgets.get((counter, key))
         if found is None:
-            if len(self._gcras) >= 4096:
-                self._gcras.clear()
-            found = self._gcras[key] = _gcra(window, limit, burst, cost)
-        return found
+            found = self._budgets[counter, key] = Budget()
+        return [start, end, found]
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
         self.settle_soon(reservation, actual, now)
@@ -367,8 +354,42 @@ class MemoryCounters(CounterStore):
         return places
 
 
-def _gcra(window: float, limit: float, burst: float | None,
-          cost: float) -> tuple[int, int, int]:
-    step = max(1, math.floor(window * 1e6 / limit + 0.5))
-    return step, math.floor((limit if burst is None else burst) * step + 0.5), \
-        math.floor(cost * step + 0.5)
+
+class Planned(Prepared):
+    """Prepared limits for one `MemoryCounters`: for each, its kind, counter, limit, the
+    ceiling an admission may reach (limit plus SLACK), two figures of its kind, its
+    state, whether it enforces, and its (family, subject) when capped. The state is the
+    store's own object (a tokens `Window`, a slots `Leases`), or for a budget its last
+    period [start, end, Budget]; a requests quota's arrival time stays in the store."""
+
+    __slots__ = ("entries", "store")
+
+    def __init__(self, store: MemoryCounters, limits: Sequence[Limit]) -> None:
+        super().__init__(limits)
+        self.store = store
+        entries: list[tuple[int, str, float, float, Any, Any, Any, bool,
+                            tuple[str, str] | None]] = []
+        for item in limits:
+            counter, kind, limit = item.counter, item.kind, item.limit
+            ceiling = limit + SLACK * limit
+            place = (item.family, item.subject or counter) if item.family else None
+            if kind == "requests":  # the emission interval and the capacity, in whole µs
+                step = max(1, math.floor(item.window * 1e6 / limit + 0.5))
+                capacity = math.floor((limit if item.burst is None else item.burst) * step + 0.5)
+                entry: tuple[int, Any, Any, Any] = (_REQUESTS, step, capacity, None)
+            elif kind == "tokens":  # a bucket's width and the window
+                window = store._windows.get(counter)
+                if window is None:
+                    window = store._windows[counter] = Window()
+                entry = (_TOKENS, item.window / BUCKETS, item.window, window)
+            elif kind == "concurrency":
+                slots = store._slots.get(counter)
+                if slots is None:
+                    slots = store._slots[counter] = Leases()
+                entry = (_SLOTS, 0.0, 0.0, slots)
+            else:  # a budget: its period, and its last one (none yet)
+                entry = (_BUDGET, item.period, 0.0, [_INF, -_INF, None])
+            code, first, second, state = entry
+            entries.append((code, counter, limit, ceiling, first, second, state, item.enforce,
+                            place))
+        self.entries = tuple(entries)

@@ -91,11 +91,12 @@ from policies.limits import (
     Admission,
     CounterStore,
     Limit,
+    Prepared,
     StoreUnavailable,
     Verdict,
     forget_expired,
+    new_tuple,
     subjects,
-    validate,
 )
 from policies.periods import period_bounds, period_key, period_of
 
@@ -173,40 +174,39 @@ class RedisCounters(CounterStore):
         self._flush: asyncio.TimerHandle | None = None
         self._alone: set[asyncio.Task[None]] = set()
 
-    async def admit(self, limits: Sequence[Limit], now: float, lease: float) -> Admission:
-        validate(limits)
+    def prepare(self, limits: Sequence[Limit]) -> Prepared:
+        return Scripted(self, limits)
+
+    async def admit_prepared(self, prepared: Prepared, costs: Sequence[float], now: float,
+                             lease: float) -> Admission:
+        assert isinstance(prepared, Scripted) and prepared.store is self
         if self._held:
             forget_expired(self._held, now)
         rid = f"{self._prefix}{next(self._ids):x}"
-        places: dict[tuple[str, str], tuple[int, float]] = {}
-        for item in limits:
-            if item.family:
-                places = subjects(limits, now, lease)
-                break
-        index = {pair: j + 1 for j, pair in enumerate(places)}
+        places = subjects(prepared.limits, now, lease) if prepared.families else {}
         keys: list[str] = []
         fields = [""]  # the header, once the keys are counted
         held: list[Item | None] = []
-        day = math.floor(now / 86400)
-        for item in limits:
-            kind, counter = item.kind, item.counter
-            pair = index.get((item.family, item.subject or counter), 0) if item.family else 0
-            cost = _num(item.cost)
-            fixed = self._fixed_fields(item)
-            if kind == "budget":
-                place = period_of(item.period, now)[0]
-                pair_keys = self._budget_keys(counter, place)
-                ends, expires = _budget_figures(item.period, day)
-                fields.append(f"{fixed} {cost} {pair} {ends} {expires}")
-                held.append((counter, pair_keys, f"budget {cost} 0 {expires}"))
-            else:
-                pair_keys = self._counter_keys(kind, counter)
-                fields.append(f"{fixed} {cost} {pair} 0.0 0.0")
+        for (kind, counter, fixed, pair, figure, state), cost in zip(prepared.entries, costs,
+                                                                      strict=True):
+            if not 0 <= cost < math.inf:
+                raise ValueError(f"counter `{counter}`: cost must be >= 0")
+            written = _num(cost)
+            if kind == "budget":  # figure: the period; state: [start, end, keys, figures]
+                if not state[0] <= now < state[1]:
+                    state[:] = self._period(counter, figure, now)
+                _, _, pair_keys, ends, expires = state
+                fields.append(f"{fixed} {written} {pair} {ends} {expires}")
+                held.append((counter, pair_keys, f"budget {written} 0 {expires}"))
+            else:  # state: the keys; figure: a tokens window's width, and the window written
+                pair_keys = state
+                fields.append(f"{fixed} {written} {pair} 0.0 0.0")
                 if kind == "tokens":
-                    bucket = math.floor(now / (item.window / BUCKETS))
-                    held.append((counter, pair_keys, f"tokens {cost} {bucket} {_num(item.window)}"))
+                    width, window = figure
+                    held.append((counter, pair_keys,
+                                 f"tokens {written} {math.floor(now / width)} {window}"))
                 elif kind == "concurrency":
-                    held.append((counter, pair_keys, f"concurrency {cost} 0 0.0"))
+                    held.append((counter, pair_keys, f"concurrency {written} 0 0.0"))
                 else:
                     held.append(None)  # requests: nothing to settle
             keys += pair_keys
@@ -216,7 +216,7 @@ class RedisCounters(CounterStore):
             fields.append(f"{cap} {_num(until)}")
             subject_args.append(subject)
         fields[0] = (f"admit {len(keys)} {len(places)} {_num(now)} {_num(lease)} {rid} "
-                     f"{len(limits)}{self._head}")
+                     f"{len(held)}{self._head}")
         reply = await self._call("admit", keys, [" ".join(fields), *subject_args], 1)
         answer = reply[0].split(" ")
         verdicts, items = [], []
@@ -224,9 +224,9 @@ class RedisCounters(CounterStore):
         for entry in held:
             allowed, taken, remaining, reset, retry, share, reason = answer[at:at + FIELDS]
             at += FIELDS
-            verdicts.append(Verdict(allowed == "1", float(remaining), float(reset), float(retry),
-                                    None if share == "-" else float(share),
-                                    "" if reason == "-" else reason))
+            verdicts.append(new_tuple(Verdict, (
+                allowed == "1", float(remaining), float(reset), float(retry),
+                None if share == "-" else float(share), "" if reason == "-" else reason)))
             if taken == "1" and entry is not None:
                 items.append(entry)
         if items:
@@ -234,6 +234,13 @@ class RedisCounters(CounterStore):
         refused = int(answer[1])
         return Admission(answer[0] == "1", verdicts, rid if items else None,
                          None if refused < 0 else refused)
+
+    def _period(self, counter: str, period: str, now: float) -> list[Any]:
+        """A budget's period holding `now`, as a prepared budget keeps it: [start, end,
+        its keys, its end and its keys' expiry written for the script]."""
+        place, start, end = period_of(period, now)
+        ends, expires = _budget_figures(period, math.floor(now / 86400))
+        return [start, end, self._budget_keys(counter, place), ends, expires]
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
         await self.settle_many([(reservation, actual)], now)
@@ -509,6 +516,35 @@ class RedisCounters(CounterStore):
                 self._fixed.clear()
             self._fixed[key] = found
         return found
+
+
+class Scripted(Prepared):
+    """Prepared limits for one `RedisCounters`: for each, its kind, counter, fixed
+    fields for the script, its place among the request's capped subjects (0: none),
+    and its keys (a budget: its last period's keys and figures, [start, end, keys,
+    end, expiry]; a tokens quota also keeps its bucket width and window)."""
+
+    __slots__ = ("entries", "store")
+
+    def __init__(self, store: RedisCounters, limits: Sequence[Limit]) -> None:
+        super().__init__(limits)
+        self.store = store
+        pairs: dict[tuple[str, str], int] = {}  # in `subjects`' order, numbered from 1
+        entries: list[tuple[str, str, str, int, Any, Any]] = []
+        for item in limits:
+            kind, counter = item.kind, item.counter
+            pair = 0
+            if item.family:
+                pair = pairs.setdefault((item.family, item.subject or counter), len(pairs) + 1)
+            fixed = store._fixed_fields(item)
+            if kind == "budget":
+                entries.append((kind, counter, fixed, pair, item.period,
+                                [math.inf, -math.inf, [], "", ""]))
+            else:
+                figure = (item.window / BUCKETS, _num(item.window)) if kind == "tokens" else None
+                entries.append((kind, counter, fixed, pair, figure,
+                                store._counter_keys(kind, counter)))
+        self.entries = tuple(entries)
 
 
 def _command(verb: str, script: str, keys: list[str], args: list[str]) -> bytes:

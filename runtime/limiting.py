@@ -26,9 +26,11 @@ import functools
 import hashlib
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from compiler.compiled import Budget, Decision, Deployment, PoolTarget, Quota, block_id
@@ -36,6 +38,7 @@ from policies.limits import (
     Admission,
     CounterStore,
     Limit,
+    Prepared,
     StoreUnavailable,
     Verdict,
     new_tuple,
@@ -56,10 +59,6 @@ SHARED = frozenset(("team", "user", "key"))  # the budgets `budget.team` and its
 MIN_LEASE = 60.0  # seconds a reservation is held at least, if the chain's timeouts are shorter
 # (the default of Limiter.min_lease; GW_MIN_LEASE sets it, runtime/state.py)
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@/")
-
-
-# a counter the request meets: its block, what it takes from it, whose it is ("team=x")
-Counted = tuple[Quota | Budget, Limit, str]
 
 
 @dataclass(slots=True)
@@ -112,41 +111,24 @@ class Limiter:
     _countings: dict[int, Counting] = field(default_factory=dict)
 
     def build(self, decision: Decision, identity: dict[str, str | None],
-              request_get: Callable[[str], Any], tokens: float, max_tokens: float | None,
-              ) -> list[Counted]:
-        """The counters this request meets, with what it takes from each: the decision's
-        blocks (worked out once per decision) with the subject's value and the costs in."""
+              request_get: Callable[[str], Any]) -> Counters | None:
+        """The counters this request meets (None: none): its decision's blocks for its
+        subjects' values, made the first time a request meets them and kept."""
         counting = self.counting(decision)
-        out: list[Counted] = []
-        most: float | None = None
-        for block, dimension, templates in counting.blocks:
+        whose: list[str | None] = []
+        for _, dimension in counting.blocks:
             if dimension:
                 value = identity[dimension] if dimension in identity else request_get(dimension)
-                if value is None:
-                    continue
-                subject = subject_name(dimension, str(value))
+                whose.append(None if value is None else subject_name(dimension, str(value)))
             else:
-                subject = "global"
-            for t in templates:
-                kind = t.kind
-                if kind == "requests" or kind == "concurrency":  # the same Limit every time
-                    fixed = t.fixed.get(subject)
-                    if fixed is None:
-                        fixed = t.limit_for(subject, 1.0)
-                        if len(t.fixed) < FIXED_KEPT:
-                            t.fixed[subject] = fixed
-                    out.append((block, fixed, subject))
-                    continue
-                if kind == "budget":
-                    if most is None:
-                        most = pricing.most(tokens, max_tokens, counting.prices)
-                    cost = most
-                else:
-                    cost = tokens + (max_tokens or 0)
-                out.append((block, t.limit_for(subject, cost), subject))
-        if counting.alike and len({limit.counter for _, limit, _ in out}) < len(out):
-            out = _apart(out)
-        return out
+                whose.append("global")
+        key = tuple(whose)
+        found = counting.kept.get(key)
+        if found is None:
+            if len(counting.kept) >= FIXED_KEPT:  # a client may name its own subjects
+                counting.kept.clear()
+            found = counting.kept[key] = Counters.of(counting, key)
+        return found if found.limits else None
 
     def counting(self, decision: Decision) -> Counting:
         """A decision's blocks and lease, worked out once: a policy's decisions are
@@ -160,66 +142,64 @@ class Limiter:
             found = self._countings[id(decision)] = Counting.of(decision)
         return found
 
-    async def admit(self, counted: list[Counted],
-                    lease: float) -> tuple[Admission, Held, list[Applied]]:
-        """One admission for every counter; on a store failure, as the blocks say."""
-        limits = [limit for _, limit, _ in counted]
+    async def admit(self, counters: Counters, tokens: float,
+                    max_tokens: float | None) -> tuple[Admission, Held, list[Applied]]:
+        """One admission for every counter, the request taking its estimated tokens and
+        its most cost; on a store failure, as the blocks say."""
+        most = pricing.most(tokens, max_tokens, counters.prices) if counters.priced else 0.0
+        costs = counters.costs((1.0, tokens + (max_tokens or 0), most))
+        lease = max(counters.lease, self.min_lease)
         now = self.clock()
         store: CounterStore = self.counters
         started = time.perf_counter()
         try:
-            if self._unseeded(limits, now):
-                await self._seed(store, limits, now)
-            admission = await store.admit(limits, now, max(lease, self.min_lease))
+            if self._unseeded(counters, now):
+                await self._seed(store, counters, now)
+            admission = await store.admit_prepared(counters.prepared(store), costs, now, lease)
             self._timed("admit", started, True)
             if self.degraded:
                 self._recovered()
         except StoreUnavailable as failure:
             self._timed("admit", started, False)
-            if any(block.on_store_error == "refuse" for block, _, _ in counted):
-                self._degrade(str(failure))
+            self._degrade(str(failure))
+            if counters.refuse_unshared:
                 raise GatewayError(503, "the gateway's shared counters are unreachable, and "
                                    "this request's limits refuse to count without them",
                                    "state_unavailable") from failure
-            self._degrade(str(failure))
             store = self.local
-            await self._seed(store, limits, now)
-            admission = await store.admit(limits, now, max(lease, self.min_lease))
-        applied: list[Applied] = []
-        budgets: list[str] = []
-        tokens: list[str] = []
-        for (block, limit, subject), verdict in zip(counted, admission.verdicts, strict=True):
-            applied.append(new_tuple(Applied, (block, limit, verdict, subject)))
-            if limit.kind == "budget":
-                budgets.append(limit.counter)
-                if verdict.share is not None and block.subject.dimension in SHARED:
-                    if len(self.shares) >= SHARES_KEPT:
-                        self.shares.clear()  # a client naming its own users: start over
-                    self.shares[(block.subject.dimension, subject.partition("=")[2])] = \
-                        verdict.share
-            elif limit.kind == "tokens":
-                tokens.append(limit.counter)
-        return admission, Held(store, admission.reservation, tuple(budgets), tuple(tokens)), \
-            applied
+            if self._unseeded(counters, now):
+                await self._seed(store, counters, now)
+            admission = await store.admit_prepared(counters.prepared(store), costs, now, lease)
+        verdicts = admission.verdicts
+        for at, whose in counters.shared:
+            share = verdicts[at].share
+            if share is not None:
+                if len(self.shares) >= SHARES_KEPT:
+                    self.shares.clear()  # a client naming its own users: start over
+                self.shares[whose] = share
+        applied = list(map(new_tuple, repeat(Applied), zip(
+            counters.blocks, counters.limits, verdicts, counters.subjects, strict=True)))
+        return admission, Held(store, admission.reservation, counters.budgets,
+                               counters.tokens), applied
 
     def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
         """End a hold without waiting for the store: the client has its answer first."""
         if held.reservation is not None:
             held.store.settle_soon(held.reservation, _actual(held, cost, tokens), self.clock())
 
-    def _unseeded(self, limits: Sequence[Limit], now: float) -> list[Limit]:
+    def _unseeded(self, counters: Counters, now: float) -> list[Limit]:
         """The budgets this process has not counted yet this period."""
         if self.seed is None:
             return []
         seeded = self._seeded
-        return [limit for limit in limits
-                if limit.kind == "budget" and now >= seeded.get(limit.counter, 0.0)]
+        return [limit for limit in counters.budget_limits
+                if now >= seeded.get(limit.counter, 0.0)]
 
-    async def _seed(self, store: CounterStore, limits: Sequence[Limit], now: float) -> None:
+    async def _seed(self, store: CounterStore, counters: Counters, now: float) -> None:
         """A budget's spend this period, from the ledger, the first time this process
         counts it (after a restart of the process, or of Redis)."""
         assert self.seed is not None  # else nothing is unseeded
-        for limit in self._unseeded(limits, now):
+        for limit in self._unseeded(counters, now):
             start, end = period_bounds(limit.period, now)
             spent = await asyncio.to_thread(self.seed, limit.counter, start, end)
             await store.seed(limit.counter, limit.period, spent, now)
@@ -245,7 +225,7 @@ class Limiter:
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """One counter of a block, but for the subject's value and the request's cost."""
+    """One counter of a block, but for the subject's value."""
 
     counter: str  # the block's part of the name: `q:1a2b3c4d5e:`
     suffix: str  # `:requests`, `:tokens`, `:concurrency`; "" for a budget
@@ -257,14 +237,11 @@ class Template:
     enforce: bool = True
     family: str = ""
     cap: int | None = None
-    # subject -> its Limit, for the kinds whose cost is always 1; at most FIXED_KEPT,
-    # since a client may name its own subjects (a header's value)
-    fixed: dict[str, Limit] = field(default_factory=dict, compare=False, hash=False)
 
-    def limit_for(self, subject: str, cost: float) -> Limit:
-        return new_tuple(Limit, (f"{self.counter}{subject}{self.suffix}", self.kind,
-                                 self.limit, self.window, self.period, self.burst, cost,
-                                 self.enforce, self.family, self.cap, subject))
+    def limit_for(self, subject: str) -> Limit:
+        return Limit(f"{self.counter}{subject}{self.suffix}", self.kind, self.limit,
+                     self.window, self.period, self.burst, 1.0, self.enforce, self.family,
+                     self.cap, subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,23 +249,83 @@ class Counting:
     """What a decision's quotas and budgets count, but for the request's subjects and
     costs: each block with the dimension its subject reads ("" for global) and its
     counters' templates, the prices of the models that bound a reservation (each one's
-    `pricing.bounds`), its lease."""
+    `pricing.bounds`), its lease, and the `Counters` made for each set of subjects."""
 
     decision: Decision
-    blocks: tuple[tuple[Quota | Budget, str, tuple[Template, ...]], ...]
+    blocks: tuple[tuple[Quota | Budget, str], ...]
+    templates: tuple[tuple[Template, ...], ...]  # one tuple per block
     prices: tuple[tuple[float, float, float], ...]
     lease: float
-    alike: bool  # two blocks count on one name (see `_apart`)
+    # subjects (one per block, None where the request has no value) -> their Counters;
+    # at most FIXED_KEPT, since a client may name its own subjects (a header's value)
+    kept: dict[tuple[str | None, ...], Counters] = field(default_factory=dict, compare=False,
+                                                         hash=False)
 
     @classmethod
     def of(cls, decision: Decision) -> Counting:
         members: tuple[Quota | Budget, ...] = (*decision.quotas, *decision.budgets)
-        blocks = tuple((block, "" if block.subject.kind == "global" else block.subject.dimension,
-                        _templates(block)) for block in members)
-        names = [t.counter + t.suffix for _, _, templates in blocks for t in templates]
+        blocks = tuple((block, "" if block.subject.kind == "global" else block.subject.dimension)
+                       for block in members)
         prices = tuple(pricing.bounds(d.model) for d in _deployments(decision.targets))
-        return cls(decision, blocks, prices, lease(decision.targets),
-                   len(set(names)) < len(names))
+        return cls(decision, blocks, tuple(_templates(block) for block in members), prices,
+                   lease(decision.targets))
+
+
+# what a counter takes, by its place in (1.0, the request's tokens, its most cost)
+COST_OF = {"requests": 0, "concurrency": 0, "tokens": 1, "budget": 2}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Counters:
+    """The counters a request meets, for one decision and one set of subjects, with all
+    that depends on them alone: made the first time (`Limiter.build`) and kept, so that
+    an admission takes the request's costs and does the rest with what is here. Each
+    limit's own cost is 1.0; `costs` gives the request's."""
+
+    blocks: tuple[Quota | Budget, ...]  # one per counter, as `limits` and `subjects`
+    limits: tuple[Limit, ...]
+    subjects: tuple[str, ...]  # "team=research": whose counter, never a secret
+    costs: Callable[[tuple[float, float, float]], tuple[float, ...]]  # see COST_OF
+    prices: tuple[tuple[float, float, float], ...]
+    priced: bool  # some budget counts: the most cost is worked out
+    lease: float
+    budgets: tuple[str, ...]  # counters to charge the real cost to
+    tokens: tuple[str, ...]  # counters to correct to the real tokens
+    budget_limits: tuple[Limit, ...]  # to seed from the ledger
+    shared: tuple[tuple[int, tuple[str, str]], ...]  # verdict index -> its `shares` key
+    refuse_unshared: bool  # some block says `on_store_error = refuse`
+    stores: dict[int, Prepared] = field(default_factory=dict)  # id(store) -> its preparation
+
+    @classmethod
+    def of(cls, counting: Counting, whose: tuple[str | None, ...]) -> Counters:
+        counted: list[tuple[Quota | Budget, Limit, str]] = []
+        for (block, _), templates, subject in zip(counting.blocks, counting.templates, whose,
+                                                  strict=True):
+            if subject is not None:
+                counted += [(block, t.limit_for(subject), subject) for t in templates]
+        counted = _apart(counted)
+        blocks = tuple(block for block, _, _ in counted)
+        limits = tuple(limit for _, limit, _ in counted)
+        slots = [COST_OF[limit.kind] for limit in limits]
+        costs: Callable[[tuple[float, float, float]], tuple[float, ...]] = \
+            operator.itemgetter(*slots) if len(slots) > 1 else lambda figures: tuple(
+                figures[slot] for slot in slots)
+        budgets = tuple(limit for limit in limits if limit.kind == "budget")
+        shared = tuple((at, (block.subject.dimension, subject.partition("=")[2]))
+                       for at, (block, limit, subject) in enumerate(counted)
+                       if limit.kind == "budget" and block.subject.dimension in SHARED)
+        return cls(blocks, limits, tuple(subject for _, _, subject in counted), costs,
+                   counting.prices, bool(budgets), counting.lease,
+                   tuple(limit.counter for limit in budgets),
+                   tuple(limit.counter for limit in limits if limit.kind == "tokens"), budgets,
+                   shared, any(block.on_store_error == "refuse" for block in blocks))
+
+    def prepared(self, store: CounterStore) -> Prepared:
+        """These limits as `store` admits them, worked out the first time it does."""
+        found = self.stores.get(id(store))
+        if found is None:
+            found = self.stores[id(store)] = store.prepare(self.limits)
+        return found
 
 
 def _templates(block: Quota | Budget) -> tuple[Template, ...]:
@@ -327,7 +364,8 @@ def subject_name(dimension: str, value: str) -> str:
     return f"{dimension}={value_text(value)}"
 
 
-def _apart(counted: list[Counted]) -> list[Counted]:
+def _apart(counted: list[tuple[Quota | Budget, Limit, str]],
+           ) -> list[tuple[Quota | Budget, Limit, str]]:
     """Blocks alike in kind, subject, `when` and period (two `budget per team { ... }`
     of one period) keep a counter each: the second and later get `#2`, `#3`."""
     seen: dict[str, int] = {}

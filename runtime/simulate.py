@@ -152,12 +152,11 @@ class Simulation:
             return self._count(logged, Outcome("no_route"))
         held = None
         if decision.quotas or decision.budgets:
-            counted = limiter.build(decision, {"team": request.team, "user": request.user,
-                                               "key": request.key},
-                                    request.get, request.tokens, request.max_tokens)
-            if counted:
+            counters = limiter.build(decision, {"team": request.team, "user": request.user,
+                                                "key": request.key}, request.get)
+            if counters is not None:
                 admission, held, applied = done(limiter.admit(
-                    counted, limiter.counting(decision).lease))
+                    counters, request.tokens, request.max_tokens))
                 self._watch(applied)
                 if not admission.admitted:
                     assert admission.refused_by is not None

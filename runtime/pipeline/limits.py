@@ -21,12 +21,11 @@ async def enter(exchange: Exchange) -> None:
     if not decision.quotas and not decision.budgets:
         return
     limiter = exchange.gateway.limiter
-    counted = limiter.build(decision,
-                            {"team": exchange.team, "user": exchange.user, "key": exchange.key_id},
-                            request.get, request.tokens, request.max_tokens)
-    if not counted:
+    counters = limiter.build(decision, {"team": exchange.team, "user": exchange.user,
+                                        "key": exchange.key_id}, request.get)
+    if counters is None:
         return
-    admission, held, applied = await limiter.admit(counted, limiter.counting(decision).lease)
+    admission, held, applied = await limiter.admit(counters, request.tokens, request.max_tokens)
     exchange.held = held  # settled on the way out, whatever happens from here
     exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
     exchange.gateway.alerts.check(applied)

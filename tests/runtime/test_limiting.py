@@ -22,10 +22,11 @@ def counters(tmp_path: Path, blocks: str, request: Request) -> list[str]:
     path = tmp_path / "policy.gw"
     path.write_text(POLICY + blocks)
     compiled = load(str(path))
-    counted = Limiter(MemoryCounters()).build(
+    counters = Limiter(MemoryCounters()).build(
         compiled.decide(request), {"team": request.team, "user": request.user, "key": None},
-        request.get, 10, 5)
-    return [limit.counter for _, limit, _ in counted]
+        request.get)
+    assert counters is not None
+    return [limit.counter for limit in counters.limits]
 
 
 def test_budgets_of_one_subject_and_other_periods_count_apart(tmp_path: Path) -> None:
