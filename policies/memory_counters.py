@@ -1,9 +1,12 @@
 """Quota and budget counters in the process's own memory: one replica's store.
 
 The reference for `RedisCounters`: `redis_counters.lua` is this module's
-`admit` and `settle` written again for Redis, step for step and in the same
-order of float operations, and the tests hold the two to the same answers.
-Nothing here reads a clock; every call works at the `now` it is given. Being
+`admit` and `settle` written again for Redis, with each counter's float
+operations in the same order, and the tests hold the two to the same answers.
+The script checks every limit, then takes from all; here one pass takes as it
+checks and, when an enforcing limit refuses, puts back exactly what it took
+(the floats as they were) and answers from the counters as they stand: the
+same answers, in one pass for the admissions that are admitted. Nothing here reads a clock; every call works at the `now` it is given. Being
 one event loop's, a call runs to its end without yielding, which is what
 makes an admission atomic here.
 """
@@ -167,30 +170,45 @@ class MemoryCounters(CounterStore):
         if self._held:
             forget_expired(self._held, now)
         places = self._places(prepared.limits, now, lease) if prepared.families else None
-        # One pass checks every limit and keeps the figures that taking from it and its
-        # verdict need; the second takes (when every enforcing limit allows) and answers.
-        checked: list[tuple[bool, float, str, Any, Any]] = []
+        rid = str(next(self._ids))
+        answer = self._admit(prepared, costs, now, lease, places, rid)
+        if answer is None:  # refused: what was taken is back; answer as the counters stand
+            answer = self._admit(prepared, costs, now, lease, places, None)
+            assert answer is not None  # a pass that takes nothing always answers
+        if answer.admitted and places is not None:
+            for (family, subject), (ok, _, until) in places.items():
+                if ok:
+                    known = self._families[family]
+                    known[subject] = max(known.get(subject, until), until)
+        return answer
+
+    def _admit(self, prepared: Planned, costs: Sequence[float], now: float, lease: float,
+               places: dict[tuple[str, str], tuple[bool, float, float]] | None,
+               rid: str | None) -> Admission | None:
+        """One pass over the limits: each checked and, with a reservation id, taken from
+        at once, since admissions are mostly admitted. When an enforcing limit refuses,
+        what this pass took is put back as it was (exactly: the floats too) and the
+        answer is None; without an id, nothing is taken and the answer is the refusal."""
+        verdicts: list[Verdict] = []
+        items: list[Item] = []  # what the reservation holds, to settle
+        undo: list[tuple[Any, ...]] = []  # how to put back what was taken
         refused = None
         now_us = math.floor(now * 1e6 + 0.5)
-        for i, ((kind, counter, _, ceiling, first, second, state, enforce, place),
+        for i, ((kind, counter, limit, ceiling, first, second, state, enforce, place),
                 cost) in enumerate(zip(prepared.entries, costs, strict=True)):
             if not 0 <= cost < _INF:
                 raise ValueError(f"counter `{counter}`: cost must be >= 0")
-            reason = "limit"
             if kind == _REQUESTS:  # first: the emission interval, second: the capacity
                 amount = math.floor(cost * first + 0.5)
-                base = self._tat.get(counter, now_us)
-                if base < now_us:
-                    base = now_us
+                stored = self._tat.get(counter)
+                base = now_us if stored is None or stored < now_us else stored
                 allow_at = base + amount - second
                 allowed = allow_at <= now_us
                 retry = (allow_at - now_us if allow_at > now_us else 0) / 1e6
-                figures: Any = amount
-                state = base
             elif kind == _TOKENS:  # first: a bucket's width, second: the window
-                current = math.floor(now / first)
+                bucket = math.floor(now / first)
                 if state.buckets:
-                    state.drop(current - BUCKETS)
+                    state.drop(bucket - BUCKETS)
                 total = state.total()
                 allowed = total + cost <= ceiling
                 retry = 0.0
@@ -198,47 +216,41 @@ class MemoryCounters(CounterStore):
                     retry = second
                     if cost <= ceiling:
                         fallen = 0.0
-                        for bucket, held in state.buckets.items():
+                        for older, held in state.buckets.items():
                             fallen += held
                             if total - fallen + cost <= ceiling:
-                                retry = (bucket + BUCKETS + 1) * first - now
+                                retry = (older + BUCKETS + 1) * first - now
                                 break
-                figures = current
             elif kind == _SLOTS:
                 allowed = state.live(now) + cost <= ceiling
                 retry = CONCURRENCY_RETRY
-                figures = None
             else:  # a budget; first: its period, state: [start, end, Budget] of the last one
                 if not state[0] <= now < state[1]:
                     state[:] = self.period(counter, first, now)
-                budget = state[2]
-                figures = state[1]
-                state = budget
-                used = (budget.spent or 0.0) + budget.reserved.live(now)
+                ends = state[1]
+                state = state[2]
+                used = (state.spent or 0.0) + state.reserved.live(now)
                 allowed = used + cost <= ceiling
-                retry = figures - now
+                retry = ends - now
+            reason = "limit"
             if places is not None and place is not None:
                 has = places.get(place)
                 if has is not None and not has[0]:
                     allowed, retry, reason = False, has[1], "subjects"
-            if not allowed and refused is None and enforce:
-                refused = i
-            checked.append((allowed, retry, reason, state, figures))
-        admitted = refused is None
-        rid = str(next(self._ids)) if admitted else ""
-        items: list[Item] = []
-        verdicts = []
-        for (kind, counter, limit, _, first, second, _, enforce, _), cost, \
-                (allowed, retry, reason, state, figures) in zip(prepared.entries, costs, checked,
-                                                                strict=True):
-            taken = admitted and (enforce or allowed or kind == _BUDGET)
             if allowed:
                 reason, retry = "", 0.0
+            elif enforce and refused is None:
+                refused = i
+                if rid is not None:
+                    self._undo(undo, rid)
+                    return None
+            taken = rid is not None and (enforce or allowed or kind == _BUDGET)
             if kind == _REQUESTS:
                 if taken:
-                    state += figures
-                    self._tat[counter] = state
-                ahead = state - now_us
+                    undo.append((_REQUESTS, counter, stored))
+                    base += amount
+                    self._tat[counter] = base
+                ahead = base - now_us
                 remaining = float(math.floor((second - ahead) / first))
                 verdicts.append(new_tuple(Verdict, (allowed, remaining if remaining > 0.0 else 0.0,
                                                     ahead / 1e6, retry, None, reason)))
@@ -246,14 +258,17 @@ class MemoryCounters(CounterStore):
                 buckets = state.buckets
                 if taken:
                     if cost > 0:
-                        state.put(figures, buckets.get(figures, 0.0) + cost)
-                    items.append((_TOKENS, counter, state, cost, figures, first))
+                        had = buckets.get(bucket)
+                        undo.append((_TOKENS, state, bucket, had))
+                        state.put(bucket, (had or 0.0) + cost)
+                    items.append((_TOKENS, counter, state, cost, bucket, first))
                 reset = (next(reversed(buckets)) + BUCKETS + 1) * first - now if buckets else 0.0
                 remaining = limit - state.total()
                 verdicts.append(new_tuple(Verdict, (allowed, remaining if remaining > 0.0 else 0.0,
                                                     reset, retry, None, reason)))
             elif kind == _SLOTS:
                 if taken:
+                    undo.append((_SLOTS, state, state.total, state.soonest, state.latest))
                     state.take(rid, cost, now + lease)
                     items.append((_SLOTS, counter, state, cost, 0, 0.0))
                 remaining = limit - state.total
@@ -262,21 +277,39 @@ class MemoryCounters(CounterStore):
             else:
                 reserved = state.reserved
                 if taken:
+                    undo.append((_SLOTS, reserved, reserved.total, reserved.soonest,
+                                 reserved.latest))
                     reserved.take(rid, cost, now + lease)
                     items.append((_BUDGET, counter, state, cost, 0, 0.0))
                 used = (state.spent or 0.0) + reserved.total
                 remaining = limit - used
                 verdicts.append(new_tuple(Verdict, (allowed, remaining if remaining > 0.0 else 0.0,
-                                                    figures - now, retry, used / limit, reason)))
-        if admitted and places is not None:
-            for (family, subject), (ok, _, until) in places.items():
-                if ok:
-                    known = self._families[family]
-                    known[subject] = max(known.get(subject, until), until)
+                                                    ends - now, retry, used / limit, reason)))
+        if rid is None:
+            return Admission(False, verdicts, None, refused)
         if items:
             self._held[rid] = (now + lease + HOLD, items)
             return Admission(True, verdicts, rid, None)
-        return Admission(admitted, verdicts, None, refused)
+        return Admission(True, verdicts, None, None)
+
+    def _undo(self, undo: list[tuple[Any, ...]], rid: str) -> None:
+        """Put back what a refused pass took, last first, each counter as it was."""
+        for kind, where, *before in reversed(undo):
+            if kind == _REQUESTS:
+                if before[0] is None:
+                    del self._tat[where]
+                else:
+                    self._tat[where] = before[0]
+            elif kind == _TOKENS:
+                bucket, had = before
+                if had is None:
+                    del where.buckets[bucket]
+                    where.sum = None
+                else:
+                    where.put(bucket, had)
+            else:  # a Leases: the slot or reservation goes, its figures come back
+                del where.held[rid]
+                where.total, where.soonest, where.latest = before
 
     def period(self, counter: str, period: str, now: float) -> list[Any]:
         """A budget's period holding `now`, as a prepared budget keeps it: [start, end,

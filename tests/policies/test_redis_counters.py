@@ -410,8 +410,8 @@ LIMITS = [
     Limit("b", "budget", 1.0, period="day"),
     Limit("ba", "budget", 0.5, period="day", enforce=False),
 ]
-COSTS = {"requests": [1.0], "tokens": [0.0, 25.0, 50.0, 75.0], "concurrency": [1.0],
-         "budget": [0.125, 0.25, 0.5]}
+COSTS = {"requests": [1.0], "tokens": [0.0, 25.0, 33.3, 75.0], "concurrency": [1.0],
+         "budget": [0.1, 0.25, 0.5, 0.3]}  # 0.1, 0.3, 33.3: floats that do not add up exactly
 admits = st.tuples(
     st.just("admit"),
     st.lists(st.integers(0, len(LIMITS) - 1), min_size=1, max_size=4, unique=True),
