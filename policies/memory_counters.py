@@ -6,7 +6,9 @@ operations in the same order, and the tests hold the two to the same answers.
 The script checks every limit, then takes from all; here one pass takes as it
 checks and, when an enforcing limit refuses, puts back exactly what it took
 (the floats as they were) and answers from the counters as they stand: the
-same answers, in one pass for the admissions that are admitted. Nothing here reads a clock; every call works at the `now` it is given. Being
+same answers, in one pass for the admissions that are admitted.
+
+Nothing here reads a clock; every call works at the `now` it is given. Being
 one event loop's, a call runs to its end without yielding, which is what
 makes an admission atomic here.
 """

@@ -163,7 +163,7 @@ class Simulation:
                     kind = applied[admission.refused_by].limit.kind
                     return self._count(logged, Outcome("budget" if kind == "budget"
                                                        else "quota"))
-                decision = downgraded(decision, applied, self.policy.target)
+                decision = downgraded(decision, counters, admission.verdicts, self.policy.target)
         if logged.cache == "hit" and decision.cache is not None:
             if held is not None:
                 limiter.settle(held, None, None)

@@ -27,12 +27,16 @@ async def enter(exchange: Exchange) -> None:
         return
     admission, held, applied = await limiter.admit(counters, request.tokens, request.max_tokens)
     exchange.held = held  # settled on the way out, whatever happens from here
-    exchange.applied, exchange.limit_headers = applied, rate_headers(applied)
-    exchange.gateway.alerts.check(applied)
+    verdicts = admission.verdicts
+    exchange.applied, exchange.limit_headers = applied, rate_headers(counters, verdicts)
+    if counters.alerting:
+        exchange.gateway.alerts.check(applied)
     if not admission.admitted:
         assert admission.refused_by is not None
         raise refusal(applied[admission.refused_by])
-    exchange.decision = downgraded(decision, applied, exchange.loaded.policy.target)
+    if counters.downgrades:
+        exchange.decision = downgraded(decision, counters, verdicts,
+                                       exchange.loaded.policy.target)
 
 
 def leave(exchange: Exchange) -> None:
