@@ -187,20 +187,20 @@ class RedisCounters(CounterStore):
         keys: list[str] = []
         fields = [""]  # the header, once the keys are counted
         held: list[Item | None] = []
-        for (kind, counter, fixed, pair, figure, state), cost in zip(prepared.entries, costs,
-                                                                      strict=True):
+        for (kind, counter, head, tail, figure, state), cost in zip(prepared.entries, costs,
+                                                                     strict=True):
             if not 0 <= cost < math.inf:
                 raise ValueError(f"counter `{counter}`: cost must be >= 0")
-            written = _num(cost)
+            written = repr(float(cost))  # as `_num`, without the call: several a request
             if kind == "budget":  # figure: the period; state: [start, end, keys, figures]
                 if not state[0] <= now < state[1]:
                     state[:] = self._period(counter, figure, now)
-                _, _, pair_keys, ends, expires = state
-                fields.append(f"{fixed} {written} {pair} {ends} {expires}")
+                _, _, pair_keys, ends_expires, expires = state
+                fields.append(f"{head}{written}{tail}{ends_expires}")
                 held.append((counter, pair_keys, f"budget {written} 0 {expires}"))
             else:  # state: the keys; figure: a tokens window's width, and the window written
                 pair_keys = state
-                fields.append(f"{fixed} {written} {pair} 0.0 0.0")
+                fields.append(f"{head}{written}{tail}")
                 if kind == "tokens":
                     width, window = figure
                     held.append((counter, pair_keys,
@@ -220,10 +220,10 @@ class RedisCounters(CounterStore):
         reply = await self._call("admit", keys, [" ".join(fields), *subject_args], 1)
         answer = reply[0].split(" ")
         verdicts, items = [], []
-        at = 2
-        for entry in held:
-            allowed, taken, remaining, reset, retry, share, reason = answer[at:at + FIELDS]
-            at += FIELDS
+        figures = iter(answer)
+        admitted, refused = next(figures) == "1", int(next(figures))
+        for (allowed, taken, remaining, reset, retry, share, reason), entry in zip(
+                zip(*[figures] * FIELDS, strict=True), held, strict=True):
             verdicts.append(new_tuple(Verdict, (
                 allowed == "1", float(remaining), float(reset), float(retry),
                 None if share == "-" else float(share), "" if reason == "-" else reason)))
@@ -231,16 +231,15 @@ class RedisCounters(CounterStore):
                 items.append(entry)
         if items:
             self._held[rid] = (now + lease + HOLD, items)
-        refused = int(answer[1])
-        return Admission(answer[0] == "1", verdicts, rid if items else None,
+        return Admission(admitted, verdicts, rid if items else None,
                          None if refused < 0 else refused)
 
     def _period(self, counter: str, period: str, now: float) -> list[Any]:
         """A budget's period holding `now`, as a prepared budget keeps it: [start, end,
-        its keys, its end and its keys' expiry written for the script]."""
+        its keys, its end and its keys' expiry written for the script, the expiry]."""
         place, start, end = period_of(period, now)
         ends, expires = _budget_figures(period, math.floor(now / 86400))
-        return [start, end, self._budget_keys(counter, place), ends, expires]
+        return [start, end, self._budget_keys(counter, place), f" {ends} {expires}", expires]
 
     async def settle(self, reservation: str, actual: Mapping[str, float], now: float) -> None:
         await self.settle_many([(reservation, actual)], now)
@@ -519,10 +518,11 @@ class RedisCounters(CounterStore):
 
 
 class Scripted(Prepared):
-    """Prepared limits for one `RedisCounters`: for each, its kind, counter, fixed
-    fields for the script, its place among the request's capped subjects (0: none),
-    and its keys (a budget: its last period's keys and figures, [start, end, keys,
-    end, expiry]; a tokens quota also keeps its bucket width and window)."""
+    """Prepared limits for one `RedisCounters`: for each, its kind, counter, its
+    script fields before the cost (the fixed ones) and after it (its place among the
+    request's capped subjects, 0 for none), and its keys (a budget: its last
+    period's keys and figures, [start, end, keys, end and expiry written, expiry]; a
+    tokens quota also keeps its bucket width and window)."""
 
     __slots__ = ("entries", "store")
 
@@ -530,31 +530,33 @@ class Scripted(Prepared):
         super().__init__(limits)
         self.store = store
         pairs: dict[tuple[str, str], int] = {}  # in `subjects`' order, numbered from 1
-        entries: list[tuple[str, str, str, int, Any, Any]] = []
+        entries: list[tuple[str, str, str, str, Any, Any]] = []
         for item in limits:
             kind, counter = item.kind, item.counter
             pair = 0
             if item.family:
                 pair = pairs.setdefault((item.family, item.subject or counter), len(pairs) + 1)
-            fixed = store._fixed_fields(item)
+            head = store._fixed_fields(item) + " "
             if kind == "budget":
-                entries.append((kind, counter, fixed, pair, item.period,
+                entries.append((kind, counter, head, f" {pair}", item.period,
                                 [math.inf, -math.inf, [], "", ""]))
             else:
                 figure = (item.window / BUCKETS, _num(item.window)) if kind == "tokens" else None
-                entries.append((kind, counter, fixed, pair, figure,
+                entries.append((kind, counter, head, f" {pair} 0.0 0.0", figure,
                                 store._counter_keys(kind, counter)))
         self.entries = tuple(entries)
 
 
 def _command(verb: str, script: str, keys: list[str], args: list[str]) -> bytes:
-    """A script call in RESP, as redis-py's `pack_command` writes it but at a third of
-    its CPU: every argument here is a str, so none of its checks for other types."""
-    parts = [b"*%d\r\n" % (3 + len(keys) + len(args))]
-    for text in (verb, script, str(len(keys)), *keys, *args):
-        data = text.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """A script call in RESP, as redis-py's `pack_command` writes it but at a fraction of
+    its CPU: every argument here is a str, so none of its checks for other types, and
+    each is encoded, measured and framed by `map`, in C."""
+    parts = list(map(str.encode, (verb, script, str(len(keys)), *keys, *args)))
+    return b"*%d\r\n" % len(parts) + b"".join(map(_BULK.__mod__,
+                                                   zip(map(len, parts), parts, strict=True)))
+
+
+_BULK = b"$%d\r\n%b\r\n"  # a RESP bulk string: its length, then itself
 
 
 def _expiry(period: str, now: float) -> tuple[float, float]:
