@@ -77,15 +77,17 @@ def openai_usage(value: Any, where: str = "usage") -> None:
     if value is None:
         return
     usage = obj(value, where)
-    for part, keys in USAGE_COUNTS.items():
+    for part, keys in USAGE_COUNTS.items():  # on every answer: names written only on error
         counts = usage if not part else usage.get(part)
         if counts is None:
             continue
-        inner = f"{where}.{part}" if part else where
+        if not isinstance(counts, dict):
+            raise Malformed(f"{where}.{part} is not an object")
         for key in keys:
-            found = obj(counts, inner).get(key)
+            found = counts.get(key)
             if found is not None and type(found) not in NUMBERS:
-                raise Malformed(f"{inner}.{key} is not a count")
+                raise Malformed(f"{where}.{part}.{key} is not a count" if part
+                                else f"{where}.{key} is not a count")
 
 
 def invalid(param: str, message: str) -> GatewayError:
