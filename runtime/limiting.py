@@ -77,7 +77,7 @@ class Applied(NamedTuple):
     dataclass's cost)."""
 
     block: Quota | Budget
-    limit: Limit
+    limit: Limit  # the counter, as `Counters` keeps it (cost 1.0, not this request's)
     verdict: Verdict
     subject: str  # "team=research": whose counter, never a secret
 
