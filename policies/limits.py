@@ -180,6 +180,13 @@ class Prepared:
         self.limits = tuple(limits)
         self.families = any(item.family for item in limits)
 
+    def check(self, costs: Sequence[float]) -> None:
+        """Refuse an admission's costs no counter can take, before anything counts:
+        the one check `validate` makes of a Limit's own cost, the rest holding still."""
+        for item, cost in zip(self.limits, costs, strict=True):
+            if not 0 <= cost < _INF:
+                raise ValueError(f"counter `{item.counter}`: cost must be >= 0")
+
 
 class CounterStore(abc.ABC):
     """Where quota and budget counters live; every call takes the caller's `now`."""

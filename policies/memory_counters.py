@@ -169,6 +169,7 @@ class MemoryCounters(CounterStore):
     async def admit_prepared(self, prepared: Prepared, costs: Sequence[float], now: float,
                              lease: float) -> Admission:
         assert isinstance(prepared, Planned) and prepared.store is self
+        prepared.check(costs)
         if self._held:
             forget_expired(self._held, now)
         places = self._places(prepared.limits, now, lease) if prepared.families else None
@@ -198,8 +199,6 @@ class MemoryCounters(CounterStore):
         now_us = math.floor(now * 1e6 + 0.5)
         for i, ((kind, counter, limit, ceiling, first, second, state, enforce, place),
                 cost) in enumerate(zip(prepared.entries, costs, strict=True)):
-            if not 0 <= cost < _INF:
-                raise ValueError(f"counter `{counter}`: cost must be >= 0")
             if kind == _REQUESTS:  # first: the emission interval, second: the capacity
                 amount = math.floor(cost * first + 0.5)
                 stored = self._tat.get(counter)
@@ -228,7 +227,7 @@ class MemoryCounters(CounterStore):
                 retry = CONCURRENCY_RETRY
             else:  # a budget; first: its period, state: [start, end, Budget] of the last one
                 if not state[0] <= now < state[1]:
-                    state[:] = self.period(counter, first, now)
+                    state[:] = self._period(counter, first, now)
                 ends = state[1]
                 state = state[2]
                 used = (state.spent or 0.0) + state.reserved.live(now)
@@ -313,7 +312,7 @@ class MemoryCounters(CounterStore):
                 del where.held[rid]
                 where.total, where.soonest, where.latest = before
 
-    def period(self, counter: str, period: str, now: float) -> list[Any]:
+    def _period(self, counter: str, period: str, now: float) -> list[Any]:
         """A budget's period holding `now`, as a prepared budget keeps it: [start, end,
         its Budget]; the Budget is the one `share`, `seed` and `spent` read."""
         key, start, end = period_of(period, now)
@@ -368,11 +367,8 @@ class MemoryCounters(CounterStore):
         return None
 
     def _budget(self, counter: str, period: str, now: float) -> Budget:
-        key = (counter, period_of(period, now)[0])
-        found = self._budgets.get(key)
-        if found is None:
-            found = self._budgets[key] = Budget()
-        return found
+        budget: Budget = self._period(counter, period, now)[2]
+        return budget
 
 
     def _places(self, limits: Sequence[Limit], now: float,

@@ -180,6 +180,7 @@ class RedisCounters(CounterStore):
     async def admit_prepared(self, prepared: Prepared, costs: Sequence[float], now: float,
                              lease: float) -> Admission:
         assert isinstance(prepared, Scripted) and prepared.store is self
+        prepared.check(costs)
         if self._held:
             forget_expired(self._held, now)
         rid = f"{self._prefix}{next(self._ids):x}"
@@ -189,8 +190,6 @@ class RedisCounters(CounterStore):
         held: list[Item | None] = []
         for (kind, counter, head, tail, figure, state), cost in zip(prepared.entries, costs,
                                                                      strict=True):
-            if not 0 <= cost < math.inf:
-                raise ValueError(f"counter `{counter}`: cost must be >= 0")
             written = repr(float(cost))  # as `_num`, without the call: several a request
             if kind == "budget":  # figure: the period; state: [start, end, keys, figures]
                 if not state[0] <= now < state[1]:

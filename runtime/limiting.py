@@ -67,7 +67,7 @@ class Held:
 
     store: CounterStore
     reservation: str | None
-    budgets: tuple[str, ...]  # counters to charge the real cost to
+    budgets: tuple[str, ...]  # counters to charge the real cost to (none: no most cost)
     tokens: tuple[str, ...]  # counters to correct to the real tokens
 
 
@@ -146,7 +146,7 @@ class Limiter:
                     max_tokens: float | None) -> tuple[Admission, Held, list[Applied]]:
         """One admission for every counter, the request taking its estimated tokens and
         its most cost; on a store failure, as the blocks say."""
-        most = pricing.most(tokens, max_tokens, counters.prices) if counters.priced else 0.0
+        most = pricing.most(tokens, max_tokens, counters.prices) if counters.budgets else 0.0
         costs = counters.costs((1.0, tokens + (max_tokens or 0), most))
         lease = max(counters.lease, self.min_lease)
         now = self.clock()
@@ -287,9 +287,8 @@ class Counters:
     subjects: tuple[str, ...]  # "team=research": whose counter, never a secret
     costs: Callable[[tuple[float, float, float]], tuple[float, ...]]  # see COST_OF
     prices: tuple[tuple[float, float, float], ...]
-    priced: bool  # some budget counts: the most cost is worked out
     lease: float
-    budgets: tuple[str, ...]  # counters to charge the real cost to
+    budgets: tuple[str, ...]  # counters to charge the real cost to (none: no most cost)
     tokens: tuple[str, ...]  # counters to correct to the real tokens
     budget_limits: tuple[Limit, ...]  # to seed from the ledger
     shared: tuple[tuple[int, tuple[str, str]], ...]  # verdict index -> its `shares` key
@@ -318,10 +317,11 @@ class Counters:
         shared = tuple((at, (block.subject.dimension, subject.partition("=")[2]))
                        for at, (block, limit, subject) in enumerate(counted)
                        if limit.kind == "budget" and block.subject.dimension in SHARED)
+
         def where(kind: str) -> tuple[int, ...]:
             return tuple(at for at, limit in enumerate(limits) if limit.kind == kind)
         return cls(blocks, limits, tuple(subject for _, _, subject in counted), costs,
-                   counting.prices, bool(budgets), counting.lease,
+                   counting.prices, counting.lease,
                    tuple(limit.counter for limit in budgets),
                    tuple(limit.counter for limit in limits if limit.kind == "tokens"), budgets,
                    shared, any(block.on_store_error == "refuse" for block in blocks),

@@ -203,6 +203,20 @@ def test_an_unknown_kind_or_a_repeated_counter_is_a_caller_error(make: Make) -> 
 INF, NAN = float("inf"), float("nan")
 
 
+@pytest.mark.parametrize("bad", [-1.0, NAN, INF])
+def test_a_prepared_admission_with_a_bad_cost_counts_nothing(make: Make, bad: float) -> None:
+    tokens = Limit("q1:tokens:team=research", "tokens", 1000, window=60)
+
+    async def body(store: CounterStore) -> None:
+        prepared = store.prepare([REQUESTS, tokens])
+        with pytest.raises(ValueError, match="cost must be"):
+            await store.admit_prepared(prepared, [1.0, bad], NOW, 30)
+        after = await store.admit_prepared(prepared, [1.0, 10.0], NOW, 30)
+        assert after.verdicts[0].remaining == 99 and after.verdicts[1].remaining == 990
+    run(make, body)
+
+
+
 @pytest.mark.parametrize(("limits", "error"), [
     ([Limit("r", "requests", 1, window=1)], None),
     ([Limit("b", "budget", 1, period="day", window=-1.0, burst=0.0, cost=0.0)], None),
