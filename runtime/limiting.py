@@ -143,7 +143,7 @@ class Limiter:
         return found
 
     async def admit(self, counters: Counters, tokens: float,
-                    max_tokens: float | None) -> tuple[Admission, Held, list[Applied]]:
+                    max_tokens: float | None) -> tuple[Admission, Held]:
         """One admission for every counter, the request taking its estimated tokens and
         its most cost; on a store failure, as the blocks say."""
         most = pricing.most(tokens, max_tokens, counters.prices) if counters.budgets else 0.0
@@ -177,10 +177,7 @@ class Limiter:
                 if len(self.shares) >= SHARES_KEPT:
                     self.shares.clear()  # a client naming its own users: start over
                 self.shares[whose] = share
-        applied = list(map(new_tuple, repeat(Applied), zip(
-            counters.blocks, counters.limits, verdicts, counters.subjects, strict=True)))
-        return admission, Held(store, admission.reservation, counters.budgets,
-                               counters.tokens), applied
+        return admission, Held(store, admission.reservation, counters.budgets, counters.tokens)
 
     def settle(self, held: Held, cost: float | None, tokens: float | None) -> None:
         """End a hold without waiting for the store: the client has its answer first."""
@@ -293,10 +290,13 @@ class Counters:
     budget_limits: tuple[Limit, ...]  # to seed from the ledger
     shared: tuple[tuple[int, tuple[str, str]], ...]  # verdict index -> its `shares` key
     refuse_unshared: bool  # some block says `on_store_error = refuse`
-    requests_at: tuple[int, ...]  # where the requests quotas are, for `rate_headers`
-    tokens_at: tuple[int, ...]  # and the tokens quotas
+    # for `rate_headers`: where the requests quotas are, and the tokens quotas (each kind
+    # present, with its header names), and each limit's text as a header shows it
+    rated: tuple[tuple[tuple[int, ...], tuple[bytes, bytes, bytes]], ...]
+    limit_texts: tuple[bytes, ...]
     downgrades: tuple[int, ...]  # where the `over = downgrade` budgets are, for `downgraded`
     alerting: bool  # some budget has alerts, for `Alerts.check`
+    shadows: bool  # some counter only counts (`mode = shadow`, `over = allow`)
     stores: dict[int, Prepared] = field(default_factory=dict)  # id(store) -> its preparation
 
     @classmethod
@@ -318,17 +318,26 @@ class Counters:
                        for at, (block, limit, subject) in enumerate(counted)
                        if limit.kind == "budget" and block.subject.dimension in SHARED)
 
-        def where(kind: str) -> tuple[int, ...]:
-            return tuple(at for at, limit in enumerate(limits) if limit.kind == kind)
+        rated = tuple((places, names) for places, names in (
+            (tuple(at for at, limit in enumerate(limits) if limit.kind == kind), names)
+            for kind, names in (("requests", REQUESTS_HEADERS), ("tokens", TOKENS_HEADERS)))
+            if places)
         return cls(blocks, limits, tuple(subject for _, _, subject in counted), costs,
                    counting.prices, counting.lease,
                    tuple(limit.counter for limit in budgets),
                    tuple(limit.counter for limit in limits if limit.kind == "tokens"), budgets,
                    shared, any(block.on_store_error == "refuse" for block in blocks),
-                   where("requests"), where("tokens"),
+                   rated, tuple(b"%d" % limit.limit for limit in limits),
                    tuple(at for at, block in enumerate(blocks)
                          if isinstance(block, Budget) and block.over == "downgrade"),
-                   any(isinstance(block, Budget) and block.alerts for block in blocks))
+                   any(isinstance(block, Budget) and block.alerts for block in blocks),
+                   not all(limit.enforce for limit in limits))
+
+    def applied(self, verdicts: Sequence[Verdict]) -> list[Applied]:
+        """Each counter with what the admission saw of it: made only when something reads
+        them (a refusal, alerts, shadow counters, the log of what would be refused)."""
+        return list(map(new_tuple, repeat(Applied), zip(
+            self.blocks, self.limits, verdicts, self.subjects, strict=True)))
 
     def prepared(self, store: CounterStore) -> Prepared:
         """These limits as `store` admits them, worked out the first time it does."""
@@ -452,30 +461,26 @@ TOKENS_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
 def rate_headers(counters: Counters, verdicts: Sequence[Verdict]) -> list[tuple[bytes, bytes]]:
     """OpenAI's `x-ratelimit-*` for the tightest requests and tokens quota applied.
 
-    On every answer, so with the quotas' places known beforehand (`Counters`), each
-    limit's text kept (`_count`) and a reset's text by its rounded value (`_written`)."""
+    On every answer, so with the quotas' places and their limits' texts known
+    beforehand (`Counters`), and a reset's text kept by its rounded value (`_written`)."""
     headers: list[tuple[bytes, bytes]] = []
-    limits = counters.limits
-    for places, (named_limit, named_remaining, named_reset) in (
-            (counters.requests_at, REQUESTS_HEADERS), (counters.tokens_at, TOKENS_HEADERS)):
-        if not places:
-            continue
+    for places, (named_limit, named_remaining, named_reset) in counters.rated:
         tightest = places[0]
-        if len(places) > 1:
-            tightest = min(places, key=lambda at: verdicts[at].remaining / limits[at].limit)
         verdict = verdicts[tightest]
+        if len(places) > 1:
+            limits = counters.limits
+            least = verdict.remaining / limits[tightest].limit
+            for at in places[1:]:
+                share = verdicts[at].remaining / limits[at].limit
+                if share < least:
+                    tightest, least = at, share
+            verdict = verdicts[tightest]
         reset = verdict.reset
-        headers += ((named_limit, _count(limits[tightest].limit)),
+        headers += ((named_limit, counters.limit_texts[tightest]),
                     (named_remaining, b"%d" % verdict.remaining),  # >= 0: %d is its floor
                     (named_reset, _written(max(0, round(reset * 1000)) if reset < 1
                                            else -math.ceil(reset))))
     return headers
-
-
-@functools.lru_cache(maxsize=256)
-def _count(limit: float) -> bytes:
-    """A quota's limit as its header shows it (a policy has a few)."""
-    return b"%d" % limit
 
 
 @functools.lru_cache(maxsize=8192)

@@ -155,8 +155,8 @@ class Simulation:
             counters = limiter.build(decision, {"team": request.team, "user": request.user,
                                                 "key": request.key}, request.get)
             if counters is not None:
-                admission, held, applied = done(limiter.admit(
-                    counters, request.tokens, request.max_tokens))
+                admission, held = done(limiter.admit(counters, request.tokens, request.max_tokens))
+                applied = counters.applied(admission.verdicts)
                 self._watch(applied)
                 if not admission.admitted:
                     assert admission.refused_by is not None

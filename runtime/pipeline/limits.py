@@ -25,15 +25,18 @@ async def enter(exchange: Exchange) -> None:
                                         "key": exchange.key_id}, request.get)
     if counters is None:
         return
-    admission, held, applied = await limiter.admit(counters, request.tokens, request.max_tokens)
-    exchange.held = held  # settled on the way out, whatever happens from here
+    admission, exchange.held = await limiter.admit(counters, request.tokens,
+                                                   request.max_tokens)
+    # the hold is settled on the way out, whatever happens from here
     verdicts = admission.verdicts
-    exchange.applied, exchange.limit_headers = applied, rate_headers(counters, verdicts)
-    if counters.alerting:
-        exchange.gateway.alerts.check(applied)
-    if not admission.admitted:
-        assert admission.refused_by is not None
-        raise refusal(applied[admission.refused_by])
+    exchange.limit_headers = rate_headers(counters, verdicts)
+    if counters.alerting or counters.shadows or not admission.admitted:
+        exchange.applied = applied = counters.applied(verdicts)
+        if counters.alerting:
+            exchange.gateway.alerts.check(applied)
+        if not admission.admitted:
+            assert admission.refused_by is not None
+            raise refusal(applied[admission.refused_by])
     if counters.downgrades:
         exchange.decision = downgraded(decision, counters, verdicts,
                                        exchange.loaded.policy.target)
