@@ -72,11 +72,21 @@ def canonical(value: Any) -> Any:
 
 
 def digest(*parts: Any) -> str:
-    normal = canonical(parts)
+    """A key for `parts` whatever their key order and number spelling.
+
+    orjson writes every integral float within EXACT_INTS as `N.0`, so JSON without
+    `.0` in it has none to respell, and is its own canonical text: the walk
+    through every message is made only for a request that may need it."""
     try:
-        text = orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # an integer past 64 bits: the standard library writes any
-        text = json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
+        text = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits: canonical() and the standard library
+        text = b".0"
+    if b".0" in text:
+        normal = canonical(parts)
+        try:
+            text = orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            text = json.dumps(normal, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 from typing import Any
 
 import numpy as np
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler.compiled import Cache
 from compiler.policy import Source
 from policies.local_cache import LocalCache
-from runtime.caching import Batched, Cacher, asked, digest
+from runtime.caching import Batched, Cacher, asked, canonical, digest
 from runtime.formats.chat import CHAT
 
 json_values = st.recursive(
@@ -42,6 +44,16 @@ def test_a_request_keys_alike_whatever_its_key_order_spacing_and_number_spelling
     spelled = json.loads(json.dumps(shuffled(body, random.Random(seed)), indent=seed % 3),
                          parse_int=float)  # every integer spelled `N.0`
     assert digest(body) == digest(spelled)
+
+
+@given(st.dictionaries(st.text(max_size=6), json_values | st.floats(-2.0**54, 2.0**54).map(
+    float.__round__).map(float), max_size=6))
+def test_the_key_is_the_canonical_texts_whether_or_not_the_walk_is_skipped(
+        body: dict[str, Any]) -> None:
+    walked = orjson.dumps(canonical(("team=a", "/v1/chat/completions", body)),
+                          option=orjson.OPT_SORT_KEYS)
+    assert digest("team=a", "/v1/chat/completions", body) == \
+        hashlib.blake2b(walked, digest_size=16).hexdigest()
 
 
 def test_numbers_past_64_bits_key_too() -> None:
