@@ -135,7 +135,7 @@ class CompiledPolicy:
     providers: dict[str, Provider] = field(init=False, repr=False)
     deployments: dict[str, Deployment] = field(init=False)
     pools: dict[str, PoolTarget] = field(init=False)
-    _decisions: dict[tuple[Plan, str | None], Decision] = field(init=False, repr=False)
+    _decisions: dict[tuple[int, str | None], Decision] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.policy = policy = self.graph.policy
@@ -150,12 +150,15 @@ class CompiledPolicy:
     def decide(self, request: Request) -> Decision:
         plan = self.graph.plan(request)
         # `requested` resolves the same for every name the policy does not declare,
-        # so the cache is bounded by the declared names.
+        # so the cache is bounded by the declared names. A plan is known by its
+        # identity, not its (hashed on every call) fields: the graph's evaluator hands
+        # out one object per plan, and keeps each alive as long as this policy.
         named = request.model if request.model in self.deployments or \
             request.model in self.pools else None
-        decision = self._decisions.get((plan, named))
+        key = (id(plan), named)
+        decision = self._decisions.get(key)
         if decision is None:
-            decision = self._decisions[(plan, named)] = self._resolve(plan, named)
+            decision = self._decisions[key] = self._resolve(plan, named)
         return decision
 
     def _resolve(self, plan: Plan, named: str | None) -> Decision:

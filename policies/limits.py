@@ -183,6 +183,10 @@ class Prepared:
     def check(self, costs: Sequence[float]) -> None:
         """Refuse an admission's costs no counter can take, before anything counts:
         the one check `validate` makes of a Limit's own cost, the rest holding still."""
+        if len(costs) != len(self.limits):
+            raise ValueError(f"{len(costs)} costs for {len(self.limits)} counters")
+        if costs and min(costs) >= 0 and sum(costs) < _INF:  # a NaN or an inf makes the sum one
+            return
         for item, cost in zip(self.limits, costs, strict=True):
             if not 0 <= cost < _INF:
                 raise ValueError(f"counter `{item.counter}`: cost must be >= 0")

@@ -108,6 +108,7 @@ class Limiter:
     degraded: bool = False
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
     _seeded: dict[str, float] = field(default_factory=dict)  # counter -> its period's end
+    _ready: dict[Counters, float] = field(default_factory=dict)  # all seeded until then
     _countings: dict[int, Counting] = field(default_factory=dict)
 
     def build(self, decision: Decision, identity: dict[str, str | None],
@@ -186,11 +187,17 @@ class Limiter:
 
     def _unseeded(self, counters: Counters, now: float) -> list[Limit]:
         """The budgets this process has not counted yet this period."""
-        if self.seed is None:
+        if self.seed is None or now < self._ready.get(counters, 0.0):
             return []
         seeded = self._seeded
-        return [limit for limit in counters.budget_limits
-                if now >= seeded.get(limit.counter, 0.0)]
+        missing = [limit for limit in counters.budget_limits
+                   if now >= seeded.get(limit.counter, 0.0)]
+        if not missing:  # none again until the first of their periods ends
+            if len(self._ready) >= FIXED_KEPT:
+                self._ready.clear()
+            self._ready[counters] = min((seeded[limit.counter]
+                                         for limit in counters.budget_limits), default=math.inf)
+        return missing
 
     async def _seed(self, store: CounterStore, counters: Counters, now: float) -> None:
         """A budget's spend this period, from the ledger, the first time this process
@@ -216,6 +223,7 @@ class Limiter:
         if self.degraded:
             self.degraded = False
             self._seeded.clear()  # Redis may have come back empty: rebuild from the ledger
+            self._ready.clear()
             if self.on_degraded is not None:
                 self.on_degraded(False, "the shared counters answer again")
 
