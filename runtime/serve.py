@@ -168,6 +168,7 @@ def serve(path: str, compiled: CompiledPolicy, env: dict[str, str], host: str, p
                             http=protocol(limits, log, lambda: gateway.version), ws="none",
                             log_config=None, log_level="warning", access_log=False,
                             server_header=False,  # docs/gateway.md: no `server: uvicorn`
+                            proxy_headers=False,  # nothing reads the client's address
                             timeout_graceful_shutdown=DRAIN_SECONDS)
     url = f"http://{host}:{port}"
     server = _Server(config, lambda: log.event(
