@@ -77,11 +77,12 @@ def digest(*parts: Any) -> str:
     orjson writes every integral float within EXACT_INTS as `N.0`, so JSON without
     `.0` in it has none to respell, and is its own canonical text: the walk
     through every message is made only for a request that may need it."""
+    text: bytes | None
     try:
         text = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer past 64 bits: canonical() and the standard library
-        text = b".0"
-    if b".0" in text:
+        text = None
+    if text is None or b".0" in text:
         normal = canonical(parts)
         try:
             text = orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
