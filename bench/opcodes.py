@@ -23,17 +23,16 @@ import asyncio
 import collections
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from bench.instructions import send
 from bench.overhead import prepare
 from bench.upstream import nginx
-from bench.upstream_client import wait_for
+from bench.upstream_client import signalled
 
 WARM_UP, MEASURED = 200, 400
 GWC_PORT, PASSTHROUGH_PORT, UPSTREAM_PORT = 18921, 18922, 18923
@@ -77,23 +76,11 @@ def measure(module_args: list[str], port: int, headers: dict[str, str],
             env: dict[str, str], folder: str) -> list[tuple[float, str]]:
     """(bytecodes a request, function) over MEASURED requests, most first."""
     out = os.path.join(folder, f"opcodes-{port}.txt")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.opcodes", "--serve", out, *module_args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
-    try:
-        wait_for(port, timeout=60)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        asyncio.run(send(url, WARM_UP, headers))
-        process.send_signal(signal.SIGUSR1)
-        asyncio.run(send(url, MEASURED, headers))
-        process.send_signal(signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # the file is written in one go; let it finish
-    finally:
-        process.terminate()
-        process.wait()
+
+    def sent(count: int) -> Callable[[str], None]:
+        return lambda url: asyncio.run(send(f"{url}/v1/chat/completions", count, headers))
+    signalled(["bench.opcodes", "--serve", out, *module_args], port, env, out,
+              sent(WARM_UP), sent(MEASURED))
     with open(out) as found:
         rows = [line.rstrip("\n").split("\t", 1) for line in found]
     return [(int(count) / MEASURED, where) for count, where in rows]

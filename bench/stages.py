@@ -34,7 +34,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ import orjson
 
 from bench.overhead import body_lua, prepare
 from bench.upstream import nginx
-from bench.upstream_client import SERVED, loop_seconds, serving, wait_for, wrk, wrk_cpu
+from bench.upstream_client import loop_seconds, serving, signalled, wrk, wrk_cpu
 
 PORT, UPSTREAM_PORT = 18971, 18972
 ROUNDS = 5
@@ -118,29 +117,13 @@ def measure(seconds: int) -> tuple[float, list[tuple[str, float]]]:
     with nginx(UPSTREAM_PORT) as upstream, tempfile.TemporaryDirectory() as folder:
         path, database, headers = prepare(folder, upstream)
         out = os.path.join(folder, "stages.json")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.stages", "--serve", out,
-             "compiler.cli", "serve", path, "--port", str(PORT)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "GW_DB_URL": database})
-        url = f"http://127.0.0.1:{PORT}"
-        try:
-            wait_for(PORT, timeout=60)
-            SERVED[url] = process.pid
-            lua = body_lua("ping")
-            wrk(url, 8, 2, headers=headers, lua=lua)  # warm
-            process.send_signal(signal.SIGUSR1)
-            _, cpu = wrk_cpu(url, 8, seconds, headers=headers, lua=lua,
-                             cpu=lambda: loop_seconds(url))
-            process.send_signal(signal.SIGUSR2)
-            deadline = time.monotonic() + 30
-            while not os.path.exists(out) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(0.5)  # written in one go; let it finish
-        finally:
-            SERVED.pop(url, None)
-            process.terminate()
-            process.wait()
+        lua = body_lua("ping")
+        _, cpu = signalled(
+            ["bench.stages", "--serve", out, "compiler.cli", "serve", path, "--port", str(PORT)],
+            PORT, {"GW_DB_URL": database}, out,
+            lambda url: wrk(url, 8, 2, headers=headers, lua=lua),
+            lambda url: wrk_cpu(url, 8, seconds, headers=headers, lua=lua,
+                                cpu=functools.partial(loop_seconds, url)))
         with open(out, "rb") as found:
             totals: Totals = orjson.loads(found.read())
     return cpu * 1e6, [(name, spent / calls * 1e6) for name, (spent, calls) in totals.items()

@@ -13,11 +13,12 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, TypeVar
 
 from bench.upstream import nginx
 
@@ -27,6 +28,7 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+T = TypeVar("T")
 SERVED: dict[str, int] = {}  # the URL of each server `serving` runs -> its process id
 
 
@@ -42,6 +44,34 @@ def serving(module_args: list[str], port: int, stderr: IO[str] | None = None) ->
         SERVED.pop(url, None)
         process.terminate()
         process.wait()
+
+
+def signalled(module_args: list[str], port: int, env: dict[str, str], out: str,
+              warm: Callable[[str], object], measured: Callable[[str], T]) -> T:
+    """Run `python -m *module_args`, a server on `port` that counts from SIGUSR1 and
+    writes its count to `out` at SIGUSR2: `warm(url)`, then the count over
+    `measured(url)`, and once `out` is written the server stopped. `measured`'s answer
+    is returned; `loop_seconds(url)` reads the server while it runs."""
+    process = subprocess.Popen([sys.executable, "-m", *module_args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(port, timeout=60)
+        SERVED[url] = process.pid
+        warm(url)
+        process.send_signal(signal.SIGUSR1)
+        answer = measured(url)
+        process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(out) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the file is written in one go; let it finish
+    finally:
+        SERVED.pop(url, None)
+        process.terminate()
+        process.wait()
+    return answer
 
 
 def loop_seconds(url: str) -> float:
