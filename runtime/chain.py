@@ -20,7 +20,6 @@ already has.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -41,13 +40,24 @@ Call = Callable[[Adapter, Deployment, Timeouts], Awaitable[T]]
 Opener = Callable[[Adapter, Deployment, Body, Timeouts], AsyncIterator[Body]]
 
 
-@functools.lru_cache(maxsize=256)
+_SETTINGS: dict[int, tuple[PolicyBreaker, Settings]] = {}
+
+
 def _settings(b: PolicyBreaker) -> Settings:
     """The mechanism's settings for a policy's breaker block, made once per block.
 
-    `policies/` imports nothing of ours, so it keeps its own settings type.
+    `policies/` imports nothing of ours, so it keeps its own settings type. Known
+    by the block's identity, not its hash: a frozen dataclass's hash is a Python
+    call, and every try asks. The block is kept beside them, so the id is not
+    reused while they are.
     """
-    return Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate, b.min_requests)
+    found = _SETTINGS.get(id(b))
+    if found is None or found[0] is not b:
+        if len(_SETTINGS) >= 256:
+            _SETTINGS.clear()
+        found = _SETTINGS[id(b)] = (b, Settings(b.failures, b.window, b.cooldown, b.probes,
+                                                b.error_rate, b.min_requests))
+    return found[1]
 
 
 class Chain:
@@ -70,6 +80,7 @@ class Chain:
     def _expand(self, targets: tuple[Deployment | PoolTarget, ...],
                 tokens: float) -> list[Deployment]:
         out: list[Deployment] = []
+        chosen: set[str] = set()
         for target in targets:
             if isinstance(target, PoolTarget):
                 members = [target.by_name[name] for name in self.store.order(
@@ -77,13 +88,15 @@ class Chain:
             else:
                 members = [target]
             for deployment in members:
-                if any(chosen.name == deployment.name for chosen in out):
+                name = deployment.name
+                if name in chosen:
                     continue
                 context = deployment.model.context
                 if context is not None and tokens > context:
-                    self.note(Attempt(deployment.name, deployment.provider.name,
+                    self.note(Attempt(name, deployment.provider.name,
                                       f"skipped: {tokens:g} tokens over its context"))
                     continue
+                chosen.add(name)
                 out.append(deployment)
         return out
 

@@ -111,8 +111,12 @@ def chat_tokens(body: Body) -> int:
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0
-    return math.ceil(sum(_characters(m.get("content")) for m in messages
-                         if isinstance(m, dict)) / 4)
+    characters = 0  # on every chat request: a loop, no generator
+    for message in messages:
+        if isinstance(message, dict):
+            content = message.get("content")
+            characters += len(content) if isinstance(content, str) else _characters(content)
+    return math.ceil(characters / 4)
 
 
 def embedding_tokens(body: Body) -> int:

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from compiler.compiled import Budget, CompiledPolicy, Quota, Refused, block_id, load
 from policies.breaker import State as BreakerState
 from policies.ledger import RequestRow, SpendRow
+from policies.limits import new_tuple
 from policies.store import MemoryStore, Store
 from runtime import providers
 from runtime.access_log import AccessLog
@@ -52,9 +53,14 @@ class Loaded:
     loaded_at: float
     adapters: dict[str, Adapter]
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
+        """Read on every answer: kept after the first, as an attribute is read."""
         return self.policy.version
+
+    @functools.cached_property
+    def version_header(self) -> bytes:
+        return self.policy.version.encode()
 
     @functools.cached_property
     def reads_budget(self) -> bool:
@@ -210,11 +216,11 @@ class Gateway:
         if ledger is None:
             return
         details = usage.get("prompt_tokens_details") or {}
-        ledger.add(SpendRow(
+        ledger.add(new_tuple(SpendRow, (
             time.time(), exchange.request_id, exchange.key_id, exchange.team, exchange.user,
             deployment.name, deployment.provider.name, exchange.endpoint.name,
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-            int(details.get("cached_tokens") or 0), cost, exchange.status, budgets))
+            int(details.get("cached_tokens") or 0), cost, exchange.status, budgets)))
 
     def logged(self, exchange: Exchange, answered_by: str | None) -> None:
         """The request log's line (the traffic format: no prompt, no secret); its request
@@ -223,12 +229,12 @@ class Gateway:
         if ledger is None or request is None:
             return
         meta = request.meta
-        ledger.add(RequestRow(
+        ledger.add(new_tuple(RequestRow, (
             time.time(), exchange.team, exchange.user, exchange.key_id, exchange.endpoint.name,
             request.model, request.stream, request.tools, int(request.tokens),
             _whole(exchange.usage.get("completion_tokens")), _whole(request.max_tokens),
             request.temperature, dict(meta) if meta else None, None, answered_by, exchange.cost,
-            exchange.cache, exchange.status, exchange.request_id))
+            exchange.cache, exchange.status, exchange.request_id)))
 
     def _degraded(self, degraded: bool, reason: str) -> None:
         self.metrics.degraded = int(degraded)

@@ -49,7 +49,7 @@ def internal_error() -> GatewayError:
 def stamp(exchange: Exchange) -> list[tuple[bytes, bytes]]:
     """The `x-gw-*` headers of a proxied answer, encoded for ASGI."""
     headers = [(b"x-gw-request-id", exchange.request_id.encode()),
-               (b"x-gw-policy", exchange.loaded.version.encode())]
+               (b"x-gw-policy", exchange.loaded.version_header)]
     deployment, hit = exchange.answered_by, exchange.hit
     if deployment is not None:
         headers += [(b"x-gw-model", deployment.name.encode()),

@@ -107,4 +107,9 @@ class Exchange:
         return isinstance(options, dict) and options.get("include_usage") is True
 
     def tried(self) -> int:
-        return sum(not a.skipped for a in self.attempts)
+        """The models tried, not passed over: on every answer's headers, so a loop."""
+        count = 0
+        for attempt in self.attempts:
+            if not attempt.outcome.startswith("skipped"):
+                count += 1
+        return count
