@@ -143,7 +143,8 @@ local function admit(f, k, a)
     local l = limits[i]
     local lim = l.limit + slack * l.limit
     if l.kind == 'requests' then
-      local _, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
+      local step, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
+      l.step, l.capacity, l.units, l.now_us = step, capacity, cost, now_us
       l.tat = math.max(tonumber(redis.call('GET', l.k1) or now_us), now_us)
       local allow_at = l.tat + cost - capacity
       l.allowed, l.retry = allow_at <= now_us, math.max(0, allow_at - now_us) / 1e6
@@ -187,7 +188,7 @@ local function admit(f, k, a)
     local taken = admitted and (l.enforce or l.allowed or l.kind == 'budget')
     local remaining, reset, share = 0, 0, '-'
     if l.kind == 'requests' then
-      local step, capacity, cost, now_us = gcra(l.window, l.limit, l.burst, l.cost)
+      local step, capacity, cost, now_us = l.step, l.capacity, l.units, l.now_us
       local tat = l.tat  -- read by the first pass: no counter comes twice in one admission
       if taken then
         tat = tat + cost
@@ -204,8 +205,10 @@ local function admit(f, k, a)
           l.amounts[current] = 0
         end
         l.amounts[current] = l.amounts[current] + l.cost
-        redis.call('HSET', l.k1, fmt(current), fmt(l.amounts[current]))
-        extend(l.k1, (current + buckets + 1) * l.width - now)
+        -- a bucket that was there already made the key last as long as it needs
+        if redis.call('HSET', l.k1, fmt(current), fmt(l.amounts[current])) == 1 then
+          extend(l.k1, (current + buckets + 1) * l.width - now)
+        end
       end
       remaining = math.max(0, l.limit - sum(l.order, l.amounts))
       if #l.order > 0 then
@@ -227,26 +230,24 @@ local function admit(f, k, a)
     else
       if taken then
         l.reserved = l.reserved + l.cost
-        redis.call('HSET', l.k1, 'reserved', fmt(l.reserved))
+        -- the period's expiry is fixed: given when the field first came
+        if redis.call('HSET', l.k1, 'reserved', fmt(l.reserved)) == 1 then
+          extend(l.k1, l.expires - now)
+        end
         redis.call('ZADD', l.k2, now + lease, rid .. '|' .. l.coststr)
-        extend(l.k1, l.expires - now)
         extend(l.k2, l.expires - now)
       end
       local used = l.spent + l.reserved
       remaining, reset, share = math.max(0, l.limit - used), l.ends - now, fmt(used / l.limit)
     end
-    local reason = '-'
-    if not l.allowed then
-      reason = l.reason
+    local w = #out
+    if l.allowed then
+      out[w + 1], out[w + 5], out[w + 7] = 1, '0', '-'
+    else
+      out[w + 1], out[w + 5], out[w + 7] = 0, fmt(l.retry), l.reason
     end
-    local retry = 0
-    if not l.allowed then
-      retry = l.retry
-    end
-    for _, v in ipairs({l.allowed and 1 or 0, taken and 1 or 0, fmt(remaining), fmt(reset),
-        fmt(retry), share, reason}) do
-      table.insert(out, v)
-    end
+    out[w + 2], out[w + 3], out[w + 4], out[w + 6] = taken and 1 or 0, fmt(remaining),
+      fmt(reset), share
   end
   if admitted then
     for j = 1, m do
@@ -285,8 +286,9 @@ local function settle(f, k)
         local left = tonumber(redis.call('HGET', k1, field) or '0')
           + (actual - tonumber(amountstr))
         if left > 0 then
-          redis.call('HSET', k1, field, fmt(left))
-          extend(k1, (bucket + buckets + 1) * width - now)
+          if redis.call('HSET', k1, field, fmt(left)) == 1 then
+            extend(k1, (bucket + buckets + 1) * width - now)
+          end
         else
           redis.call('HDEL', k1, field)
         end
@@ -297,8 +299,9 @@ local function settle(f, k)
       free(k1, 'reserved', k2, member)
       if actual > 0 then
         local spent = tonumber(redis.call('HGET', k1, 'spent') or '0')
-        redis.call('HSET', k1, 'spent', fmt(spent + actual))
-        extend(k1, tonumber(f[base + 4]) - now)
+        if redis.call('HSET', k1, 'spent', fmt(spent + actual)) == 1 then
+          extend(k1, tonumber(f[base + 4]) - now)
+        end
       end
     end
   end

@@ -5,6 +5,7 @@ sequence of calls."""
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 import uuid
@@ -18,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from policies.limits import Admission, CounterStore, Limit, StoreUnavailable
+from policies.limits import BUCKETS, Admission, CounterStore, Limit, StoreUnavailable
 from policies.memory_counters import MemoryCounters
-from policies.redis_counters import MAX_OPS, SETTLE_DELAY, RedisCounters, _command
+from policies.redis_counters import MAX_OPS, SETTLE_DELAY, RedisCounters, _command, _expiry
 from tests.policies.test_quotas import NOW
 from tests.services import RedisServer
 
@@ -338,6 +339,38 @@ def test_every_key_is_in_one_hash_tagged_slot_and_expires(redis_url: str) -> Non
     assert len(keys) >= 5 and all(key.startswith("{tenant-7}:") for key in keys)
     assert all(client.pttl(key) > 0 for key in keys)
     assert any(":b:2027-01:b1:team=research" in key for key in keys)
+    client.close()
+
+
+def test_keys_last_as_long_as_their_newest_figures_need(redis_url: str) -> None:
+    """The script gives a key its expiry when it writes a field there first (a tokens
+    bucket, a budget's reservations or spend), not on every write: later writes to the
+    same field need no more. A newer bucket still moves the window's expiry on."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    namespace = uuid.uuid4().hex
+    width = TOKENS.window / BUCKETS
+    later = NOW + 3 * width  # a newer bucket of the same window
+
+    async def go() -> None:
+        store = RedisCounters(redis_url, namespace=namespace)
+        try:
+            for at in (NOW, NOW + 0.1, later, later + 0.1):
+                answer = await store.admit([TOKENS, BUDGET], at, 30)
+                assert answer.admitted and answer.reservation is not None
+                await store.settle(answer.reservation, {TOKENS.counter: 100,
+                                                        BUDGET.counter: 0.2}, at + 0.05)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    keys = [str(key) for key in client.keys("{" + namespace + "}:*")]
+    window = next(key for key in keys if TOKENS.counter in key)
+    budget = next(key for key in keys if ":b:" in key and key.endswith(BUDGET.counter))
+    newest = math.floor(later / width)
+    margin = 5000  # ms: this test's own time between the writes and the reads
+    assert client.pttl(window) >= ((newest + BUCKETS + 1) * width - later) * 1000 - margin
+    assert client.pttl(budget) >= (_expiry("month", later)[1] - later) * 1000 - margin
+    assert all(client.pttl(key) > 0 for key in keys)
     client.close()
 
 
