@@ -270,9 +270,11 @@ def _settings(block: Cache) -> tuple[str | None, ...]:
     return block.mode, block.scope, block.embedder, block.embedder_model
 
 
+@functools.cache
 def _embedders() -> types.ModuleType:
     """policies.embedders, imported when a semantic block first needs it: a gateway
-    that caches exactly never loads it."""
+    that caches exactly never loads it (and then kept: an import per lookup costs the
+    import system's lock and lookups)."""
     return importlib.import_module("policies.embedders")
 
 
