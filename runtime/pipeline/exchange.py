@@ -110,6 +110,6 @@ class Exchange:
         """The models tried, not passed over: on every answer's headers, so a loop."""
         count = 0
         for attempt in self.attempts:
-            if not attempt.outcome.startswith("skipped"):
+            if not attempt.skipped:
                 count += 1
         return count
