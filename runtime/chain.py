@@ -30,6 +30,7 @@ from policies import backoff
 from policies.breaker import Settings
 from policies.store import Store
 from runtime import tracing
+from runtime.by_identity import ByIdentity
 from runtime.errors import GatewayError, UpstreamError
 from runtime.formats.base import closed
 from runtime.pipeline.exchange import Attempt, Body
@@ -40,24 +41,13 @@ Call = Callable[[Adapter, Deployment, Timeouts], Awaitable[T]]
 Opener = Callable[[Adapter, Deployment, Body, Timeouts], AsyncIterator[Body]]
 
 
-_SETTINGS: dict[int, tuple[PolicyBreaker, Settings]] = {}
+def _made_settings(b: PolicyBreaker) -> Settings:
+    return Settings(b.failures, b.window, b.cooldown, b.probes, b.error_rate, b.min_requests)
 
 
-def _settings(b: PolicyBreaker) -> Settings:
-    """The mechanism's settings for a policy's breaker block, made once per block.
-
-    `policies/` imports nothing of ours, so it keeps its own settings type. Known
-    by the block's identity, not its hash: a frozen dataclass's hash is a Python
-    call, and every try asks. The block is kept beside them, so the id is not
-    reused while they are.
-    """
-    found = _SETTINGS.get(id(b))
-    if found is None or found[0] is not b:
-        if len(_SETTINGS) >= 256:
-            _SETTINGS.clear()
-        found = _SETTINGS[id(b)] = (b, Settings(b.failures, b.window, b.cooldown, b.probes,
-                                                b.error_rate, b.min_requests))
-    return found[1]
+# The mechanism's settings for a policy's breaker block, made once per block (every try
+# asks). `policies/` imports nothing of ours, so it keeps its own settings type.
+_settings = ByIdentity(_made_settings, 256)
 
 
 class Chain:

@@ -46,6 +46,7 @@ from policies.limits import (
 from policies.memory_counters import MemoryCounters
 from policies.periods import period_bounds
 from runtime import pricing
+from runtime.by_identity import ByIdentity
 from runtime.errors import GatewayError
 
 logger = logging.getLogger("gwc")
@@ -109,7 +110,11 @@ class Limiter:
     shares: dict[tuple[str, str], float] = field(default_factory=dict)  # (team, x) -> share
     _seeded: dict[str, float] = field(default_factory=dict)  # counter -> its period's end
     _ready: dict[Counters, float] = field(default_factory=dict)  # all seeded until then
-    _countings: dict[int, Counting] = field(default_factory=dict)
+    # a decision's blocks and lease, worked out once: a policy's decisions are made once
+    # each and kept, so one is known by its identity (and kept no longer than FIXED_KEPT)
+    counting: ByIdentity[Decision, Counting] = field(
+        default_factory=lambda: ByIdentity(Counting.of, FIXED_KEPT), init=False, repr=False,
+        compare=False)
 
     def build(self, decision: Decision, identity: dict[str, str | None],
               request_get: Callable[[str], Any]) -> Counters | None:
@@ -130,18 +135,6 @@ class Limiter:
                 counting.kept.clear()
             found = counting.kept[key] = Counters.of(counting, key)
         return found if found.limits else None
-
-    def counting(self, decision: Decision) -> Counting:
-        """A decision's blocks and lease, worked out once: a policy's decisions are
-        cached, so each is one object for as long as its policy serves (this cache is
-        emptied now and then, so that reloaded policies' decisions do not stay alive
-        through it)."""
-        found = self._countings.get(id(decision))
-        if found is None or found.decision is not decision:
-            if len(self._countings) >= FIXED_KEPT:
-                self._countings.clear()
-            found = self._countings[id(decision)] = Counting.of(decision)
-        return found
 
     async def admit(self, counters: Counters, tokens: float,
                     max_tokens: float | None) -> tuple[Admission, Held]:
@@ -256,7 +249,6 @@ class Counting:
     counters' templates, the prices of the models that bound a reservation (each one's
     `pricing.bounds`), its lease, and the `Counters` made for each set of subjects."""
 
-    decision: Decision
     blocks: tuple[tuple[Quota | Budget, str], ...]
     templates: tuple[tuple[Template, ...], ...]  # one tuple per block
     prices: tuple[tuple[float, float, float], ...]
@@ -272,7 +264,7 @@ class Counting:
         blocks = tuple((block, "" if block.subject.kind == "global" else block.subject.dimension)
                        for block in members)
         prices = tuple(pricing.bounds(d.model) for d in _deployments(decision.targets))
-        return cls(decision, blocks, tuple(_templates(block) for block in members), prices,
+        return cls(blocks, tuple(_templates(block) for block in members), prices,
                    lease(decision.targets))
 
 

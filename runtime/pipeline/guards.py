@@ -37,6 +37,7 @@ import orjson
 
 from compiler.compiled import Guard, needles, regex
 from policies.guarding import Check, Finding, Holdback, Refused, judge
+from runtime.by_identity import ByIdentity
 from runtime.errors import GatewayError
 from runtime.formats.base import Slot, closed
 from runtime.pipeline.exchange import Body, Exchange
@@ -96,24 +97,19 @@ class Sorted:
     output_hooks: list[Guard]
 
 
-_sorted: dict[int, tuple[tuple[Guard, ...], Sorted]] = {}
 SORTED_KEPT = 4096  # decisions' guards kept sorted; a policy has far fewer
 
 
-def sorted_guards(guards: tuple[Guard, ...]) -> Sorted:
-    """The guards sorted for the stages, by the identity of the decision's tuple (each
-    decision is made once per policy and kept): a request hashes no guard."""
-    found = _sorted.get(id(guards))
-    if found is not None and found[0] is guards:
-        return found[1]
+def _sort(guards: tuple[Guard, ...]) -> Sorted:
     inputs = [g for g in guards if g.inputs]
     outputs = [g for g in guards if g.outputs]
-    made = Sorted(_checks(inputs), [g for g in inputs if g.webhook is not None], outputs,
+    return Sorted(_checks(inputs), [g for g in inputs if g.webhook is not None], outputs,
                   _checks(outputs), [g for g in outputs if g.webhook is not None])
-    if len(_sorted) >= SORTED_KEPT:
-        _sorted.clear()
-    _sorted[id(guards)] = (guards, made)
-    return made
+
+
+# The guards sorted for the stages, by the identity of the decision's tuple (each
+# decision is made once per policy and kept): a request hashes no guard.
+sorted_guards = ByIdentity(_sort, SORTED_KEPT)
 
 
 @functools.lru_cache(maxsize=1024)
