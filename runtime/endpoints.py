@@ -114,8 +114,7 @@ def chat_tokens(body: Body) -> int:
     characters = 0  # on every chat request: a loop, no generator
     for message in messages:
         if isinstance(message, dict):
-            content = message.get("content")
-            characters += len(content) if isinstance(content, str) else _characters(content)
+            characters += _characters(message.get("content"))
     return math.ceil(characters / 4)
 
 
